@@ -1,15 +1,200 @@
-"""Application factory. The server issue fills this in; for now: liveness only."""
+"""Application factory: `create_app(settings) -> FastAPI`.
 
-from fastapi import FastAPI
+Start (lifespan): prepare the data directory, migrate the database to head, open the engine.
+Extension points for later code, all on `app.state`:
+- `ready_checks`: callables `(app) -> str | None`; a string is why the server is not ready (503).
+- `stream_deleted_hooks`: callables `(stream_id) -> None`, run after a stream is deleted.
+- `metrics`: the `Metrics` object (counters to increment), `settings`, `engine`.
+New `/api` routers are added with `include_api(app, router)` (it adds the API key check).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import text
+from sqlmodel import Session
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.api import streams
+from server.api.deps import current_key
+from server.db import make_engine, upgrade_database
+from server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
+from server.settings import Settings
+
+log = logging.getLogger("logsense")
+
+_DEV_LINES = (
+    "DEV MODE: /api is open to anyone who can reach this port; no API key is checked.",
+    "Never run like this where others can connect (unset LOGSENSE_DEV_MODE, drop --dev).",
+)
+DEV_MODE_BANNER = "\n".join(
+    ["", "!" * 90, *(f"!!  {line:<84}!!" for line in _DEV_LINES), "!" * 90]
+)
 
 
-def create_app() -> FastAPI:
-    """Build the LogSense FastAPI application."""
-    app = FastAPI(title="LogSense", version="0.1.0")
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the LogSense app; nothing touches disk or the database until it starts."""
+    settings = settings or Settings()
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade_database(settings.database_url)
+        app.state.engine = make_engine(settings.database_url)
+        if settings.dev_mode:
+            log.warning(DEV_MODE_BANNER)
+        log.info("LogSense ready: data in %s", settings.data_dir.resolve())
+        try:
+            yield
+        finally:
+            app.state.engine.dispose()
+
+    app = FastAPI(
+        title="LogSense",
+        version="0.1.0",
+        description="Log anomaly detection: instant RAPID verdicts, LogGPT window checks, operator feedback.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.engine = None
+    app.state.ready_checks = []
+    app.state.stream_deleted_hooks = []
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees the 413s too
+    _add_exception_handlers(app)
+    _add_health_routes(app)
+
+    include_api(app, streams.router)
+    return app
+
+
+def include_api(app: FastAPI, router: APIRouter) -> None:
+    """Mount an `/api/...` router behind the API key check.
+
+    Routers carry their full prefix (`/api/v1/streams`), not a nested `/api` parent: the route
+    templates then stay whole for the metrics labels on every FastAPI version.
+    """
+    if not router.prefix.startswith("/api/"):
+        raise ValueError(f"API routers need a full /api/... prefix, got {router.prefix!r}")
+    app.include_router(router, dependencies=[Depends(current_key)])
+
+
+# --------------------------------------------------------------------------- health and metrics
+
+
+def _add_health_routes(app: FastAPI) -> None:
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
         """Alive: the process answers."""
         return {"status": "ok"}
 
-    return app
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready, with reasons"}})
+    def readyz(request: Request) -> JSONResponse:
+        """Ready: the database answers a query and every registered readiness check passes."""
+        reasons = []
+        try:
+            with request.app.state.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # noqa: BLE001 (any failure means: not ready)
+            reasons.append(f"database: {type(exc).__name__}: {exc}")
+        for check in request.app.state.ready_checks:
+            try:
+                reason = check(request.app)
+            except Exception as exc:  # noqa: BLE001
+                reason = f"{getattr(check, '__name__', check)}: {type(exc).__name__}: {exc}"
+            if reason:
+                reasons.append(reason)
+        if reasons:
+            return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def metrics(request: Request) -> Response:
+        """Prometheus text format: request metrics and domain metrics."""
+        m: Metrics = request.app.state.metrics
+        try:
+            with Session(request.app.state.engine) as session:
+                m.refresh_from_db(session)
+        except Exception:  # a scrape still answers with the counters
+            log.exception("could not refresh metrics from the database")
+        return Response(m.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+# --------------------------------------------------------------------------- bad input -> 4xx
+
+
+def _error_location(loc: Any) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _clean_errors(errors: Any) -> list[dict]:
+    """Validation errors made JSON-safe and short: no echoed input (may be huge or binary)."""
+    out = []
+    for e in errors:
+        item = {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        if item["type"] == "json_invalid":
+            where = f" at character {item['loc'][-1]}" if len(item["loc"]) > 1 else ""
+            item["msg"] = f"malformed JSON{where}: {(e.get('ctx') or {}).get('error', 'cannot be decoded')}"
+        out.append(item)
+    return out
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_errors(exc.errors())
+        code = 400 if errors and all(e["type"] == "json_invalid" for e in errors) else 422
+        message = "; ".join(
+            e["msg"] if e["type"] == "json_invalid" else f"{_error_location(e['loc'])}: {e['msg']}" for e in errors
+        )
+        return JSONResponse({"detail": errors, "message": message}, status_code=code)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over `max_bytes`: by Content-Length up front, else while reading."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(
+            status_code=413,
+            detail=f"request body over max_request_bytes ({self.max_bytes} bytes)",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            exc = self._too_large()
+            await JSONResponse({"detail": exc.detail}, status_code=exc.status_code)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise self._too_large()  # FastAPI re-raises HTTPException from body parsing: a 413
+            return message
+
+        await self.app(scope, receive if length is not None else counted_receive, send)

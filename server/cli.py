@@ -1,33 +1,150 @@
-"""The `logsense` command: serve, bench."""
+"""The `logsense` command: serve, apikey, db, bench.
+
+Settings come from `LOGSENSE_*` / `.env`; `--data-dir` (and serve's flags) override them.
+`bench` imports `models.bench` (torch and friends) only when it is the command being run, and
+a failing import breaks only `bench`.
+"""
+
+from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from server.settings import Settings
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; `include_bench=False` skips importing models.bench for its arguments."""
     parser = argparse.ArgumentParser(prog="logsense", description="LogSense log anomaly detection server")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP server on embedded defaults")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default=None, help="interface to bind (default: settings, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: settings, 8000)")
     serve.add_argument("--data-dir", default=None, help="where the database and model artifacts live")
+    serve.add_argument("--dev", action="store_true", default=None, help="dev mode: /api needs no API key")
     serve.set_defaults(func=run_serve)
 
-    from models.bench import add_arguments as add_bench_arguments
+    apikey = sub.add_parser("apikey", help="create, list and revoke API keys")
+    keys = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = keys.add_parser("create", help="create a key and print it (once: only its hash is stored)")
+    create.add_argument("name", help="what the key is for, e.g. the sending host")
+    create.set_defaults(func=run_apikey_create)
+    listing = keys.add_parser("list", help="list keys (never the keys themselves)")
+    listing.set_defaults(func=run_apikey_list)
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(func=run_apikey_revoke)
+    for p in (create, listing, revoke):
+        p.add_argument("--data-dir", default=None, help="the server's data directory")
 
-    bench = sub.add_parser("bench", help="benchmark every detector on a labeled data set")
-    add_bench_arguments(bench)
-    bench.set_defaults(func=run_bench)
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="migrate the database to the newest schema")
+    upgrade.add_argument("--data-dir", default=None, help="the server's data directory")
+    upgrade.set_defaults(func=run_db_upgrade)
+
+    bench_help = "benchmark every detector on a labeled data set"
+    add_bench_arguments, import_error = None, None
+    if include_bench:
+        try:
+            from models.bench import add_arguments as add_bench_arguments
+        except Exception as exc:  # noqa: BLE001 (any import failure disables only bench)
+            import_error = exc
+    if import_error is None:
+        bench = sub.add_parser("bench", help=bench_help)
+        bench.set_defaults(func=run_bench)
+        if add_bench_arguments is not None:
+            add_bench_arguments(bench)
+    else:  # take any arguments, then say why bench cannot run
+        bench = sub.add_parser("bench", help=bench_help, prefix_chars="\0", add_help=False)
+        bench.add_argument("rest", nargs="*")
+        bench.set_defaults(func=_bench_unavailable(import_error))
     return parser
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _prepared(settings: Settings):  # noqa: ANN202 (an Engine)
+    from server.db import make_engine, upgrade_database
+
+    upgrade_database(settings.database_url)
+    return make_engine(settings.database_url)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.db import upgrade_database
 
-    uvicorn.run(create_app(), host=args.host, port=args.port)
+    settings = _settings(args, host=args.host, port=args.port, dev_mode=args.dev)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    upgrade_database(settings.database_url)  # fail here, before binding the port, if the schema cannot be made
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    return 0
+
+
+def run_apikey_create(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from server.auth import create_api_key
+
+    engine = _prepared(_settings(args))
+    with Session(engine) as session:
+        key, row = create_api_key(session, args.name)
+        print(key)
+        print(f"API key {row.id} ({row.name!r}) created. Only its hash is stored: copy it now, "
+              "it cannot be shown again. Send it as the X-API-Key header.", file=sys.stderr)
+    engine.dispose()
+    return 0
+
+
+def run_apikey_list(args: argparse.Namespace) -> int:
+    from sqlmodel import Session, select
+
+    from server.tables import ApiKey
+
+    engine = _prepared(_settings(args))
+    with Session(engine) as session:
+        rows = session.exec(select(ApiKey).order_by(ApiKey.id)).all()
+        print(f"{'id':>4}  {'name':<24} {'prefix':<12} {'created (UTC)':<20} {'last used (UTC)':<20} state")
+        for r in rows:
+            used = r.last_used_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_used_at else "never"
+            print(f"{r.id:>4}  {r.name:<24} {r.prefix + '…':<12} {r.created_at:%Y-%m-%d %H:%M:%S}  {used:<20} "
+                  f"{'revoked' if r.revoked else 'active'}")
+    engine.dispose()
+    return 0
+
+
+def run_apikey_revoke(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from server.auth import revoke_api_key
+
+    engine = _prepared(_settings(args))
+    with Session(engine) as session:
+        found = revoke_api_key(session, args.id)
+    engine.dispose()
+    print(f"API key {args.id} revoked" if found else f"no API key with id {args.id}", file=sys.stderr)
+    return 0 if found else 1
+
+
+def run_db_upgrade(args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
+    from server.db import upgrade_database
+
+    settings = _settings(args)
+    upgrade_database(settings.database_url)
+    print(f"database at head: {make_url(settings.database_url).render_as_string(hide_password=True)}")
     return 0
 
 
@@ -37,8 +154,18 @@ def run_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _bench_unavailable(exc: Exception) -> Callable[[argparse.Namespace], int]:
+    def fail(_args: argparse.Namespace) -> int:
+        print(f"logsense bench is unavailable: models.bench failed to import: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 2
+
+    return fail
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(include_bench=bool(argv) and argv[0] == "bench").parse_args(argv)
     return args.func(args)
 
 

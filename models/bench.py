@@ -1,0 +1,208 @@
+"""`logsense bench`: every detector on one labeled data set, side by side, under a stated protocol.
+
+Writes DIR/results.json, DIR/results.md and DIR/pr.png and prints the table with the protocol
+above it. The default protocol is chronological with thresholds from validation normals; the
+`paper` protocol (random split, best-F1 threshold on test) is labeled "oracle" everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.datasets import DATASETS, DatasetMissing, load_dataset, load_loghub
+from models.experiments import RunConfig, run_lines, run_sessions
+
+ORDER = [
+    "ensemble", "rapid", "rapid_session", "loggpt", "deeplog", "iforest",
+    "unseen_template", "unseen_session", "severity_rule",
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="hdfs-2pct", help=f"one of {', '.join(DATASETS)}, or 'custom' with --log")
+    parser.add_argument("--data-dir", default=None, help="folder with the labeled data (default: ../shared/datasets or $LOGSENSE_DATASETS)")
+    parser.add_argument("--out", default="bench-out", help="folder for results.json, results.md, pr.png")
+    parser.add_argument("--protocol", choices=["chrono", "paper"], default="chrono")
+    parser.add_argument("--target-fpr", type=float, default=0.01, help="false-positive budget on validation normals")
+    parser.add_argument("--feedback", action="store_true", help="also run the simulated operator on the test part")
+    parser.add_argument("--extra-normal", action="store_true", help="bgl-2k: add BGL_5000 (all normal) to the training data")
+    parser.add_argument("--rl-steps", type=int, default=0, help="LogGPT reinforcement steps after LM training (0 = off)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="small models, few epochs: a smoke run, not a result")
+    parser.add_argument("--log", help="custom: a loghub-format log file (.gz ok)")
+    parser.add_argument("--labels", help="custom: labels csv (session,label) when the log has sessions")
+    parser.add_argument("--preset", default="generic", help="custom: header preset (hdfs, bgl, syslog, iso8601, json, generic)")
+    parser.add_argument("--session-regex", default=None, help="custom: session key regex (e.g. 'blk_-?\\d+')")
+    parser.add_argument("--label-field", action="store_true", help="custom: the first field of each line is the label ('-' = normal)")
+
+
+def protocol_line(cfg: RunConfig) -> str:
+    tr, va, te = (round(f * 100) for f in cfg.fractions)
+    if cfg.protocol == "paper":
+        return f"protocol: paper: random split {tr}/{va}/{te} (seed {cfg.seed}), thresholds and K = best F1 on TEST labels (oracle, for comparison with papers only)"
+    return (
+        f"protocol: chrono: split by time {tr}/{va}/{te}, train on normal items of the first part only, "
+        f"every threshold, K and g at <= {cfg.target_fpr:.0%} false positives on validation normals (no test labels)"
+    )
+
+
+def load(args) -> object:
+    if args.dataset == "custom" or args.log:
+        return load_loghub(args.log, args.labels, preset=args.preset, session_regex=args.session_regex, label_field=args.label_field, name="custom")
+    return load_dataset(args.dataset, args.data_dir, extra_normal=args.extra_normal)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The `logsense bench` command."""
+    try:
+        dataset = load(args)
+    except DatasetMissing as exc:
+        print(f"logsense bench: {exc}", file=sys.stderr)
+        return 2
+    cfg = RunConfig(protocol=args.protocol, target_fpr=args.target_fpr, seed=args.seed, feedback=args.feedback, quick=args.quick, rl_steps=args.rl_steps)
+    from models.embedding import load_embedder
+
+    started = time.perf_counter()
+    embedder = load_embedder()
+    runner = run_sessions if dataset.session_labels is not None else run_lines
+    out = runner(dataset, cfg, embedder)
+    report = {
+        "dataset": dataset.name,
+        "protocol": cfg.protocol,
+        "protocol_text": protocol_line(cfg),
+        "oracle": cfg.protocol == "paper",
+        "target_fpr": cfg.target_fpr,
+        "fractions": list(cfg.fractions),
+        "quick": cfg.quick,
+        "seed": cfg.seed,
+        "cores": os.cpu_count(),
+        "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
+        "seconds": round(time.perf_counter() - started, 1),
+        **out["meta"],
+        "detectors": out["detectors"],
+    }
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "results.json", report)
+    markdown = render_markdown(report)
+    (out_dir / "results.md").write_text(markdown)
+    plot_pr(out["curves"], out_dir / "pr.png", report)
+    print(markdown)
+    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}, {out_dir / 'pr.png'}")
+    return 0
+
+
+def write_json(path: Path, report: dict) -> None:
+    def clean(x):
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        if isinstance(x, (np.floating, float)):
+            return None if math.isnan(float(x)) else float(x)
+        if isinstance(x, np.integer):
+            return int(x)
+        return x
+
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(clean(report), indent=2))
+    os.replace(tmp, path)
+
+
+def fmt(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def render_markdown(report: dict) -> str:
+    oracle = " (ORACLE thresholds)" if report["oracle"] else ""
+    sizes = report["split_sizes"]
+    lines = [
+        f"# LogSense benchmark: {report['dataset']}{oracle}",
+        "",
+        report["protocol_text"],
+        f"items: {report['items']}; split (items / anomalous): "
+        + ", ".join(f"{k} {v['items']}/{v['anomalous']}" for k, v in sizes.items())
+        + f"; templates: {report['templates']}; cores: {report['cores']}; run: {report['seconds']} s"
+        + ("; QUICK smoke run, not a result" if report["quick"] else ""),
+        f"ensemble policy: {report['ensemble_policy']} (part thresholds: "
+        + ", ".join(f"{k} {fmt(v)}" for k, v in report["ensemble_thresholds"].items()) + ")",
+        "",
+        "| detector | level | P | R | F1 | AUPRC | threshold | val FP | fit s | score lines/s | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    dets = report["detectors"]
+    for name in [n for n in ORDER if n in dets] + [n for n in dets if n not in ORDER]:
+        d = dets[name]
+        notes = []
+        if "top_k" in d:
+            notes.append(f"K={d['top_k']}")
+        if name == "ensemble":
+            notes.append(f"danger-only P {fmt(d['danger_precision'])} R {fmt(d['danger_recall'])}; danger {d['danger']}, watch {d['watch']}")
+        lines.append(
+            f"| {name} | {d['level']} | {fmt(d['precision'])} | {fmt(d['recall'])} | {fmt(d['f1'])} | {fmt(d['auprc'])} "
+            f"| {fmt(d['threshold'])} | {fmt(d.get('val_fpr'))} | {fmt(d['fit_seconds'], 1)} | {fmt(d['score_lines_per_second'], 0)} | {'; '.join(notes)} |"
+        )
+    fb = {n: d for n, d in dets.items() if any(k.startswith("feedback") for k in d)}
+    if fb:
+        lines += [
+            "",
+            "## With the simulated operator (--feedback)",
+            "",
+            "Test items in time order; each flagged item is reviewed once with its true label (a click); a refuted "
+            "normal is learned at once, before the next item. P/R/F1 over the flags raised.",
+            "",
+            "| detector | variant | P | R | F1 | clicks | F1 without feedback |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, d in fb.items():
+            for key in [k for k in d if k.startswith("feedback")]:
+                f = d[key]
+                variant = key.replace("feedback", "").strip("_") or "exact"
+                lines.append(f"| {name} | {variant} | {fmt(f['precision'])} | {fmt(f['recall'])} | {fmt(f['f1'])} | {f['clicks']} | {fmt(d['f1'])} |")
+    seen = report.get("seen_lines_per_second")
+    if seen:
+        lines += ["", f"RAPID on lines whose masked text it has seen (parsing included): {fmt(seen['lines_per_second'], 0)} lines/s over {seen['lines']} test lines, {seen['cores']} cores."]
+    windows = report.get("windows")
+    if windows:
+        lines += ["", "## Window level (a window is anomalous when any of its lines is flagged)", ""]
+        for wname, w in windows.items():
+            lines.append(f"- {wname}: {w['windows']} test windows, {w['anomalous']} anomalous: " + "; ".join(f"{n} F1 {fmt(v['f1'])}" for n, v in w["detectors"].items()))
+    lines.append("")
+    return "\n".join(lines)
+
+
+def plot_pr(curves: dict, path: Path, report: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    for name, curve in curves.items():
+        precision, recall = curve[0], curve[1]
+        ax.plot(recall, precision, label=f"{name} (AUPRC {fmt(report['detectors'][name]['auprc'], 2)})", lw=1.6 if name == "ensemble" else 1.0)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(0, 1.01)
+    ax.set_title(f"{report['dataset']}: precision-recall, test part", fontsize=11)
+    fig.text(0.01, 0.01, report["protocol_text"], fontsize=6, wrap=True)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,133 @@
+"""`/api/v1/streams`: create, list, read, update (PATCH) and delete streams.
+
+Delete refuses with 409 while the stream holds data (lines, windows, jobs, model versions),
+unless `?force=true`: then the database cascades every row of the stream away and its
+artifact folder is removed. A stream cannot be renamed (ingest clients address it by name).
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import exists
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from server.api.deps import SessionDep, SettingsDep, StreamDep
+from server.tables import Job, LogLine, ModelVersion, Stream, StreamSettings, Window, utcnow
+
+NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+router = APIRouter(prefix="/api/v1/streams", tags=["streams"])
+
+
+class StreamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN, description="Letters, digits, `_`, `.`, `-`; 1 to 64 characters.")
+    settings: StreamSettings = Field(default_factory=StreamSettings)
+
+
+class StreamUpdate(BaseModel):
+    """Only the settings named are changed; `null` resets an optional one (e.g. back to calibrated)."""
+
+    model_config = ConfigDict(extra="forbid")
+    settings: dict[str, Any] = Field(default_factory=dict, description="A partial `StreamSettings`.")
+
+
+class StreamOut(BaseModel):
+    id: int
+    name: str
+    settings: StreamSettings
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, stream: Stream) -> "StreamOut":
+        return cls(
+            id=stream.id, name=stream.name, settings=stream.config(),
+            created_at=stream.created_at, updated_at=stream.updated_at,
+        )
+
+
+def _conflict(name: str) -> HTTPException:
+    return HTTPException(status_code=status.HTTP_409_CONFLICT, detail=f"a stream named {name!r} already exists")
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StreamOut)
+def create_stream(body: StreamCreate, session: SessionDep) -> StreamOut:
+    """Create a stream (409 if the name is taken)."""
+    if session.exec(select(Stream.id).where(Stream.name == body.name)).first() is not None:
+        raise _conflict(body.name)
+    stream = Stream(name=body.name, settings=body.settings.model_dump(mode="json"))
+    session.add(stream)
+    try:
+        session.commit()
+    except IntegrityError:  # created concurrently since the check above
+        session.rollback()
+        raise _conflict(body.name) from None
+    session.refresh(stream)
+    return StreamOut.of(stream)
+
+
+@router.get("", response_model=list[StreamOut])
+def list_streams(session: SessionDep) -> list[StreamOut]:
+    """Every stream, by name."""
+    return [StreamOut.of(s) for s in session.exec(select(Stream).order_by(Stream.name)).all()]
+
+
+@router.get("/{name}", response_model=StreamOut)
+def read_stream(stream: StreamDep) -> StreamOut:
+    return StreamOut.of(stream)
+
+
+@router.patch("/{name}", response_model=StreamOut)
+def update_stream(body: StreamUpdate, stream: StreamDep, session: SessionDep) -> StreamOut:
+    """Change some settings; the result is validated as a whole (422 names the field)."""
+    merged = {**stream.config().model_dump(mode="json"), **body.settings}
+    try:
+        new = StreamSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", "settings", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
+    stream.settings = new.model_dump(mode="json")
+    stream.updated_at = utcnow()
+    session.add(stream)
+    session.commit()
+    session.refresh(stream)
+    return StreamOut.of(stream)
+
+
+def _has_data(session: Session, stream_id: int) -> bool:
+    return any(
+        session.exec(select(exists().where(table.stream_id == stream_id))).one()
+        for table in (LogLine, Window, Job, ModelVersion)
+    )
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_stream(
+    request: Request,
+    stream: StreamDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    force: Annotated[bool, Query(description="Also delete every line, window, job and model of it.")] = False,
+) -> Response:
+    """Delete a stream: 409 while it holds data, unless `force=true`."""
+    stream_id = stream.id
+    if not force and _has_data(session, stream_id):
+        raise HTTPException(
+            status_code=status.HTTP_409_CONFLICT,
+            detail=f"stream {stream.name!r} holds data; delete with ?force=true to remove it all",
+        )
+    session.delete(stream)  # ON DELETE CASCADE removes its rows
+    session.commit()
+    for hook in request.app.state.stream_deleted_hooks:  # e.g. the detector registry drops its object
+        hook(stream_id)
+    shutil.rmtree(settings.stream_dir(stream_id), ignore_errors=True)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,68 @@
+"""Database plumbing: the engine, Alembic migrations run from code, sessions outside requests.
+
+The schema comes only from `migrations/` (`upgrade_database`), never from `create_all`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlmodel import Session, create_engine
+
+# The migrations folder sits next to the `server` package: found from the repo and from an
+# editable install alike (a wheel would need it shipped as package data).
+MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def _on_sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 (DB-API objects)
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cur.execute("PRAGMA synchronous=FULL")  # a commit survives power loss: acknowledged means durable
+    cur.execute("PRAGMA foreign_keys=ON")  # ON DELETE CASCADE and FK checks, as on PostgreSQL
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")  # wait for a lock instead of failing
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    )
+    event.listen(engine, "connect", _on_sqlite_connect)
+    return engine
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic config for `url` without an ini file; `env.py` reads the URL from its attributes."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = url  # not via set_main_option: '%' in passwords would be interpolated
+    return config
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    """`alembic upgrade head` on `url` (creates the SQLite file and its folder if needed)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)
+
+
+@contextmanager
+def open_session(engine: Engine) -> Iterator[Session]:
+    """A session for code outside requests (worker, scheduler, CLI); the caller commits."""
+    with Session(engine) as session:
+        yield session

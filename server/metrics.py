@@ -1,0 +1,134 @@
+"""Prometheus metrics: one `Metrics` per app (its own registry, so apps and tests do not share counts).
+
+Counters are incremented by the code that does the work (`request.app.state.metrics`);
+gauges that describe stored state (queue depth, live model version, last training) are read
+from the database at every scrape (`refresh_from_db`), so they are right after a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timezone
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from sqlalchemy import func
+from sqlmodel import Session, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.tables import ModelVersion, Stream, Window
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
+
+disable_created_metrics()  # no *_created series: half the output, and nothing scrapes them
+
+
+class Metrics:
+    """Every metric the server exports. Label `stream` is the stream's name."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "logsense_http_requests", "HTTP requests by route template and status.",
+            ["method", "route", "status"], registry=r,
+        )
+        self.http_request_seconds = Histogram(
+            "logsense_http_request_duration_seconds", "HTTP request latency by route template and status.",
+            ["method", "route", "status"], registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.lines_ingested = Counter(
+            "logsense_lines_ingested", "Log lines stored by ingest.", ["stream"], registry=r
+        )
+        self.verdicts = Counter(
+            "logsense_verdicts", "Line verdicts given, by severity (train/normal/watch/danger/pending).",
+            ["stream", "severity"], registry=r,
+        )
+        self.feedback = Counter(
+            "logsense_feedback", "Operator feedback by label (normal/anomaly).", ["stream", "label"], registry=r
+        )
+        self.windows_checked = Counter(
+            "logsense_windows_checked", "Windows checked by LogGPT, by outcome (normal/anomalous/failed).",
+            ["stream", "outcome"], registry=r,
+        )
+        self.queue_depth = Gauge(
+            "logsense_queue_depth", "Windows waiting for a LogGPT check (queued or checking).", ["stream"], registry=r
+        )
+        self.model_version = Gauge(
+            "logsense_model_version", "Live model version (0: none yet).", ["stream", "kind"], registry=r
+        )
+        self.last_training = Gauge(
+            "logsense_last_training_timestamp_seconds", "Unix time of the newest trained model version.",
+            ["stream"], registry=r,
+        )
+
+    def refresh_from_db(self, session: Session) -> None:
+        """Set the state gauges from the tables (called on every scrape of /metrics)."""
+        names = dict(session.exec(select(Stream.id, Stream.name)).all())
+        queued = dict(
+            session.exec(
+                select(Window.stream_id, func.count(Window.id))
+                .where(Window.state.in_(("queued", "checking")))
+                .group_by(Window.stream_id)
+            ).all()
+        )
+        live = session.exec(
+            select(ModelVersion.stream_id, ModelVersion.kind, func.max(ModelVersion.version))
+            .where(ModelVersion.live == True)  # noqa: E712 (SQL expression)
+            .group_by(ModelVersion.stream_id, ModelVersion.kind)
+        ).all()
+        trained = session.exec(
+            select(ModelVersion.stream_id, func.max(ModelVersion.created_at)).group_by(ModelVersion.stream_id)
+        ).all()
+        for gauge in (self.queue_depth, self.model_version, self.last_training):
+            gauge.clear()  # forget deleted streams
+        for stream_id, name in names.items():
+            self.queue_depth.labels(name).set(queued.get(stream_id, 0))
+            for kind in ("loggpt", "rapid"):
+                self.model_version.labels(name, kind).set(0)
+        for stream_id, kind, version in live:
+            self.model_version.labels(names[stream_id], kind).set(version)
+        for stream_id, when in trained:
+            if when is not None:
+                if when.tzinfo is None:  # an aggregate may come back naive: stored as UTC
+                    when = when.replace(tzinfo=timezone.utc)
+                self.last_training.labels(names[stream_id]).set(when.timestamp())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request and its latency, labeled by route template (bounded cardinality)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            labels = (scope["method"], route, str(status))
+            self.metrics.http_requests.labels(*labels).inc()
+            self.metrics.http_request_seconds.labels(*labels).observe(time.perf_counter() - start)

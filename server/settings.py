@@ -1,0 +1,81 @@
+"""Server settings: one `Settings` object, read from `LOGSENSE_*` environment variables and `.env`.
+
+Every field carries a description; `settings_table_markdown()` renders them for the README, so
+the table and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "LOGSENSE_"
+
+
+class Settings(BaseSettings):
+    """Everything the server reads at start. Built once per app (`create_app(settings)`), never global."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        Path("data"),
+        description="Directory for the SQLite file and every model artifact (one subfolder per stream).",
+    )
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL. Empty: `sqlite:///{data_dir}/logsense.db`. "
+        "`postgresql+psycopg://user:pass@host/db` switches to PostgreSQL.",
+    )
+    dev_mode: bool = Field(
+        False,
+        description="Open `/api` without API keys. Only for local experiments; logged loudly at start.",
+    )
+    host: str = Field("127.0.0.1", description="Interface `logsense serve` binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `logsense serve` listens on.")
+    log_level: str = Field("info", description="Log level of the server process (debug, info, warning, ...).")
+
+    max_lines_per_batch: int = Field(10_000, ge=1, description="Most lines one ingest request may carry (else 413).")
+    max_line_bytes: int = Field(64 * 1024, ge=1, description="Longest accepted line in UTF-8 bytes (else 422 for that line).")
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes, for every route (else 413)."
+    )
+
+    nightly_cron: str = Field(
+        "0 2 * * *", description="Default retraining schedule (crontab syntax) for streams without their own."
+    )
+    timezone: str = Field("UTC", description="Time zone the cron schedules are read in.")
+    incident_gap_seconds: float = Field(
+        300.0, gt=0, description="Anomalies of one stream closer than this are grouped into one incident."
+    )
+    worker_enabled: bool = Field(True, description="Run the in-process LogGPT worker that drains the window queue.")
+    worker_poll_seconds: float = Field(
+        1.0, gt=0, description="How often the worker looks for queued windows when it found none."
+    )
+    worker_max_attempts: int = Field(
+        3, ge=1, description="A window that fails this many checks is marked failed instead of retried."
+    )
+    scheduler_enabled: bool = Field(True, description="Run the in-process APScheduler for nightly retraining.")
+    device: str = Field("cpu", description="Torch device for the embedder and LogGPT (`cpu`, `cuda`, ...).")
+
+    @model_validator(mode="after")
+    def _default_database_url(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir}/logsense.db"
+        return self
+
+    def stream_dir(self, stream_id: int) -> Path:
+        """Where one stream's artifacts live: keyed by id, so a name is free to reuse after a delete."""
+        return self.data_dir / "streams" / str(stream_id)
+
+
+def settings_table_markdown() -> str:
+    """The README's settings table: name, environment variable, default, description."""
+    rows = ["| Setting | Environment variable | Default | Description |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = "sqlite:///{data_dir}/logsense.db" if name == "database_url" else field.default
+        if isinstance(default, bool):
+            default = str(default).lower()
+        rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows) + "\n"

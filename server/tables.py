@@ -1,0 +1,340 @@
+"""The database schema: SQLModel tables, plus `StreamSettings`, the shape of `Stream.settings`.
+
+Portable to SQLite and PostgreSQL: JSON columns use SQLAlchemy's generic `JSON`, times are
+stored as naive UTC and come back timezone-aware (`UtcDateTime`), enumerations are short strings
+checked in Python (adding a state needs no migration). Line ids are BIGINT on PostgreSQL and
+INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
+
+Every change here needs a migration in `migrations/versions/`; `tests/server/test_migrations.py`
+fails while the two differ.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field as PField, field_validator, model_validator
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+# Named constraints, so later migrations (and SQLite batch mode) can address them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+LineId = BigInteger().with_variant(Integer(), "sqlite")
+
+SEVERITIES = ("train", "normal", "watch", "danger", "pending")
+WINDOW_STATES = ("open", "queued", "checking", "done", "failed")
+ANOMALY_STATUSES = ("open", "confirmed", "refuted", "muted")
+JOB_STATES = ("queued", "running", "done", "failed")
+FORMAT_PRESETS = ("hdfs", "bgl", "syslog", "iso8601", "json", "generic")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UtcDateTime(TypeDecorator):
+    """DATETIME stored as naive UTC (portable), returned timezone-aware UTC (comparable)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False)
+
+
+def _when() -> Any:
+    return Field(default=None, sa_type=UtcDateTime, nullable=True)
+
+
+def _json(default: Any = dict) -> Any:
+    """A JSON column; NULL allowed only when the default is None."""
+    if default is None:
+        return Field(default=None, sa_column=Column(JSON, nullable=True))
+    return Field(default_factory=default, sa_column=Column(JSON, nullable=False))
+
+
+def _stream_fk() -> Any:
+    return Field(foreign_key="streams.id", ondelete="CASCADE", nullable=False)
+
+
+# --------------------------------------------------------------------------- stream settings
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+class MaskRule(BaseModel):
+    """A custom masking rule: every match of `regex` becomes `replacement`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = PField(min_length=1, max_length=64)
+    regex: str = PField(min_length=1)
+    replacement: str = "<*>"
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str) -> str:
+        return _check_regex(value)
+
+
+class StreamSettings(BaseModel):
+    """Per-stream settings, stored as JSON in `streams.settings` (a new field needs no migration).
+
+    Grouping: with `session_regex`, a line joins the session of every key the regex finds and a
+    session closes after `idle_timeout_seconds` without lines; without it, lines are cut into
+    count windows of `window_size` and/or time windows of `window_seconds`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["hdfs", "bgl", "syslog", "iso8601", "json", "generic"] = "generic"  # header preset
+    format_regex: str | None = None  # custom header regex with named groups timestamp, level, message
+    mask_rules: list[str | MaskRule] | None = None  # None: the engine's defaults; str: a preset rule name
+    session_regex: str | None = None  # e.g. HDFS block ids: r"blk_-?\d+"
+    window_size: int | None = PField(20, ge=2, le=10_000)  # lines per count window
+    window_seconds: float | None = PField(None, gt=0)  # seconds per time window
+    idle_timeout_seconds: float = PField(300.0, gt=0)  # a session closes after this long without lines
+    rapid_k: int = PField(5, ge=1, le=1000)  # nearest normals compared by MaxSim
+    rapid_threshold: float | None = PField(None, ge=0, le=1)  # fixed flag threshold; None: calibrated
+    rapid_target_fpr: float = PField(0.01, gt=0, lt=1)  # false-positive rate the threshold is calibrated to
+    loggpt_top_k: int | None = PField(None, ge=1)  # fixed top-K; None: calibrated
+    loggpt_target_fpr: float = PField(0.01, gt=0, lt=1)  # false-positive rate top-K is calibrated to
+    train_mode: bool = True  # lines are stored as normal training data (verdict "train")
+    retrain_cron: str | None = None  # crontab; None: the server's nightly_cron; "off": never
+
+    @field_validator("format_regex", "session_regex")
+    @classmethod
+    def _regexes_compile(cls, value: str | None) -> str | None:
+        return _check_regex(value)
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        if value is not None and value != "off":
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value)
+            except ValueError as exc:
+                raise ValueError(f"invalid crontab expression (or use 'off'): {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_grouping(self) -> "StreamSettings":
+        if self.session_regex is None and self.window_size is None and self.window_seconds is None:
+            raise ValueError("set session_regex, window_size or window_seconds: lines must be grouped for LogGPT")
+        return self
+
+
+# --------------------------------------------------------------------------- tables
+
+
+class Stream(SQLModel, table=True):
+    """One service's logs, with its settings (JSON, see `StreamSettings`)."""
+
+    __tablename__ = "streams"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, nullable=False)
+    settings: dict = _json()
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+    def config(self) -> StreamSettings:
+        """The settings as a validated model (defaults filled for fields added since the row was written)."""
+        return StreamSettings.model_validate(self.settings)
+
+
+class ApiKey(SQLModel, table=True):
+    """An API key; only the sha256 of the full key is kept, `prefix` is for humans to tell keys apart."""
+
+    __tablename__ = "api_keys"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, nullable=False)
+    prefix: str = Field(max_length=16, index=True, nullable=False)
+    key_hash: str = Field(max_length=64, unique=True, nullable=False)
+    created_at: datetime = _created()
+    last_used_at: datetime | None = _when()
+    revoked: bool = Field(default=False, nullable=False)
+
+
+class LogLine(SQLModel, table=True):
+    """One accepted line with its verdicts so far. Severity: train/normal/watch/danger/pending."""
+
+    __tablename__ = "log_lines"
+    __table_args__ = (
+        Index("ix_log_lines_stream_id_id", "stream_id", "id"),
+        Index("ix_log_lines_stream_id_severity", "stream_id", "severity"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(LineId, primary_key=True, autoincrement=True))
+    stream_id: int = _stream_fk()
+    received_at: datetime = _created()
+    timestamp: float | None = Field(default=None, nullable=True)  # epoch seconds from the line's header
+    level: str | None = Field(default=None, max_length=16, nullable=True)
+    raw: str = Field(nullable=False)
+    masked: str = Field(nullable=False)
+    template_id: int | None = Field(default=None, nullable=True)
+    sessions: list = _json(list)  # session keys the line belongs to (explicit or by session_regex)
+    attributes: dict | None = _json(None)  # from ingest records
+    rapid_score: float | None = Field(default=None, nullable=True)  # None in train mode
+    rapid_flag: bool | None = Field(default=None, nullable=True)
+    loggpt_flag: bool | None = Field(default=None, nullable=True)  # None until a window with it is checked
+    severity: str = Field(default="pending", max_length=16, nullable=False)
+    label: str | None = Field(default=None, max_length=16, nullable=True)  # operator: normal / anomaly
+    checked_at: datetime | None = _when()
+
+
+class Window(SQLModel, table=True):
+    """A session or window of lines; closed ones are the durable LogGPT queue (state "queued")."""
+
+    __tablename__ = "windows"
+    __table_args__ = (
+        Index("ix_windows_stream_id_key", "stream_id", "key"),
+        Index("ix_windows_state_id", "state", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: int = _stream_fk()
+    kind: str = Field(default="session", max_length=16, nullable=False)  # session / count / time
+    key: str = Field(max_length=255, nullable=False)  # session key, or the window number
+    state: str = Field(default="open", max_length=16, nullable=False)  # open/queued/checking/done/failed
+    n_lines: int = Field(default=0, nullable=False)
+    opened_at: datetime = _created()
+    last_line_at: datetime = _created()  # for the idle timeout
+    closed_at: datetime | None = _when()
+    checked_at: datetime | None = _when()
+    anomalous: bool | None = Field(default=None, nullable=True)
+    model_version: int | None = Field(default=None, nullable=True)  # LogGPT version that checked it
+    result: dict | None = _json(None)  # misses: position, actual, expected
+    attempts: int = Field(default=0, nullable=False)
+    error: str | None = Field(default=None, nullable=True)
+    label: str | None = Field(default=None, max_length=16, nullable=True)  # operator: normal / anomaly
+
+
+class WindowLine(SQLModel, table=True):
+    """Membership of a line in a window, in order (`position` 0, 1, ...)."""
+
+    __tablename__ = "window_lines"
+    window_id: int = Field(foreign_key="windows.id", ondelete="CASCADE", primary_key=True)
+    position: int = Field(primary_key=True)
+    line_id: int = Field(
+        sa_column=Column(LineId, ForeignKey("log_lines.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+
+
+class Anomaly(SQLModel, table=True):
+    """Something an operator should look at: a flagged line, or a window LogGPT flagged."""
+
+    __tablename__ = "anomalies"
+    __table_args__ = (Index("ix_anomalies_stream_id_status_created_at", "stream_id", "status", "created_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: int = _stream_fk()
+    line_id: int | None = Field(
+        default=None, sa_column=Column(LineId, ForeignKey("log_lines.id", ondelete="CASCADE"), index=True)
+    )
+    window_id: int | None = Field(default=None, foreign_key="windows.id", ondelete="SET NULL", index=True)
+    template_id: int | None = Field(default=None, nullable=True)
+    kind: str = Field(default="line", max_length=16, nullable=False)  # line / window
+    severity: str = Field(max_length=16, nullable=False)  # watch / danger
+    status: str = Field(default="open", max_length=16, nullable=False)  # open/confirmed/refuted/muted
+    reasons: dict = _json()  # rapid score, nearest normal, LogGPT misses ...
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Feedback(SQLModel, table=True):
+    """An operator's verdict on an anomaly: label normal (refute) or anomaly (confirm)."""
+
+    __tablename__ = "feedback"
+    id: int | None = Field(default=None, primary_key=True)
+    anomaly_id: int = Field(foreign_key="anomalies.id", ondelete="CASCADE", index=True, nullable=False)
+    label: str = Field(max_length=16, nullable=False)  # normal / anomaly
+    scope: str = Field(default="line", max_length=16, nullable=False)  # line / template
+    suppress_until: datetime | None = _when()
+    note: str | None = Field(default=None, nullable=True)
+    actor: str | None = Field(default=None, max_length=128, nullable=True)  # API key name or user
+    created_at: datetime = _created()
+
+
+class TemplateMute(SQLModel, table=True):
+    """Alerts from this template are muted until `until`; the model is not taught anything."""
+
+    __tablename__ = "template_mutes"
+    __table_args__ = (UniqueConstraint("stream_id", "template_id", name="uq_template_mutes_stream_id_template_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: int = _stream_fk()
+    template_id: int = Field(nullable=False)
+    until: datetime = Field(sa_type=UtcDateTime, nullable=False)
+    actor: str | None = Field(default=None, max_length=128, nullable=True)
+    created_at: datetime = _created()
+
+
+class Job(SQLModel, table=True):
+    """A background job (training, nightly fine-tune, rollback) with its progress in [0, 1]."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_stream_id_state", "stream_id", "state"),)
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: int | None = Field(default=None, foreign_key="streams.id", ondelete="CASCADE")
+    kind: str = Field(max_length=32, nullable=False)  # train / nightly / ...
+    state: str = Field(default="queued", max_length=16, nullable=False)  # queued/running/done/failed
+    progress: float = Field(default=0.0, nullable=False)
+    message: str | None = Field(default=None, nullable=True)
+    error: str | None = Field(default=None, nullable=True)
+    result: dict | None = _json(None)
+    created_at: datetime = _created()
+    started_at: datetime | None = _when()
+    finished_at: datetime | None = _when()
+
+
+class ModelVersion(SQLModel, table=True):
+    """One trained artifact (LogGPT checkpoint or RAPID index) of a stream; `live` marks the one in use."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("stream_id", "kind", "version", name="uq_model_versions_stream_id_kind_version"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: int = _stream_fk()
+    kind: str = Field(max_length=16, nullable=False)  # loggpt / rapid
+    version: int = Field(nullable=False)
+    path: str = Field(nullable=False)  # relative to the stream's directory
+    metrics: dict = _json()  # validation metrics, and why it was (not) promoted
+    live: bool = Field(default=False, nullable=False)
+    job_id: int | None = Field(default=None, foreign_key="jobs.id", ondelete="SET NULL")
+    created_at: datetime = _created()
+
+
+class User(SQLModel, table=True):
+    """A web UI user (the UI issue); password_hash is a salted KDF string, never the password."""
+
+    __tablename__ = "users"
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True, nullable=False)
+    password_hash: str = Field(max_length=255, nullable=False)
+    created_at: datetime = _created()

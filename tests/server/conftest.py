@@ -1,0 +1,57 @@
+"""Fixtures for server tests: a real SQLite file in tmp_path, real migrations, a TestClient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from server.app import create_app
+from server.auth import create_api_key
+from server.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _no_logsense_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's LOGSENSE_* variables must not leak into the tests."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("LOGSENSE_"):
+            monkeypatch.delenv(name)
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    return Settings(_env_file=None, data_dir=data_dir, **overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as c:  # runs the lifespan: migrations, engine
+        yield c
+
+
+@pytest.fixture
+def api_key(client: TestClient, app: FastAPI) -> str:
+    with Session(app.state.engine) as session:
+        key, _ = create_api_key(session, "tests")
+    return key
+
+
+@pytest.fixture
+def auth(api_key: str) -> dict[str, str]:
+    return {"X-API-Key": api_key}

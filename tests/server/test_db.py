@@ -1,0 +1,45 @@
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from server.db import make_engine, upgrade_database
+from server.tables import ApiKey, LogLine, Stream, Window, WindowLine
+
+
+def test_sqlite_connections_get_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/p.db")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+    engine.dispose()
+
+
+def test_deleting_a_stream_cascades_and_times_come_back_in_utc(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/c.db"
+    upgrade_database(url)
+    engine = make_engine(url)
+    local = datetime(2024, 5, 1, 12, 0, tzinfo=timezone(timedelta(hours=2)))
+    with Session(engine) as s:
+        stream = Stream(name="svc", settings={})
+        s.add(stream)
+        s.commit()
+        line = LogLine(stream_id=stream.id, raw="a 1", masked="a <NUM>", sessions=["k"], received_at=local)
+        window = Window(stream_id=stream.id, key="k")
+        s.add_all([line, window])
+        s.commit()
+        s.add(WindowLine(window_id=window.id, position=0, line_id=line.id))
+        s.add(ApiKey(name="n", prefix="ls_x", key_hash="0" * 64))
+        s.commit()
+        line_id = line.id
+    with Session(engine) as s:
+        got = s.get(LogLine, line_id)
+        assert got.received_at == local and got.received_at.tzinfo is not None
+        assert got.received_at.utcoffset() == timedelta(0) and got.sessions == ["k"]
+        s.delete(s.exec(select(Stream)).one())
+        s.commit()
+        assert s.exec(select(LogLine)).all() == [] and s.exec(select(WindowLine)).all() == []
+        assert s.exec(select(Window)).all() == []
+        assert len(s.exec(select(ApiKey)).all()) == 1  # unrelated rows stay
+    engine.dispose()
