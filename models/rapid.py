@@ -1,0 +1,290 @@
+"""RAPID (No et al. 2023, arXiv 2311.05160): is this masked text close to a known normal one?
+
+Normal texts form the *core set*. A query is embedded token by token (see `embedding.py`);
+FAISS finds the k normals whose pooled vectors are nearest (cosine); against each, token
+MaxSim = mean over query tokens of the token's best cosine among the normal's tokens. The
+anomaly score is 1 - the best MaxSim over the k, clipped to [0, 1].
+
+The instant path never touches the model: a text known exactly as normal scores 0.0 and a
+text seen before answers from a bounded cache. Only new texts are embedded, once per call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+FORMAT = "logsense.rapid"
+VERSION = 1
+
+
+@dataclass
+class RapidConfig:
+    k: int = 5  # nearest normals (by pooled cosine) that get the token-level MaxSim
+    cache_size: int = 200_000  # scores of non-normal texts kept; the older half goes when full
+    store_dtype: str = "float16"  # core-set token vectors on disk and in memory (float16 halves RAM)
+
+
+@dataclass
+class Explanation:
+    score: float  # as `score([text])` would give
+    nearest_text: str | None  # the normal with the best MaxSim (None: empty core set)
+    nearest_score: float  # its MaxSim similarity; score = 1 - nearest_score unless exact
+    worst_tokens: list[tuple[str, float]] = field(default_factory=list)  # least matched query tokens, worst first (<= 5)
+    exact: bool = False  # the text is a known normal, word for word
+
+
+def session_text(masked_lines: list[str]) -> str:
+    """A session as one text: its unique masked lines in first-seen order, joined by " ; ".
+
+    This is how RAPID scores an HDFS block. The embedder keeps only the first
+    `max_seq_length` wordpieces (256 by default, ~10-15 lines), so lines past that point are
+    invisible to the similarity: a session that differs from a normal one only there scores
+    near 0. Exact matching still sees the whole text.
+    """
+    return " ; ".join(dict.fromkeys(masked_lines))
+
+
+class RapidScorer:
+    """Retrieval-based anomaly score of masked texts against a growing set of normal ones."""
+
+    def __init__(self, embedder, config: RapidConfig | None = None):
+        self.embedder = embedder
+        self.config = config or RapidConfig()
+        self._lock = threading.RLock()
+        self._reset()
+
+    # ------------------------------------------------------------------ state
+
+    def _reset(self) -> None:
+        dim = self.embedder.dim
+        self._texts: list[str] = []  # core set, in insertion order
+        self._row: dict[str, int] = {}  # core text -> its row
+        self._exact_only: dict[str, None] = {}  # normals remembered word for word, not indexed
+        self._tok = np.zeros((0, dim), dtype=self.config.store_dtype)  # (capacity, D), first _n_tok rows used
+        self._n_tok = 0
+        self._offsets = [0]  # core text i owns _tok[_offsets[i]:_offsets[i + 1]]
+        self._index = faiss.IndexFlatIP(dim)  # pooled vectors, one per core text
+        self._cache: dict[str, float] = {}  # non-normal text -> score under the current core set
+
+    def _append(self, texts: list[str], vectors: list[np.ndarray]) -> None:
+        """Add embedded texts to the core set (token store, offsets, FAISS)."""
+        if not texts:
+            return
+        stored = [v.astype(self.config.store_dtype) for v in vectors]
+        need = self._n_tok + sum(len(v) for v in stored)
+        if need > len(self._tok):  # grow geometrically: appends stay amortized O(1)
+            grown = np.zeros((max(need, 2 * len(self._tok), 1024), self.embedder.dim), dtype=self._tok.dtype)
+            grown[: self._n_tok] = self._tok[: self._n_tok]
+            self._tok = grown
+        for text, v in zip(texts, stored):
+            self._tok[self._n_tok : self._n_tok + len(v)] = v
+            self._n_tok += len(v)
+            self._offsets.append(self._n_tok)
+            self._row[text] = len(self._texts)
+            self._texts.append(text)
+            self._exact_only.pop(text, None)
+        # Pool the stored (rounded) vectors, so a loaded scorer rebuilds the very same index.
+        pooled = np.stack([self.embedder.pool(v.astype(np.float32)) for v in stored])  # (n, D)
+        self._index.add(np.ascontiguousarray(pooled, dtype=np.float32))
+
+    def fit(self, normal_texts: list[str]) -> "RapidScorer":
+        """Start over with these normal texts as the core set (duplicates embedded once)."""
+        texts = list(dict.fromkeys(normal_texts))
+        vectors = self.embedder.encode(texts) if texts else []
+        with self._lock:
+            self._reset()
+            self._append(texts, vectors)
+        return self
+
+    def add_normal(self, texts: list[str], index: bool = True) -> None:
+        """Teach normal texts (operator feedback). They score 0.0 from now on.
+
+        index=True also adds them to the similarity core set, so texts *like* them score lower;
+        cached scores are dropped, as they may now be too high. index=False only remembers the
+        exact text: nothing else changes.
+        """
+        texts = list(dict.fromkeys(texts))
+        with self._lock:
+            new = [t for t in texts if t not in self._row]
+        if not index:
+            with self._lock:
+                for t in new:
+                    self._exact_only[t] = None
+                    self._cache.pop(t, None)
+            return
+        vectors = self.embedder.encode(new) if new else []
+        with self._lock:
+            keep = [(t, v) for t, v in zip(new, vectors) if t not in self._row]  # another thread may have won
+            self._append([t for t, _ in keep], [v for _, v in keep])
+            if keep:
+                self._cache.clear()
+
+    # ------------------------------------------------------------------ scoring
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        """Anomaly score in [0, 1] per text (float32); 0.0 for a known normal."""
+        texts = list(texts)
+        known: dict[str, float] = dict.fromkeys(texts)  # type: ignore[arg-type]  # unique, first-seen order
+        with self._lock:
+            row, exact, cache = self._row, self._exact_only, self._cache
+            for t in known:
+                if t in row or t in exact:
+                    known[t] = 0.0
+                else:
+                    known[t] = cache.get(t)  # type: ignore[assignment]
+        misses = [t for t, s in known.items() if s is None]
+        if misses:
+            vectors = self.embedder.encode(misses)  # outside the lock: the slow part
+            with self._lock:
+                scores = self._maxsim_scores(vectors)
+                self._remember(misses, scores)
+            known.update(zip(misses, scores.tolist()))
+        return np.fromiter((known[t] for t in texts), dtype=np.float32, count=len(texts))
+
+    def _remember(self, texts: list[str], scores: np.ndarray) -> None:
+        cache, limit = self._cache, self.config.cache_size
+        if limit <= 0:
+            return
+        if len(cache) + len(texts) > limit:  # drop the older half (dicts keep insertion order)
+            for t in list(itertools.islice(cache, max(len(cache) // 2, len(cache) + len(texts) - limit))):
+                del cache[t]
+        for t, s in zip(texts[-limit:], scores[-limit:].tolist()):
+            cache[t] = s
+
+    def _neighbours(self, vectors: list[np.ndarray]) -> np.ndarray:
+        """Core rows of the k nearest normals by pooled cosine: (n, k), -1 where fewer exist."""
+        pooled = np.stack([self.embedder.pool(v) for v in vectors])  # (n, D)
+        k = min(self.config.k, len(self._texts))
+        _, rows = self._index.search(np.ascontiguousarray(pooled, dtype=np.float32), k)  # (n, k)
+        return rows
+
+    def _maxsim(self, q: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """MaxSim of one query against some core rows, and each token's best cosine per row.
+
+        q: (Tq, D) float32, rows: (m,) -> (m,) similarities and m arrays of shape (Tq,).
+        All m normals' tokens go through one matmul; reduceat takes the max per normal.
+        """
+        starts = [self._offsets[r] for r in rows]
+        ends = [self._offsets[r + 1] for r in rows]
+        cand = np.concatenate([self._tok[s:e] for s, e in zip(starts, ends)]).astype(np.float32)  # (sum Tn, D)
+        sims = q @ cand.T  # (Tq, sum Tn): cosine of every query token with every candidate token
+        bounds = np.cumsum([0] + [e - s for s, e in zip(starts, ends)])[:-1]
+        best = np.maximum.reduceat(sims, bounds, axis=1)  # (Tq, m): each token's best match per normal
+        return best.mean(axis=0), list(best.T)
+
+    def _maxsim_scores(self, vectors: list[np.ndarray]) -> np.ndarray:
+        if not self._texts:
+            return np.ones(len(vectors), dtype=np.float32)
+        out = np.empty(len(vectors), dtype=np.float32)
+        for i, (q, rows) in enumerate(zip(vectors, self._neighbours(vectors))):
+            sim, _ = self._maxsim(q, rows[rows >= 0])
+            out[i] = sim.max()
+        return np.clip(1.0 - out, 0.0, 1.0)
+
+    def explain(self, text: str) -> Explanation:
+        """Why `text` scores what it does: its nearest normal and its least matched tokens."""
+        if self.is_normal(text):
+            return Explanation(0.0, text, 1.0, [], exact=True)
+        q = self.embedder.encode([text])[0]
+        with self._lock:
+            if not self._texts:
+                return Explanation(1.0, None, 0.0, [], exact=False)
+            rows = self._neighbours([q])[0]
+            rows = rows[rows >= 0]
+            sims, per_token = self._maxsim(q, rows)
+            best = int(np.argmax(sims))
+            nearest = self._texts[int(rows[best])]
+        tokens = self.embedder.tokens(text)
+        token_sims = per_token[best]
+        worst = np.argsort(token_sims, kind="stable")[:5]
+        return Explanation(
+            score=float(np.clip(1.0 - np.float32(sims[best]), 0.0, 1.0)),
+            nearest_text=nearest,
+            nearest_score=float(sims[best]),
+            worst_tokens=[(tokens[i], float(token_sims[i])) for i in worst],
+            exact=False,
+        )
+
+    # ------------------------------------------------------------------ lookups
+
+    def is_normal(self, text: str) -> bool:
+        """Known normal, word for word (core set or remembered with index=False)."""
+        return text in self._row or text in self._exact_only
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    @property
+    def normal_texts(self) -> list[str]:
+        """The core set (indexed normals), in the order they were added."""
+        return list(self._texts)
+
+    @property
+    def exact_texts(self) -> list[str]:
+        """Normals remembered only word for word (add_normal(..., index=False))."""
+        return list(self._exact_only)
+
+    # ------------------------------------------------------------------ disk
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the scorer to directory `path`, atomically (temp dir beside it, then rename).
+
+        The FAISS index is not written: `load` rebuilds it from the stored token vectors.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            with self._lock:
+                meta = {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "config": asdict(self.config),
+                    "embedder": {"name": getattr(self.embedder, "name", None), "dim": self.embedder.dim},
+                    "n_texts": len(self._texts),
+                }
+                (tmp / "texts.json").write_text(json.dumps(self._texts))
+                (tmp / "exact.json").write_text(json.dumps(list(self._exact_only)))
+                np.save(tmp / "tokens.npy", self._tok[: self._n_tok], allow_pickle=False)
+                np.save(tmp / "offsets.npy", np.asarray(self._offsets, dtype=np.int64), allow_pickle=False)
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2))  # last: marks a complete dir
+            if path.exists():  # a directory cannot be os.replace'd over a non-empty one: swap
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+                os.replace(path, old / "x")
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, embedder) -> "RapidScorer":
+        """Read a scorer written by `save`; `embedder` must be the model it was built with."""
+        path = Path(path)
+        meta = json.loads((path / "config.json").read_text())
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ValueError(f"{path}: not a {FORMAT} v{VERSION} directory: {meta.get('format')} v{meta.get('version')}")
+        saved = meta["embedder"]
+        if saved["dim"] != embedder.dim or saved["name"] != getattr(embedder, "name", None):
+            raise ValueError(f"{path}: built with {saved}, not {getattr(embedder, 'name', None)} (dim {embedder.dim})")
+        scorer = cls(embedder, RapidConfig(**meta["config"]))
+        texts = json.loads((path / "texts.json").read_text())
+        tokens = np.load(path / "tokens.npy", allow_pickle=False)
+        offsets = np.load(path / "offsets.npy", allow_pickle=False)
+        if len(offsets) != len(texts) + 1 or offsets[-1] != len(tokens):
+            raise ValueError(f"{path}: texts, offsets and tokens disagree")
+        scorer._append(texts, [tokens[s:e] for s, e in zip(offsets[:-1], offsets[1:])])
+        scorer._exact_only = dict.fromkeys(json.loads((path / "exact.json").read_text()))
+        return scorer
