@@ -53,12 +53,15 @@ def calibrate_jointly(
     target_fpr: float,
     fixed: dict[str, float] | None = None,
     grid: int = 400,
+    eligible: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Per-part thresholds such that the OR of the parts flags <= target_fpr of validation normals.
 
     The free parts are held at one common per-part rate ``a``; the largest ``a`` whose OR (with
     the ``fixed`` parts, whose flags count against the same budget) stays within the budget wins.
     When the fixed parts alone overspend it, the free parts flag no validation normal at all.
+    ``eligible`` marks the items that can be flagged at all (the severity gate); the others
+    never spend the budget and do not drag a threshold down.
     Takes validation *normal* scores only: no labels, no test data.
     Returns {part: threshold}; a part flags when its score > threshold.
     """
@@ -67,17 +70,26 @@ def calibrate_jointly(
     sizes = {len(a) for a in arrays.values()}
     if len(sizes) != 1 or 0 in sizes:
         raise ValueError("every part needs one score per validation normal item, and at least one item")
-    base = np.zeros(sizes.pop(), dtype=bool)
+    size = sizes.pop()
+    eligible = np.ones(size, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    base = np.zeros(size, dtype=bool)
     for n, t in fixed.items():
         if n in arrays:
-            base |= arrays[n] > t
+            base |= (arrays[n] > t) & eligible
     free = {n: a for n, a in arrays.items() if n not in fixed}
-    best = {n: threshold_at_fpr(a, 0.0) for n, a in free.items()}
+
+    def at_rate(a: np.ndarray, rate: float) -> float:
+        pool = a[eligible]
+        if pool.size == 0:  # nothing can be flagged: any threshold at the top is as good
+            return float(a.max())
+        return threshold_at_fpr(pool, min(1.0, rate * size / pool.size))
+
+    best = {n: at_rate(a, 0.0) for n, a in free.items()}
     for rate in np.linspace(0.0, target_fpr, grid + 1):
-        thresholds = {n: threshold_at_fpr(a, float(rate)) for n, a in free.items()}
+        thresholds = {n: at_rate(a, float(rate)) for n, a in free.items()}
         flagged = base.copy()
         for n, t in thresholds.items():
-            flagged |= free[n] > t
+            flagged |= (free[n] > t) & eligible
         if flagged.mean() <= target_fpr:
             best = thresholds
     return {n: float(t) for n, t in {**fixed, **best}.items() if n in arrays}
@@ -119,14 +131,13 @@ class Ensemble:
         pass the gate (``levels``) can spend the budget.
         """
         fixed = dict(fixed or {})
+        gate = None
         if self.config.policy == "gated":
             fixed.setdefault("rapid", 0.0)
             fixed.setdefault("rapid_session", 0.0)
-            gate = self._gate(levels)
-            # Items outside the gate can never be flagged: give them a score below every threshold.
-            val_normal_scores = {n: np.where(gate, np.asarray(s, dtype=np.float64), -1.0) for n, s in val_normal_scores.items()}
+            gate = self._gate(levels)  # items outside the gate can never be flagged
         self.reference = {n: np.sort(np.asarray(s, dtype=np.float64)) for n, s in val_normal_scores.items()}
-        self.thresholds = calibrate_jointly(val_normal_scores, self.config.target_fpr, fixed, self.config.grid)
+        self.thresholds = calibrate_jointly(val_normal_scores, self.config.target_fpr, fixed, self.config.grid, gate)
         return self.thresholds
 
     def flags(self, scores: dict[str, np.ndarray], levels: list[str | None] | None = None) -> dict[str, np.ndarray]:
