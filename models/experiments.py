@@ -368,7 +368,7 @@ def run_lines(dataset: LogDataset, cfg: RunConfig, embedder, progress: bool = Tr
     if cfg.feedback and cfg.protocol == "chrono":
         feedback_lines(results, {p.name: p for p in line_parts}, outcomes, ensemble, items, y, split, embedder, cfg, all_items, all_y, all_split)
 
-    windows = window_level(outcomes, parsed, y, split, cfg, seq_parts, train_seq_items, items)
+    windows = window_level(outcomes, parsed, y, split, cfg)
     meta = {
         "items": "lines",
         "split_sizes": split_sizes(split, y),
@@ -403,9 +403,10 @@ def part_line_ranks(part: SequencePart, parsed: list, idx, y: np.ndarray, spec) 
     return np.array([by_line[j] for j in order], dtype=np.float64), y[order]
 
 
-def window_level(outcomes, parsed, y, split, cfg, seq_parts, train_seq_items, items) -> dict:
+def window_level(outcomes, parsed, y, split, cfg) -> dict:
     """Window verdicts: a window is anomalous when any of its lines is flagged (line detectors),
-    or by the sequence models' own window score. Both count and time windows."""
+    count and time windows over the test lines. Sequence models score lines by their rank within
+    the benchmark's count windows, so their window verdict is "any line flagged" as well."""
     out = {}
     test_idx = sorted(int(i) for i in split.test)
     pos = {int(j): k for k, j in enumerate(split.test)}  # outcomes are in split.test order
