@@ -91,15 +91,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, extra_nor
     """
     if name not in _SPECS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if extra_normal and name not in _EXTRA_NORMAL:  # an argument error, whether or not the files exist
+        raise ValueError(f"extra normal data exists for {', '.join(_EXTRA_NORMAL)} only, not {name}")
     spec = _SPECS[name]
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     log_path = _require(root / spec.log, name, root)
     labels_path = _require(root / spec.labels, name, root) if spec.labels else None
-    extra_path = None
-    if extra_normal:
-        if name not in _EXTRA_NORMAL:
-            raise ValueError(f"extra normal data exists for {', '.join(_EXTRA_NORMAL)} only, not {name}")
-        extra_path = _require(root / _EXTRA_NORMAL[name], name, root)
+    extra_path = _require(root / _EXTRA_NORMAL[name], name, root) if extra_normal else None
     dataset = load_loghub(log_path, labels_path, spec.preset, spec.session_regex, spec.label_field, name)
     if extra_path is not None:
         raw = read_lines(extra_path)

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.api import streams
+from server.api import anomalies, data, ingest, jobs, models, streams
 from server.api.deps import current_key
 from server.db import make_engine, upgrade_database
 from server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
@@ -50,10 +50,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = make_engine(settings.database_url)
         if settings.dev_mode:
             log.warning(DEV_MODE_BANNER)
-        log.info("LogSense ready: data in %s", settings.data_dir.resolve())
+        _start_background(app)
+        log.info("LogSense started: data in %s (models load in the background; see /readyz)",
+                 settings.data_dir.resolve())
         try:
             yield
         finally:
+            _stop_background(app)
             app.state.engine.dispose()
 
     app = FastAPI(
@@ -73,8 +76,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_exception_handlers(app)
     _add_health_routes(app)
 
-    include_api(app, streams.router)
+    for router in (streams.router, ingest.router, data.router, models.router, anomalies.router, jobs.router):
+        include_api(app, router)
     return app
+
+
+def _start_background(app: FastAPI) -> None:
+    """The detector registry (loading in a background thread), the LogGPT worker, the scheduler."""
+    from server.registry import Registry
+
+    settings: Settings = app.state.settings
+    from server.training import fail_interrupted
+
+    fail_interrupted(app)  # one process per data directory; jobs of a dead one cannot resume
+    registry = app.state.registry = Registry(settings, app.state.engine)
+    app.state.ready_checks.append(registry.ready_reason)
+    app.state.stream_deleted_hooks.append(registry.drop)
+    app.state.training_threads = []
+    registry.start()
+    app.state.worker = None
+    if settings.worker_enabled:
+        from server.worker import Worker
+
+        app.state.worker = Worker(app)
+        app.state.worker.start()
+    app.state.scheduler = None
+    if settings.scheduler_enabled:
+        from server.scheduler import Scheduler
+
+        app.state.scheduler = Scheduler(app)
+        app.state.scheduler.start()
+
+
+def _stop_background(app: FastAPI) -> None:
+    """Stop the worker and scheduler, let running training finish its step, save the models."""
+    if getattr(app.state, "scheduler", None) is not None:
+        app.state.scheduler.stop()
+    if getattr(app.state, "worker", None) is not None:
+        app.state.worker.stop()
+    for thread in getattr(app.state, "training_threads", []):
+        thread.join(timeout=60)
+    registry = getattr(app.state, "registry", None)
+    if registry is not None:
+        if registry.ready_reason() is None:
+            registry.save_dirty(force=True)
+        app.state.ready_checks.remove(registry.ready_reason)
+        app.state.stream_deleted_hooks.remove(registry.drop)
 
 
 def include_api(app: FastAPI, router: APIRouter) -> None:

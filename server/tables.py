@@ -126,6 +126,7 @@ class StreamSettings(BaseModel):
     rapid_target_fpr: float = PField(0.01, gt=0, lt=1)  # false-positive rate the threshold is calibrated to
     loggpt_top_k: int | None = PField(None, ge=1)  # fixed top-K; None: calibrated
     loggpt_target_fpr: float = PField(0.01, gt=0, lt=1)  # false-positive rate top-K is calibrated to
+    loggpt_config: dict[str, Any] = PField(default_factory=dict)  # overrides of models.loggpt.LogGPTConfig
     train_mode: bool = True  # lines are stored as normal training data (verdict "train")
     retrain_cron: str | None = None  # crontab; None: the server's nightly_cron; "off": never
 

@@ -39,9 +39,24 @@ def app(settings: Settings) -> FastAPI:
     return create_app(settings)
 
 
+def wait_ready(c: TestClient, timeout: float = 120.0) -> None:
+    """Wait until /readyz says 200 (the embedder and stream models load in a background thread)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        r = c.get("/readyz")
+        if r.status_code == 200:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"server not ready after {timeout} s: {r.text}")
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def client(app: FastAPI) -> Iterator[TestClient]:
-    with TestClient(app) as c:  # runs the lifespan: migrations, engine
+    with TestClient(app) as c:  # runs the lifespan: migrations, engine, registry, worker
+        wait_ready(c)
         yield c
 
 

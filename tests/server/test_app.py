@@ -2,7 +2,7 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 
-from .conftest import make_settings
+from .conftest import make_settings, wait_ready
 
 
 def test_health_and_ready(client: TestClient) -> None:
@@ -32,6 +32,7 @@ def test_readyz_is_503_when_the_database_is_gone(client: TestClient, app, tmp_pa
 def test_start_prepares_data_dir_and_database(tmp_path) -> None:
     settings = make_settings(tmp_path / "fresh" / "data")
     with TestClient(create_app(settings)) as c:
+        wait_ready(c)
         assert c.get("/readyz").status_code == 200
     assert (tmp_path / "fresh" / "data" / "logsense.db").exists()
 

@@ -1,0 +1,92 @@
+"""Sessions and windows: how lines are grouped into the sequences LogGPT reads.
+
+With a session regex a line belongs to the session of every distinct key the regex finds in
+its message (an HDFS line can name two blocks). Without one, lines are cut into count windows
+or time windows, and these helpers say which item indices go together.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+MAX_KEYS = 100  # keys kept per line: a pathological line must not open thousands of sessions
+MAX_KEY_LENGTH = 255  # longer keys are cut (the server stores keys of at most 255 characters)
+
+
+class SessionKeyer:
+    """`keys(message)`: every distinct match of `regex` in order of first appearance.
+
+    The key is the group named `key` or `session` if the regex has one, else its only capturing
+    group if it has exactly one, else the whole match. No regex: no keys. Keys come from the
+    UNMASKED message (masking would turn every block id into `<BLK>`).
+    """
+
+    def __init__(self, regex: str | None, max_keys: int = MAX_KEYS):
+        self.regex = regex
+        self.max_keys = max_keys
+        try:
+            self._pattern = re.compile(regex) if regex else None
+        except (re.error, OverflowError) as exc:
+            raise ValueError(f"invalid session regex {regex!r}: {exc}") from None
+        self._group: int | str = 0
+        if self._pattern is not None:
+            names = self._pattern.groupindex
+            if "key" in names or "session" in names:
+                self._group = "key" if "key" in names else "session"
+            elif self._pattern.groups == 1:
+                self._group = 1
+
+    def keys(self, message: str) -> list[str]:
+        """Distinct keys in order of first appearance (empty matches skipped)."""
+        if self._pattern is None or not message:
+            return []
+        group = self._group
+        if group == 0:  # the common case (HDFS): findall gives whole matches
+            found = self._pattern.findall(message)
+        else:
+            found = [m.group(group) for m in self._pattern.finditer(message)]
+        out = list(dict.fromkeys(k[:MAX_KEY_LENGTH] for k in found if k))
+        return out[: self.max_keys]
+
+
+def count_windows(n_items: int, size: int, step: int | None = None) -> list[range]:
+    """Windows of `size` items starting every `step` (default: `size`, i.e. tumbling).
+
+    The last, partial window is included; sliding stops at the first window that reaches the
+    end (later ones would be its suffixes). `count_windows(5, 2, 2)` -> [0:2, 2:4, 4:5].
+    """
+    step = size if step is None else step
+    if size < 1 or step < 1:
+        raise ValueError(f"size and step must be >= 1 (got size={size}, step={step})")
+    out: list[range] = []
+    for start in range(0, max(int(n_items), 0), step):
+        out.append(range(start, min(start + size, n_items)))
+        if start + size >= n_items:
+            break
+    return out
+
+
+def time_windows(timestamps: Sequence[float | None], seconds: float) -> list[range]:
+    """Consecutive items whose timestamps fall in `[t0, t0 + seconds)`, t0 = the window's first timestamp.
+
+    A None (or NaN) timestamp joins the current window. A timestamp that goes back less than
+    `seconds` (clock jitter between threads) stays in the window; a bigger jump back starts a new one.
+    """
+    if not seconds > 0:
+        raise ValueError(f"seconds must be > 0 (got {seconds})")
+    out: list[range] = []
+    start = 0
+    t0: float | None = None
+    for i, t in enumerate(timestamps):
+        if t is None or (isinstance(t, float) and math.isnan(t)):
+            continue
+        if t0 is None:
+            t0 = t
+        elif t >= t0 + seconds or t <= t0 - seconds:
+            out.append(range(start, i))
+            start, t0 = i, t
+    if len(timestamps) > start:
+        out.append(range(start, len(timestamps)))
+    return out

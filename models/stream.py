@@ -1,0 +1,494 @@
+"""One stream's detectors in one object: parse, instant RAPID verdicts, LogGPT checks, feedback, training.
+
+The server holds one `StreamModel` per stream and shares it between the API, the worker and the
+scheduler. It knows nothing about HTTP or SQL: the caller hands it lines, template-id sequences
+and training data, and stores what it answers.
+
+- `parse` + `score` give every line its instant verdict (RAPID score, flag, exact-normal).
+- `learn_normal` teaches normal lines at once (train mode, refutations): a refuted line comes
+  back normal on its next occurrence; with template scope its template id never flags again.
+- `check` runs LogGPT's top-K next-key rule on closed windows; `None` per window until trained.
+- `fit_candidate` / `fine_tune` build a new detector set without touching the live one;
+  `promote` swaps it in. `train` = both.
+- `save(dir)` / `StreamModel.load(dir, embedder)`: parser and RAPID core sets, each piece
+  written atomically; `save_version(dir, candidate)` / `use_version(dir)`: one LogGPT with its
+  K and RAPID threshold (the server keeps one directory per version, for rollback).
+
+Thread safety: Drain3 is not thread-safe, so parsing runs under a lock; RapidScorer has its own
+lock; the LogGPT model, its K and the thresholds are swapped as one tuple, so a check sees
+either the old or the new model, never half of each.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "logsense.stream"
+VERSION = 1
+DEFAULT_RAPID_THRESHOLD = 0.15  # before the first calibration: a line this far from every known normal flags
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class StreamConfig:
+    """What the detectors need from a stream's settings (the server maps its StreamSettings to this)."""
+
+    preset: str = "generic"  # header preset (models.parsing.headers.PRESETS)
+    regex: str | None = None  # custom header regex with named groups timestamp, level, message
+    mask_rules: list | None = None  # None: the Masker's defaults; preset names or (name, regex, replacement)
+    session_regex: str | None = None  # e.g. r"blk_-?\d+"; None: count/time windows (the server cuts them)
+    rapid_k: int = 5  # nearest normals compared by MaxSim
+    rapid_threshold: float | None = None  # fixed flag threshold; None: calibrated at training
+    rapid_target_fpr: float = 0.01  # false-positive rate on held-back normal lines the threshold is set to
+    loggpt_top_k: int | None = None  # fixed top-K; None: calibrated at training
+    loggpt_target_fpr: float = 0.01  # false-positive rate on held-back normal windows K is set to
+    loggpt: dict = field(default_factory=dict)  # overrides of models.loggpt.LogGPTConfig (e.g. small for tests)
+
+    def parser_key(self) -> tuple:
+        """The settings that shape parsing: when they change, the parser is rebuilt."""
+        return (self.preset, self.regex, json.dumps(self.mask_rules, sort_keys=True), self.session_regex)
+
+
+@dataclass
+class LineVerdict:
+    """A line's instant verdict."""
+
+    score: float  # RAPID anomaly score in [0, 1]
+    flag: bool  # score > threshold, and the template not refuted
+    exact: bool  # the masked line is a known normal, word for word
+
+
+@dataclass
+class TrainingData:
+    """What training reads; the caller (the server) chooses and splits it, without labels of test data.
+
+    Sequences are template-id lists, one per window or session; texts are masked lines (with
+    repeats: calibration counts lines, not distinct texts).
+    """
+
+    train_seqs: list[list[int]]
+    val_seqs: list[list[int]]  # held-back normal windows: K is calibrated and validated on them
+    train_texts: list[str] = field(default_factory=list)  # masked lines of the training windows
+    val_texts: list[str] = field(default_factory=list)  # masked lines of the held-back windows
+    anomaly_seqs: list[list[int]] = field(default_factory=list)  # operator-confirmed anomalies (validation)
+
+
+@dataclass
+class Candidate:
+    """A trained detector set, not yet live."""
+
+    loggpt: Any  # models.loggpt.LogGPT
+    k: int
+    rapid: Any | None  # a rebuilt RapidScorer, or None to keep the live one
+    rapid_threshold: float
+    metrics: dict
+
+
+@dataclass
+class _Detector:
+    """The parts swapped together at promotion or rollback."""
+
+    loggpt: Any | None = None
+    k: int | None = None
+    rapid_threshold: float | None = None  # calibrated; None: not yet
+    version: int | None = None  # the server's version number of this LogGPT
+
+
+def _check_result(result: Any, misses: list) -> Any:
+    """A CheckResult like `result` with only `misses` kept."""
+    try:
+        from models.sequence import CheckResult
+    except ImportError:  # pragma: no cover - older layout
+        from models.loggpt import CheckResult
+    return CheckResult(anomalous=bool(misses), misses=misses)
+
+
+def _report(progress: Progress | None, fraction: float, message: str) -> None:
+    if progress is not None:
+        progress(float(fraction), message)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """JSON written to a temporary name and renamed: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def threshold_at_rate(scores: Sequence[float], target_fpr: float) -> float:
+    """The smallest threshold t with mean(scores > t) <= target_fpr (models.evaluation when present)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        return DEFAULT_RAPID_THRESHOLD
+    try:
+        from models.evaluation import threshold_at_fpr
+    except ImportError:  # pragma: no cover - evaluation.py is the reference; this is the same rule
+        s = np.sort(scores)
+        allowed = int(np.floor(target_fpr * len(s)))
+        return float(s[len(s) - 1 - allowed]) if allowed < len(s) else float(s[0]) - 1e-9
+    return float(threshold_at_fpr(scores, target_fpr))
+
+
+class StreamModel:
+    """Parser, RAPID scorers, LogGPT and thresholds of one stream."""
+
+    def __init__(self, config: StreamConfig | None, embedder: Any):
+        from models.rapid import RapidConfig, RapidScorer
+
+        self.config = config or StreamConfig()
+        self.embedder = embedder
+        self.parser = self._new_parser(self.config)
+        self._parser_key = self.config.parser_key()
+        self.rapid = RapidScorer(embedder, RapidConfig(k=self.config.rapid_k))  # normal masked lines
+        self.rapid_session = RapidScorer(embedder, RapidConfig(k=self.config.rapid_k))  # refuted windows, exact
+        self.refuted_templates: set[int] = set()
+        self._det = _Detector()
+        self._parse_lock = threading.Lock()
+        self._seen_templates: set[int] = set()
+
+    # ------------------------------------------------------------------ settings
+
+    @staticmethod
+    def _new_parser(config: StreamConfig):
+        from models.parsing import LogParser
+
+        return LogParser(
+            preset=config.preset, regex=config.regex, mask_rules=config.mask_rules, session_regex=config.session_regex
+        )
+
+    def configure(self, config: StreamConfig) -> None:
+        """Apply changed settings. Fixed thresholds act at once; parsing changes rebuild the
+        header/mask/session parts but keep the learned templates (ids stay stable)."""
+        if config.parser_key() != self._parser_key:
+            with self._parse_lock:
+                fresh = self._new_parser(config)
+                with tempfile.TemporaryDirectory() as tmp:  # carry the miner over through its public save/load
+                    self.parser.save(Path(tmp) / "parser")
+                    from models.parsing import LogParser
+
+                    old = LogParser.load(Path(tmp) / "parser")
+                fresh.miner = old.miner
+                self.parser = fresh
+                self._parser_key = config.parser_key()
+        if config.rapid_k != self.rapid.config.k:
+            self.rapid.config.k = config.rapid_k
+        self.config = config
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def trained(self) -> bool:
+        """LogGPT is trained: windows can be checked."""
+        return self._det.loggpt is not None
+
+    @property
+    def version(self) -> int | None:
+        """The server's version number of the live LogGPT (None: not trained)."""
+        return self._det.version
+
+    @property
+    def k(self) -> int | None:
+        return self.config.loggpt_top_k or self._det.k
+
+    @property
+    def rapid_threshold(self) -> float:
+        """Fixed threshold if set, else the calibrated one, else the uncalibrated default."""
+        if self.config.rapid_threshold is not None:
+            return float(self.config.rapid_threshold)
+        if self._det.rapid_threshold is not None:
+            return float(self._det.rapid_threshold)
+        return DEFAULT_RAPID_THRESHOLD
+
+    def n_templates(self) -> int:
+        """Templates learned so far (a counter of new template ids seen, if the miner is not exposed)."""
+        miner = getattr(self.parser, "miner", None)
+        if miner is not None and hasattr(miner, "templates"):
+            return len(miner.templates())
+        return len(self._seen_templates)
+
+    def template(self, template_id: int | None) -> str | None:
+        """The template's current text (Drain3 may generalize it as more lines arrive)."""
+        if template_id is None:
+            return None
+        try:
+            return self.parser.miner.template(int(template_id))
+        except (KeyError, IndexError, ValueError, AttributeError):
+            return None
+
+    # ------------------------------------------------------------------ instant path
+
+    def parse(self, lines: Sequence[str], learn: bool = True) -> list:
+        """ParsedLine per raw line (header, masked text, template id, session keys). Learns new templates."""
+        with self._parse_lock:
+            parsed = [self.parser.parse(line, learn=learn) for line in lines]
+            self._seen_templates.update(p.template_id for p in parsed if p.template_id is not None)
+            return parsed
+
+    def score(self, parsed: Sequence) -> list[LineVerdict]:
+        """RAPID verdict per parsed line: score, flag (score > threshold, template not refuted), exact."""
+        texts = [p.masked for p in parsed]
+        if not texts:
+            return []
+        unique = list(dict.fromkeys(texts))
+        by_text = dict(zip(unique, self.rapid.score(unique).tolist()))
+        threshold, refuted = self.rapid_threshold, self.refuted_templates
+        out = []
+        for p, text in zip(parsed, texts):
+            s = float(by_text[text])
+            exact = s == 0.0 and self.rapid.is_normal(text)
+            flag = s > threshold and not exact and p.template_id not in refuted
+            out.append(LineVerdict(score=s, flag=bool(flag), exact=bool(exact)))
+        return out
+
+    def learn_normal(self, masked_texts: Sequence[str], templates: Sequence[int] = (), index: bool = True) -> None:
+        """Normal lines, effective at once: they score 0 from now on. `templates`: never flag these ids.
+
+        index=True also puts them in the similarity core set (train mode, refutations), so lines
+        *like* them score lower too.
+        """
+        texts = [t for t in dict.fromkeys(masked_texts) if t is not None]
+        if texts:
+            self.rapid.add_normal(texts, index=index)
+        self.refuted_templates.update(int(t) for t in templates if t is not None)
+
+    def learn_normal_sessions(self, session_texts: Sequence[str]) -> None:
+        """Refuted windows/sessions (as `models.rapid.session_text`): the same window never flags again."""
+        texts = list(dict.fromkeys(session_texts))
+        if texts:
+            self.rapid_session.add_normal(texts, index=False)
+
+    def check(self, seqs: Sequence[Sequence[int]], sessions: Sequence[str] | None = None) -> list | None:
+        """LogGPT top-K check per window: a list of `CheckResult`, or None while LogGPT is untrained.
+
+        Misses on refuted templates are dropped; a window whose session text was refuted is normal.
+        """
+        det = self._det  # one consistent snapshot
+        if det.loggpt is None:
+            return None
+        if not seqs:
+            return []
+        k = self.config.loggpt_top_k or det.k
+        results = det.loggpt.check([list(s) for s in seqs], k=k)
+        out = []
+        for i, r in enumerate(results):
+            misses = [m for m in r.misses if m.actual not in self.refuted_templates]
+            if sessions is not None and self.rapid_session.is_normal(sessions[i]):
+                misses = []
+            out.append(_check_result(r, misses))
+        return out
+
+    # ------------------------------------------------------------------ training
+
+    def _loggpt_config(self):
+        from models.loggpt import LogGPTConfig
+
+        known = set(LogGPTConfig.__dataclass_fields__)
+        unknown = sorted(set(self.config.loggpt) - known)
+        if unknown:
+            raise ValueError(f"unknown LogGPT settings {unknown}; known: {sorted(known)}")
+        return LogGPTConfig(**self.config.loggpt)
+
+    def evaluate(self, loggpt: Any, k: int, val_seqs: Sequence, anomaly_seqs: Sequence = ()) -> dict:
+        """Validation metrics of a LogGPT at top-K: false-positive rate on normal windows,
+        recall on confirmed anomalies (None when there are none)."""
+        fpr = float(np.mean([r.anomalous for r in loggpt.check(list(val_seqs), k=k)])) if val_seqs else None
+        recall = (
+            float(np.mean([r.anomalous for r in loggpt.check(list(anomaly_seqs), k=k)])) if anomaly_seqs else None
+        )
+        return {"val_fpr": fpr, "anomaly_recall": recall, "k": int(k), "n_val": len(val_seqs),
+                "n_anomalies": len(anomaly_seqs)}
+
+    def _calibrated_k(self, loggpt: Any, val_seqs: Sequence) -> int:
+        if self.config.loggpt_top_k:
+            return int(self.config.loggpt_top_k)
+        if not val_seqs:
+            raise ValueError("no held-back normal windows to calibrate top-K on (set loggpt_top_k or send more data)")
+        return int(loggpt.calibrate_k(list(val_seqs), target_fpr=self.config.loggpt_target_fpr))
+
+    def _rebuild_rapid(self, data: TrainingData, progress: Progress | None) -> tuple[Any, float, dict]:
+        """A new line core set from the training lines, its threshold calibrated on the held-back lines."""
+        from models.rapid import RapidConfig, RapidScorer
+
+        rapid = RapidScorer(self.embedder, RapidConfig(k=self.config.rapid_k))
+        _report(progress, 0.05, "embedding normal lines for RAPID")
+        rapid.fit(list(dict.fromkeys(data.train_texts)))
+        if data.val_texts:
+            unique = list(dict.fromkeys(data.val_texts))
+            by_text = dict(zip(unique, rapid.score(unique).tolist()))
+            scores = np.array([by_text[t] for t in data.val_texts])
+            threshold = threshold_at_rate(scores, self.config.rapid_target_fpr)
+            fpr = float(np.mean(scores > threshold))
+            rapid.add_normal(unique)  # normal too: in the core set from now on (calibrated without them)
+        else:
+            threshold, fpr = self.rapid_threshold, None
+        return rapid, threshold, {"rapid_threshold": threshold, "rapid_val_fpr": fpr,
+                                  "rapid_core_set": len(rapid), "n_val_lines": len(data.val_texts)}
+
+    def fit_candidate(self, data: TrainingData, progress: Progress | None = None) -> Candidate:
+        """Train LogGPT from scratch and rebuild RAPID; the live detectors are untouched."""
+        from models.loggpt import LogGPT
+
+        if not data.train_seqs:
+            raise ValueError("no normal training windows: post lines in train mode first")
+        start = time.perf_counter()
+        rapid, threshold, rapid_metrics = self._rebuild_rapid(data, progress)
+        _report(progress, 0.2, f"training LogGPT on {len(data.train_seqs)} windows")
+        loggpt = LogGPT(self._loggpt_config())
+        loggpt.fit([list(s) for s in data.train_seqs], [list(s) for s in data.val_seqs] or None,
+                   sessions=self.config.session_regex is not None)
+        _report(progress, 0.85, "calibrating top-K")
+        k = self._calibrated_k(loggpt, data.val_seqs)
+        metrics = {**self.evaluate(loggpt, k, data.val_seqs, data.anomaly_seqs), **rapid_metrics,
+                   "n_train": len(data.train_seqs), "fit_seconds": round(time.perf_counter() - start, 2),
+                   "mode": "train"}
+        _report(progress, 0.95, "trained")
+        return Candidate(loggpt=loggpt, k=k, rapid=rapid, rapid_threshold=threshold, metrics=metrics)
+
+    def fine_tune(self, data: TrainingData, progress: Progress | None = None) -> Candidate:
+        """A copy of the live LogGPT fine-tuned on `data.train_seqs`, K re-calibrated; RAPID is kept.
+
+        Its metrics sit beside the live model's on the same validation windows (`live_*`), so the
+        caller can promote only a candidate that is not worse.
+        """
+        det = self._det
+        if det.loggpt is None:
+            raise ValueError("nothing to fine-tune: the stream has no trained LogGPT")
+        start = time.perf_counter()
+        _report(progress, 0.1, f"fine-tuning on {len(data.train_seqs)} windows")
+        loggpt = det.loggpt.copy() if hasattr(det.loggpt, "copy") else copy.deepcopy(det.loggpt)
+        loggpt.fine_tune([list(s) for s in data.train_seqs], [list(s) for s in data.val_seqs] or None)
+        _report(progress, 0.8, "calibrating top-K")
+        k = self._calibrated_k(loggpt, data.val_seqs)
+        metrics = {**self.evaluate(loggpt, k, data.val_seqs, data.anomaly_seqs),
+                   "n_train": len(data.train_seqs), "fit_seconds": round(time.perf_counter() - start, 2),
+                   "mode": "fine_tune", "rapid_threshold": self.rapid_threshold}
+        live = self.evaluate(det.loggpt, self.k or k, data.val_seqs, data.anomaly_seqs)
+        metrics.update({f"live_{name}": value for name, value in live.items()})
+        return Candidate(loggpt=loggpt, k=k, rapid=None, rapid_threshold=self.rapid_threshold, metrics=metrics)
+
+    def promote(self, candidate: Candidate, version: int | None = None) -> None:
+        """Make a candidate live. A rebuilt RAPID keeps every normal the live one learned meanwhile."""
+        if candidate.rapid is not None:
+            live = self.rapid
+            candidate.rapid.add_normal([t for t in live.normal_texts if not candidate.rapid.is_normal(t)])
+            candidate.rapid.add_normal(live.exact_texts, index=False)
+            self.rapid = candidate.rapid
+        self._det = _Detector(loggpt=candidate.loggpt, k=int(candidate.k),
+                              rapid_threshold=float(candidate.rapid_threshold), version=version)
+
+    def train(self, data: TrainingData, progress: Progress | None = None, version: int | None = None) -> dict:
+        """Fit and promote in one call; returns the validation metrics."""
+        candidate = self.fit_candidate(data, progress)
+        self.promote(candidate, version)
+        return candidate.metrics
+
+    # ------------------------------------------------------------------ disk
+
+    def _meta(self) -> dict:
+        det = self._det
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": asdict(self.config),
+            "k": det.k,
+            "rapid_threshold": det.rapid_threshold,
+            "model_version": det.version,
+            "refuted_templates": sorted(self.refuted_templates),
+        }
+
+    def save_parser(self, path: str | os.PathLike) -> None:
+        """Only the parser (Drain3 templates): cheap, done whenever new templates appear."""
+        with self._parse_lock:
+            self.parser.save(Path(path))
+
+    def save(self, path: str | os.PathLike, parts: Sequence[str] = ("parser", "rapid")) -> None:
+        """Write the stream's live state to directory `path`: parser/, rapid/, rapid_session/ and
+        stream.json (written last). Every piece is replaced atomically on its own. The LogGPT
+        lives in version directories (`save_version`)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if "parser" in parts:
+            self.save_parser(path / "parser")
+        if "rapid" in parts:
+            self.rapid.save(path / "rapid")
+            self.rapid_session.save(path / "rapid_session")
+        _write_json(path / "stream.json", self._meta())
+
+    def save_version(self, path: str | os.PathLike, candidate: Candidate, version: int) -> None:
+        """Write one trained LogGPT with its K, RAPID threshold and metrics to directory `path`
+        (loggpt.pt, then version.json last: a directory with version.json is complete)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".loggpt.", suffix=".pt", dir=path)
+        os.close(fd)
+        try:
+            candidate.loggpt.save(tmp)
+            os.replace(tmp, path / "loggpt.pt")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _write_json(path / "version.json", {
+            "format": FORMAT + ".version", "version": VERSION, "model_version": int(version),
+            "k": int(candidate.k), "rapid_threshold": float(candidate.rapid_threshold),
+            "metrics": candidate.metrics,
+        })
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, embedder: Any, config: StreamConfig | None = None) -> "StreamModel":
+        """Read what `save` wrote (missing pieces start empty). `config` overrides the saved one.
+        The LogGPT is not loaded here: call `use_version` with the live version's directory."""
+        from models.parsing import LogParser
+        from models.rapid import RapidScorer
+
+        path = Path(path)
+        meta = json.loads((path / "stream.json").read_text())
+        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise ValueError(f"{path}: not a {FORMAT} v{VERSION} directory")
+        model = cls(config or StreamConfig(**meta["config"]), embedder)
+        if (path / "parser").exists():
+            loaded = LogParser.load(path / "parser")
+            if model._parser_key == StreamConfig(**meta["config"]).parser_key():
+                model.parser = loaded
+            else:  # settings changed since: new header/mask/session parts, the same templates
+                model.parser.miner = loaded.miner
+        if (path / "rapid" / "config.json").exists():
+            model.rapid = RapidScorer.load(path / "rapid", embedder)
+            model.rapid.config.k = model.config.rapid_k
+        if (path / "rapid_session" / "config.json").exists():
+            model.rapid_session = RapidScorer.load(path / "rapid_session", embedder)
+        model.refuted_templates = set(meta.get("refuted_templates", []))
+        model._det = _Detector(rapid_threshold=meta.get("rapid_threshold"))
+        return model
+
+    def use_version(self, path: str | os.PathLike) -> None:
+        """Make the LogGPT, K and RAPID threshold saved in `path` (by `save_version`) live: rollback,
+        restart. The parser and the RAPID core sets stay: what was learned since is kept."""
+        from models.loggpt import LogGPT
+
+        path = Path(path)
+        meta = json.loads((path / "version.json").read_text())
+        if meta.get("format") != FORMAT + ".version":
+            raise ValueError(f"{path}: not a {FORMAT}.version directory")
+        loggpt = LogGPT.load(path / "loggpt.pt")
+        self._det = _Detector(loggpt=loggpt, k=meta.get("k"), rapid_threshold=meta.get("rapid_threshold"),
+                              version=meta.get("model_version"))

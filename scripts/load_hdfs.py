@@ -1,0 +1,221 @@
+"""Load test: post HDFS_2pct to a real `logsense serve` over loopback HTTP in 1,000-line batches.
+
+    python scripts/load_hdfs.py [--lines N] [--train-lines N] [--extra-streams 2]
+
+Starts the server as a subprocess on a free port with a temporary data directory, creates an
+HDFS stream (block-id sessions), posts the first `--train-lines` lines in train mode, trains it
+(a small LogGPT unless `--loggpt-config` says otherwise), turns train mode off and posts the rest
+(the measured part), then waits for the LogGPT worker to drain the queue. Prints:
+
+- ingest lines/s and p50/p99 batch latency of the measured part (client side, whole HTTP round trip);
+- the bare parse rate (`models.parsing.LogParser`, Drain3) on the same lines in this process;
+- the server's peak resident memory (VmHWM) with one trained stream, and after each further
+  trained stream (`--extra-streams`), so the cost per stream can be read off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "hdfs" / "HDFS_2pct.log.gz"
+SMALL_LOGGPT = {"n_layer": 2, "n_head": 4, "n_embd": 64, "epochs": 3}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Client:
+    def __init__(self, port: int, key: str):
+        self.base, self.key = f"http://127.0.0.1:{port}", key
+
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 600) -> tuple[int, dict]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"X-API-Key": self.key, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def ok(self, method: str, path: str, body: dict | None = None) -> dict:
+        code, out = self.call(method, path, body)
+        if code >= 300:
+            raise RuntimeError(f"{method} {path}: {code} {out}")
+        return out
+
+
+def peak_rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of a process in MB, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    values = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("VmRSS", "VmHWM"))}
+    return values["VmRSS"] / 1024, values["VmHWM"] / 1024
+
+
+def bare_parse_rate(lines: list[str]) -> float:
+    """Lines/s of a fresh LogParser (header, masking, Drain3, session keys) on `lines`."""
+    from models.parsing import LogParser
+
+    parser = LogParser(preset="hdfs", session_regex=r"blk_-?\d+")
+    start = time.perf_counter()
+    for line in lines:
+        parser.parse(line)
+    return len(lines) / (time.perf_counter() - start)
+
+
+def wait_job(c: Client, job_id: int) -> dict:
+    while True:
+        job = c.ok("GET", f"/api/v1/jobs/{job_id}")
+        if job["state"] in ("done", "failed"):
+            if job["state"] == "failed":
+                raise RuntimeError(f"training failed: {job['error']}")
+            return job
+        time.sleep(0.5)
+
+
+def setup_stream(c: Client, name: str, train: list[str], loggpt: dict, batch: int) -> dict:
+    """Create, post `train` in train mode, train, turn train mode off; the training job."""
+    c.ok("POST", "/api/v1/streams", {"name": name, "settings": {
+        "format": "hdfs", "session_regex": r"blk_-?\d+", "loggpt_config": loggpt, "train_mode": True}})
+    for start in range(0, len(train), batch):
+        c.ok("POST", f"/api/v1/streams/{name}/logs", {"lines": train[start : start + batch]})
+    c.ok("POST", f"/api/v1/streams/{name}/flush")
+    job = wait_job(c, c.ok("POST", f"/api/v1/streams/{name}/train")["job_id"])
+    c.ok("PATCH", f"/api/v1/streams/{name}", {"settings": {"train_mode": False}})
+    return job
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("LOGSENSE_HDFS", str(DEFAULT_DATA)))
+    ap.add_argument("--lines", type=int, default=0, help="use only the first N lines (0: all)")
+    ap.add_argument("--train-lines", type=int, default=40_000, help="lines posted in train mode first")
+    ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--extra-streams", type=int, default=2, help="further trained streams, for memory per stream")
+    ap.add_argument("--loggpt-config", default=json.dumps(SMALL_LOGGPT), help="JSON overrides of LogGPTConfig")
+    ap.add_argument("--data-dir", default=None, help="server data directory (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    args = ap.parse_args()
+
+    with gzip.open(args.data, "rt") if args.data.endswith(".gz") else open(args.data) as f:
+        lines = [line.rstrip("\n") for line in f]
+    if args.lines:
+        lines = lines[: args.lines]
+    train, rest = lines[: args.train_lines], lines[args.train_lines :]
+    loggpt = json.loads(args.loggpt_config)
+    try:
+        from dataclasses import fields
+
+        from models.loggpt import LogGPTConfig
+
+        names = {f.name for f in fields(LogGPTConfig)}
+        loggpt = {k: v for k, v in loggpt.items() if k in names}
+    except ImportError:
+        pass
+
+    tmp = None
+    data_dir = Path(args.data_dir) if args.data_dir else Path(tmp := tempfile.mkdtemp(prefix="logsense-load-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGSENSE_")}
+    env.update(HF_HUB_OFFLINE="1", LOGSENSE_SCHEDULER_ENABLED="false")
+    key = subprocess.run([sys.executable, "-m", "server.cli", "apikey", "create", "load", "--data-dir", str(data_dir)],
+                         cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    port = _free_port()
+    log = open(data_dir / "server.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        cwd=REPO, env={**env, "LOGSENSE_LOG_LEVEL": "warning"}, stdout=log, stderr=subprocess.STDOUT)
+    c = Client(port, key)
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                with urllib.request.urlopen(c.base + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if proc.poll() is not None or time.monotonic() - t0 > 180:
+                raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
+            time.sleep(0.2)
+        print(f"server ready in {time.monotonic() - t0:.1f} s; RSS {peak_rss_mb(proc.pid)[0]:.0f} MB")
+
+        t = time.perf_counter()
+        job = setup_stream(c, "HDFS", train, loggpt, args.batch)
+        metrics = job["result"]["metrics"]
+        print(f"train mode: {len(train)} lines posted and trained in {time.perf_counter() - t:.1f} s "
+              f"(LogGPT {metrics.get('fit_seconds')} s, K={metrics.get('k')}, val FPR {metrics.get('val_fpr')})")
+
+        latencies = []
+        start = time.perf_counter()
+        for i in range(0, len(rest), args.batch):
+            t = time.perf_counter()
+            c.ok("POST", "/api/v1/streams/HDFS/logs", {"lines": rest[i : i + args.batch]})
+            latencies.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - start
+        ingest_rate = len(rest) / elapsed
+        c.ok("POST", "/api/v1/streams/HDFS/flush")
+        t = time.perf_counter()
+        while True:
+            counts = c.ok("GET", "/api/v1/streams/HDFS/windows?limit=1")["counts"]
+            if counts["queued"] + counts["checking"] == 0:
+                break
+            time.sleep(0.5)
+        drain = time.perf_counter() - t
+        rss_one = peak_rss_mb(proc.pid)
+        parse_rate = bare_parse_rate(rest)
+        lat = np.array(latencies) * 1000
+        print(f"ingest (trained stream, {len(rest)} lines, {len(latencies)} batches of {args.batch}): "
+              f"{ingest_rate:,.0f} lines/s; batch latency p50 {np.percentile(lat, 50):.0f} ms, "
+              f"p99 {np.percentile(lat, 99):.0f} ms")
+        print(f"bare parse (LogParser/Drain3, same lines, one thread): {parse_rate:,.0f} lines/s "
+              f"-> ingest is {ingest_rate / parse_rate:.0%} of it")
+        print(f"LogGPT worker drained the queue {drain:.1f} s after the last batch")
+        print(f"server memory with one trained stream: RSS {rss_one[0]:.0f} MB, peak {rss_one[1]:.0f} MB")
+        anomalies = c.ok("GET", "/api/v1/anomalies?limit=1000&status=any")
+        print(f"anomalies stored (first page): {len(anomalies)}")
+
+        previous = rss_one[1]
+        sample = rest[: min(len(rest), max(args.train_lines, 20_000))]
+        for n in range(args.extra_streams):
+            name = f"HDFS{n + 2}"
+            setup_stream(c, name, train, loggpt, args.batch)
+            for i in range(0, len(sample), args.batch):
+                c.ok("POST", f"/api/v1/streams/{name}/logs", {"lines": sample[i : i + args.batch]})
+            c.ok("POST", f"/api/v1/streams/{name}/flush")
+            time.sleep(2)
+            rss = peak_rss_mb(proc.pid)
+            print(f"+ stream {name} (trained, {len(sample)} lines checked): RSS {rss[0]:.0f} MB, peak {rss[1]:.0f} MB "
+                  f"(+{rss[1] - previous:.0f} MB peak)")
+            previous = rss[1]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if tmp and not args.keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""`/api/v1/anomalies`: the operator's queue (list, read) and feedback on one anomaly."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlmodel import Session
+
+from server.api.deps import CurrentKey, SessionDep, actor_name
+from server.feedback import apply_feedback
+from server.tables import Anomaly, LogLine, Stream
+
+router = APIRouter(prefix="/api/v1/anomalies", tags=["anomalies"])
+
+
+class AnomalyOut(BaseModel):
+    id: int
+    stream: str
+    kind: str  # line (RAPID flagged the line) / window (LogGPT flagged its window or session)
+    severity: str  # watch / danger
+    status: str  # open / confirmed / refuted / muted
+    line_id: int | None
+    window_id: int | None
+    line: str | None  # the raw line
+    masked: str | None
+    template_id: int | None
+    template: str | None
+    rapid_score: float | None
+    reasons: dict  # rapid_score, rapid_threshold; for windows loggpt_misses: actual and expected top-K
+    created_at: datetime
+    updated_at: datetime
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: Literal["normal", "anomaly"] = Field(description="normal: refute (teach the model); anomaly: confirm")
+    scope: Literal["line", "template"] = Field("line", description="template: every line of its template is normal")
+    suppress_until: datetime | None = Field(None, description="mute alerts from this template until then")
+    note: str | None = Field(None, max_length=2000)
+
+
+def _template(request: Request, stream: Stream, template_id: int | None) -> str | None:
+    model = request.app.state.registry.peek(stream.id)
+    return model.template(template_id) if model is not None else None
+
+
+def _out(request: Request, a: Anomaly, stream: Stream, line: LogLine | None) -> AnomalyOut:
+    return AnomalyOut(
+        id=a.id, stream=stream.name, kind=a.kind, severity=a.severity, status=a.status, line_id=a.line_id,
+        window_id=a.window_id, line=line.raw if line else None, masked=line.masked if line else None,
+        template_id=a.template_id, template=_template(request, stream, a.template_id),
+        rapid_score=line.rapid_score if line else None, reasons=a.reasons or {},
+        created_at=a.created_at, updated_at=a.updated_at,
+    )
+
+
+@router.get("", response_model=list[AnomalyOut])
+def list_anomalies(
+    request: Request,
+    session: SessionDep,
+    stream: Annotated[str | None, Query(description="stream name")] = None,
+    severity: Annotated[Literal["watch", "danger"] | None, Query()] = None,
+    status: Annotated[Literal["open", "confirmed", "refuted", "muted", "any"], Query()] = "open",
+    kind: Annotated[Literal["line", "window"] | None, Query()] = None,
+    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
+    until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
+    after_id: Annotated[int, Query(ge=0, description="only ids above this (paging)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[AnomalyOut]:
+    """Anomalies, oldest first (page with `after_id`); open ones unless `status` says otherwise."""
+    q = select(Anomaly, Stream, LogLine).join(Stream, Stream.id == Anomaly.stream_id).outerjoin(
+        LogLine, LogLine.id == Anomaly.line_id)
+    if stream is not None:
+        q = q.where(Stream.name == stream)
+    if severity is not None:
+        q = q.where(Anomaly.severity == severity)
+    if status != "any":
+        q = q.where(Anomaly.status == status)
+    if kind is not None:
+        q = q.where(Anomaly.kind == kind)
+    if since is not None:
+        q = q.where(Anomaly.created_at >= since)
+    if until is not None:
+        q = q.where(Anomaly.created_at < until)
+    rows = session.execute(q.where(Anomaly.id > after_id).order_by(Anomaly.id).limit(limit)).all()
+    return [_out(request, a, s, line) for a, s, line in rows]
+
+
+@router.get("/{anomaly_id}", response_model=AnomalyOut)
+def read_anomaly(anomaly_id: int, request: Request, session: SessionDep) -> AnomalyOut:
+    a = session.get(Anomaly, anomaly_id)
+    if a is None:
+        raise HTTPException(404, f"no anomaly with id {anomaly_id}")
+    return _out(request, a, session.get(Stream, a.stream_id), session.get(LogLine, a.line_id) if a.line_id else None)
+
+
+@router.post("/{anomaly_id}/feedback", response_model=AnomalyOut)
+async def post_feedback(anomaly_id: int, body: FeedbackIn, request: Request, key: CurrentKey) -> AnomalyOut:
+    """Refute (`normal`: the model learns it at once) or confirm (`anomaly`); closes the anomaly."""
+    try:
+        await run_in_threadpool(apply_feedback, request.app, anomaly_id, body.label, body.scope,
+                                body.suppress_until, actor_name(key), body.note)
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+
+    def read() -> AnomalyOut:
+        with Session(request.app.state.engine) as session:
+            return read_anomaly(anomaly_id, request, session)
+
+    return await run_in_threadpool(read)
+
+

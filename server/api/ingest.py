@@ -1,0 +1,381 @@
+"""`POST /api/v1/streams/{name}/logs`: store a batch of lines and answer each line's verdict so far.
+
+Bodies:
+- `application/json` `{"lines": ["raw line", ...]}`
+- `application/json` `{"records": [{"message": ..., "timestamp": ..., "session": ..., "attributes": {...}}]}`
+  (`timestamp`: epoch seconds or ISO 8601; `session`: a key or a list of keys, used instead of
+  the stream's session regex; `attributes`: any JSON object, stored with the line)
+- `text/plain`: one line per line (blank lines skipped; an index still counts them).
+
+Every accepted line is parsed, scored by RAPID, stored and put into its windows in one
+transaction, committed (SQLite: WAL, synchronous=FULL) before the answer is sent. A bad line or
+record is reported by index in `errors` and the others are still stored: status 200 when all
+were stored, 207 when some were, 422 when none was. Over `max_lines_per_batch`: 413 for the
+whole batch; a line over `max_line_bytes`: an error for that line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlmodel import Session
+
+from server import store, windows
+from server.api.deps import get_stream
+from server.registry import ModelsUnavailable
+from server.settings import Settings
+from server.tables import Stream, utcnow
+
+log = logging.getLogger("logsense.ingest")
+
+router = APIRouter(prefix="/api/v1/streams", tags=["ingest"])
+
+MAX_SESSION_KEYS = 64  # explicit session keys per record
+
+
+@dataclass
+class Item:
+    """One line to store: from a raw line or a record."""
+
+    index: int
+    message: str
+    timestamp: float | None = None  # from the record (else from the line's header)
+    sessions: list[str] | None = None  # from the record (else by the session regex)
+    attributes: dict | None = None
+
+
+@dataclass
+class Batch:
+    items: list[Item] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+
+
+class LineOut(BaseModel):
+    index: int  # position in the request
+    id: int  # stored line id
+    template_id: int | None
+    template: str | None
+    rapid_score: float | None  # None in train mode
+    rapid_flag: bool | None
+    severity: str  # train / normal / watch (so far: LogGPT may raise it when the window is checked)
+    pending: bool  # a LogGPT check of one of its windows is still to come
+
+
+class IngestOut(BaseModel):
+    stream: str
+    train_mode: bool
+    accepted: int
+    rejected: int
+    queued_windows: int  # windows this batch closed and queued for LogGPT
+    lines: list[LineOut]
+    errors: list[dict]  # {"index": i, "error": "..."} per rejected line or record
+
+
+# --------------------------------------------------------------------------- request body
+
+
+def _error(index: int, message: str) -> dict:
+    return {"index": index, "error": message}
+
+
+def _check_text(text: str, settings: Settings) -> str | None:
+    """Why a line cannot be stored, or None."""
+    if not text or text.isspace():
+        return "empty line"
+    if len(text) * 4 > settings.max_line_bytes:  # could be over: count the bytes
+        try:
+            n = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "line is not valid Unicode (lone surrogate)"
+        if n > settings.max_line_bytes:
+            return f"line over max_line_bytes ({settings.max_line_bytes} bytes)"
+    elif not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "line is not valid Unicode (lone surrogate)"
+    if "\x00" in text:
+        return "line contains a NUL byte"
+    return None
+
+
+def _timestamp(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be epoch seconds or an ISO 8601 string, not a boolean")
+    if isinstance(value, (int, float)):
+        ts = float(value)
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"timestamp {value[:40]!r} is not ISO 8601") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        ts = dt.timestamp()
+    else:
+        raise ValueError("timestamp must be epoch seconds or an ISO 8601 string")
+    if not math.isfinite(ts):
+        raise ValueError("timestamp must be finite")
+    return ts
+
+
+def _record(index: int, rec: Any, settings: Settings) -> Item:
+    if not isinstance(rec, dict):
+        raise ValueError("a record must be a JSON object with a 'message'")
+    unknown = set(rec) - {"message", "timestamp", "session", "attributes"}
+    if unknown:
+        raise ValueError(f"unknown record field(s) {sorted(unknown)}")
+    message = rec.get("message")
+    if not isinstance(message, str):
+        raise ValueError("'message' must be a string")
+    problem = _check_text(message, settings)
+    if problem:
+        raise ValueError(problem)
+    item = Item(index, message)
+    if rec.get("timestamp") is not None:
+        item.timestamp = _timestamp(rec["timestamp"])
+    session = rec.get("session")
+    if session is not None:
+        keys = [session] if isinstance(session, str) else session
+        if not isinstance(keys, list) or not all(isinstance(k, str) and 0 < len(k) <= 255 for k in keys):
+            raise ValueError("'session' must be a non-empty string (<= 255 chars) or a list of them")
+        if len(keys) > MAX_SESSION_KEYS:
+            raise ValueError(f"more than {MAX_SESSION_KEYS} session keys")
+        item.sessions = list(dict.fromkeys(keys))
+    attributes = rec.get("attributes")
+    if attributes is not None:
+        if not isinstance(attributes, dict):
+            raise ValueError("'attributes' must be a JSON object")
+        if len(json.dumps(attributes)) > settings.max_line_bytes:
+            raise ValueError(f"attributes over max_line_bytes ({settings.max_line_bytes} bytes)")
+        item.attributes = attributes
+    return item
+
+
+def _too_many(n: int, settings: Settings) -> HTTPException:
+    return HTTPException(413, f"batch of {n} lines over max_lines_per_batch ({settings.max_lines_per_batch})")
+
+
+def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
+    """The request body as items and per-item errors; a 4xx for a body that cannot be read at all."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    batch = Batch()
+    if media in ("text/plain", ""):
+        if media == "" and body.lstrip()[:1] in (b"{", b"["):
+            media = "application/json"
+        else:
+            raw_lines = body.split(b"\n")
+            if raw_lines and raw_lines[-1] == b"":
+                raw_lines.pop()
+            if sum(1 for r in raw_lines if r.strip()) > settings.max_lines_per_batch:
+                raise _too_many(len(raw_lines), settings)
+            for i, raw in enumerate(raw_lines):
+                raw = raw.removesuffix(b"\r")
+                if not raw.strip():
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    batch.errors.append(_error(i, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+                    continue
+                problem = _check_text(text, settings)
+                if problem:
+                    batch.errors.append(_error(i, problem))
+                else:
+                    batch.items.append(Item(i, text))
+            if not batch.items and not batch.errors:
+                raise HTTPException(422, "empty batch: no lines in the body")
+            return batch
+    if media != "application/json" and not media.endswith("+json"):
+        raise HTTPException(415, f"unsupported content type {media!r}: send application/json or text/plain")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise HTTPException(400, "malformed JSON: the body is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise HTTPException(400, f"malformed JSON at character {exc.pos}: {exc.msg}") from None
+    except RecursionError:
+        raise HTTPException(400, "malformed JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise HTTPException(422, 'the body must be a JSON object: {"lines": [...]} or {"records": [...]}')
+    unknown = set(data) - {"lines", "records"}
+    if unknown:
+        raise HTTPException(422, f"unknown field(s) {sorted(unknown)}: send 'lines' or 'records'")
+    if ("lines" in data) == ("records" in data):
+        raise HTTPException(422, "send exactly one of 'lines' and 'records'")
+    name = "lines" if "lines" in data else "records"
+    entries = data[name]
+    if not isinstance(entries, list):
+        raise HTTPException(422, f"'{name}' must be a list")
+    if not entries:
+        raise HTTPException(422, f"empty batch: '{name}' is an empty list")
+    if len(entries) > settings.max_lines_per_batch:
+        raise _too_many(len(entries), settings)
+    for i, entry in enumerate(entries):
+        if name == "lines":
+            if not isinstance(entry, str):
+                batch.errors.append(_error(i, f"a line must be a string, not {type(entry).__name__}"))
+                continue
+            problem = _check_text(entry, settings)
+            if problem:
+                batch.errors.append(_error(i, problem))
+            else:
+                batch.items.append(Item(i, entry))
+        else:
+            try:
+                batch.items.append(_record(i, entry, settings))
+            except ValueError as exc:
+                batch.errors.append(_error(i, str(exc)))
+    return batch
+
+
+# --------------------------------------------------------------------------- storing
+
+
+def _combine(rapid_flag: bool, loggpt_flag: bool) -> str:
+    """Severity so far (models.ensemble.combine: both flag danger, one watch, none normal)."""
+    return "danger" if rapid_flag and loggpt_flag else "watch" if rapid_flag or loggpt_flag else "normal"
+
+
+def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
+    """Parse, score, store and window a batch; returns (status code, answer). Runs in a worker thread."""
+    state = app.state
+    cfg = stream.config()
+    model = state.registry.get(stream)  # ModelsUnavailable -> 503
+    items = batch.items
+    n_templates = model.n_templates()
+    parsed = model.parse([it.message for it in items])
+    train = cfg.train_mode
+    if train:
+        model.learn_normal([p.masked for p in parsed])
+        verdicts = [None] * len(parsed)
+        state.registry.mark_dirty(stream.id)
+    else:
+        verdicts = model.score(parsed)
+    if model.n_templates() != n_templates:  # new template ids: on disk before the lines that carry them
+        state.registry.save_parser(stream.id)
+
+    now = utcnow()
+    rows, slots_sessions = [], []
+    for it, p, v in zip(items, parsed, verdicts):
+        sessions = it.sessions if it.sessions is not None else list(p.sessions or ())
+        ts = it.timestamp if it.timestamp is not None else p.timestamp
+        if ts is not None and not math.isfinite(ts):
+            ts = None
+        rows.append({
+            "stream_id": stream.id, "received_at": now, "timestamp": ts,
+            "level": (p.level or None) and str(p.level)[:16], "raw": it.message, "masked": p.masked,
+            "template_id": p.template_id, "sessions": sessions, "attributes": it.attributes,
+            "rapid_score": None if v is None else v.score, "rapid_flag": None if v is None else v.flag,
+            "loggpt_flag": None, "severity": "train" if v is None else _combine(v.flag, False),
+        })
+        slots_sessions.append((ts, sessions))
+
+    with store.write_session(state.engine) as session:
+        ids = store.insert_lines(session, rows)
+        slots = [windows.LineSlot(i, ts, s) for i, (ts, s) in zip(ids, slots_sessions)]
+        queued = windows.assign(session, stream.id, cfg, slots, now)
+        in_window = _lines_in_windows(cfg, slots)
+        if not train:
+            muted = store.muted_templates(session, stream.id, now)
+            anomalies = [
+                {"stream_id": stream.id, "line_id": line_id, "window_id": None, "template_id": row["template_id"],
+                 "kind": "line", "severity": row["severity"],
+                 "status": "muted" if row["template_id"] in muted else "open",
+                 "reasons": {"rapid_score": row["rapid_score"], "rapid_threshold": model.rapid_threshold},
+                 "created_at": now, "updated_at": now}
+                for line_id, row in zip(ids, rows) if row["rapid_flag"]
+            ]
+            store.insert_anomalies(session, anomalies)
+
+    m = state.metrics
+    m.lines_ingested.labels(stream.name).inc(len(ids))
+    for severity, n in Counter(row["severity"] for row in rows).items():
+        m.verdicts.labels(stream.name, severity).inc(n)
+    if queued and getattr(state, "worker", None) is not None:
+        state.worker.wake()
+
+    texts = {tid: model.template(tid) for tid in {r["template_id"] for r in rows}}
+    lines = [
+        {"index": it.index, "id": line_id, "template_id": row["template_id"], "template": texts[row["template_id"]],
+         "rapid_score": None if row["rapid_score"] is None else round(row["rapid_score"], 6),
+         "rapid_flag": row["rapid_flag"], "severity": row["severity"],
+         "pending": (not train) and in_window[k]}
+        for k, (it, line_id, row) in enumerate(zip(items, ids, rows))
+    ]
+    answer = {"stream": stream.name, "train_mode": train, "accepted": len(ids), "rejected": len(batch.errors),
+              "queued_windows": len(queued), "lines": lines, "errors": batch.errors}
+    return (207 if batch.errors else 200), answer
+
+
+def _lines_in_windows(cfg: Any, slots: list) -> list[bool]:
+    """Does each line sit in a window (and so get a LogGPT check)?"""
+    if cfg.session_regex is None:
+        return [True] * len(slots)
+    return [bool(s.sessions) for s in slots]
+
+
+_RECORD_SCHEMA = {
+    "type": "object", "required": ["message"],
+    "properties": {
+        "message": {"type": "string"},
+        "timestamp": {"oneOf": [{"type": "number"}, {"type": "string"}]},
+        "session": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "attributes": {"type": "object"},
+    },
+}
+_LINES_SCHEMA = {"type": "object", "required": ["lines"],
+                 "properties": {"lines": {"type": "array", "items": {"type": "string"}}}}
+_RECORDS_SCHEMA = {"type": "object", "required": ["records"],
+                   "properties": {"records": {"type": "array", "items": _RECORD_SCHEMA}}}
+
+
+@router.post(
+    "/{name}/logs",
+    response_model=IngestOut,
+    status_code=200,
+    responses={
+        207: {"model": IngestOut, "description": "some lines stored, the others listed in `errors` by index"},
+        400: {"description": "malformed JSON"},
+        404: {"description": "no such stream"},
+        413: {"description": "over max_lines_per_batch or max_request_bytes"},
+        415: {"description": "neither JSON nor text/plain"},
+        422: {"description": "nothing storable in the body; `errors` says why per line"},
+        503: {"description": "detection models still loading"},
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"oneOf": [_LINES_SCHEMA, _RECORDS_SCHEMA]}},
+        "text/plain": {"schema": {"type": "string"}, "example": "line one\nline two\n"},
+    }}},
+)
+async def post_logs(name: str, request: Request) -> JSONResponse:
+    """Store a batch of log lines; each line's verdict so far comes back in the same answer."""
+    state = request.app.state
+    settings: Settings = state.settings
+
+    def lookup() -> Stream:
+        with Session(state.engine) as session:
+            return get_stream(name, session)
+
+    stream = await run_in_threadpool(lookup)  # 404 before reading a large body
+    body = await request.body()
+    batch = parse_body(body, request.headers.get("content-type", ""), settings)
+    if not batch.items:
+        return JSONResponse({"detail": "no line could be stored", "errors": batch.errors,
+                             "message": "; ".join(f"{e['index']}: {e['error']}" for e in batch.errors[:10])},
+                            status_code=422)
+    try:
+        status, answer = await run_in_threadpool(ingest, request.app, stream, batch)
+    except ModelsUnavailable as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
+    return JSONResponse(answer, status_code=status)

@@ -1,0 +1,55 @@
+"""`/api/v1/jobs`: background jobs (training, nightly fine-tune) with state and progress."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from server.api.deps import SessionDep
+from server.tables import Job, Stream
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+class JobOut(BaseModel):
+    id: int
+    stream: str | None
+    kind: str  # train / nightly
+    state: str  # queued / running / done / failed
+    progress: float  # 0..1
+    message: str | None
+    error: str | None
+    result: dict | None  # version, promoted, metrics
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job, stream: str | None) -> "JobOut":
+        return cls(stream=stream, **job.model_dump(exclude={"stream_id"}))
+
+
+@router.get("", response_model=list[JobOut])
+def list_jobs(
+    session: SessionDep,
+    stream: Annotated[str | None, Query(description="stream name")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[JobOut]:
+    """Newest jobs first."""
+    q = select(Job, Stream.name).outerjoin(Stream, Stream.id == Job.stream_id)
+    if stream is not None:
+        q = q.where(Stream.name == stream)
+    return [JobOut.of(j, name) for j, name in session.execute(q.order_by(Job.id.desc()).limit(limit)).all()]
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def read_job(job_id: int, session: SessionDep) -> JobOut:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job with id {job_id}")
+    stream = session.get(Stream, job.stream_id) if job.stream_id is not None else None
+    return JobOut.of(job, stream.name if stream else None)

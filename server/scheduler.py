@@ -1,0 +1,165 @@
+"""The nightly retraining schedule: one APScheduler per data directory, however many processes.
+
+Several uvicorn workers (or servers on one data directory) each start an app; only the one that
+takes an exclusive, non-blocking `flock` on `{data_dir}/scheduler.lock` runs the scheduler, and
+holds the lock until it stops (the OS drops it when the process dies, so another can take over:
+the others retry every `RETRY_SECONDS`). On PostgreSQL with servers on several machines, give
+them a shared data directory or enable the scheduler on one only (`LOGSENSE_SCHEDULER_ENABLED`).
+
+Per stream a cron job (the stream's `retrain_cron`, else `nightly_cron`; "off": none) starts a
+`nightly` training job. The job list follows the streams table: it is re-synced every
+`SYNC_SECONDS`, so created, deleted and rescheduled streams need no restart.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from server.tables import Stream
+
+log = logging.getLogger("logsense.scheduler")
+
+SYNC_SECONDS = 60.0
+RETRY_SECONDS = 60.0
+LOCK_NAME = "scheduler.lock"
+
+
+class SchedulerLock:
+    """An exclusive advisory lock on a file; `acquire()` never blocks."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+
+def nightly(app: Any, stream_id: int) -> None:
+    """The scheduled job: a nightly training job for one stream (fine-tune, validate, maybe promote)."""
+    from server.training import start_training
+
+    try:
+        start_training(app, stream_id, "nightly")
+    except LookupError:
+        pass  # the stream was deleted since the last sync
+
+
+class Scheduler:
+    """Owns the lock and, while holding it, a BackgroundScheduler with one cron job per stream."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.settings = app.state.settings
+        self.lock = SchedulerLock(self.settings.data_dir / LOCK_NAME)
+        self._scheduler: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def active(self) -> bool:
+        """This process runs the schedule."""
+        return self._scheduler is not None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="logsense-scheduler", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self._scheduler is None and self.lock.acquire():
+                self._begin()
+            if self._scheduler is not None:
+                try:
+                    self.sync()
+                except Exception:  # noqa: BLE001
+                    log.exception("could not sync the schedule with the streams")
+            self._stop.wait(SYNC_SECONDS if self._scheduler is not None else RETRY_SECONDS)
+
+    def _begin(self) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(timezone=self.settings.timezone, daemon=True)
+        self._scheduler.start()
+        log.info("this process runs the retraining schedule (lock %s)", self.lock.path)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        self.lock.release()
+
+    def sync(self) -> dict[str, str]:
+        """Make the job list match the streams; {job id: crontab} of what is scheduled."""
+        from apscheduler.triggers.cron import CronTrigger
+
+        with Session(self.app.state.engine) as session:
+            streams = session.execute(select(Stream)).scalars().all()
+        wanted: dict[str, tuple[int, str]] = {}
+        for s in streams:
+            cron = s.config().retrain_cron or self.settings.nightly_cron
+            if cron != "off":
+                wanted[f"nightly:{s.id}"] = (s.id, cron)
+        sched = self._scheduler
+        for job in sched.get_jobs():
+            if job.id not in wanted or job.kwargs.get("cron") != wanted[job.id][1]:
+                sched.remove_job(job.id)
+        present = {job.id for job in sched.get_jobs()}
+        for job_id, (stream_id, cron) in wanted.items():
+            if job_id not in present:
+                sched.add_job(
+                    _run_nightly, CronTrigger.from_crontab(cron, timezone=self.settings.timezone), id=job_id,
+                    kwargs={"app_ref": _AppRef(self.app), "stream_id": stream_id, "cron": cron},
+                    coalesce=True, max_instances=1, misfire_grace_time=3600,
+                )
+        return {job_id: cron for job_id, (_, cron) in wanted.items()}
+
+    def next_runs(self) -> dict[str, Any]:
+        """{job id: next run time} (empty when this process does not run the schedule)."""
+        if self._scheduler is None:
+            return {}
+        return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}
+
+
+class _AppRef:
+    """Holds the app for a job's kwargs (APScheduler's memory store keeps them as they are)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+
+def _run_nightly(app_ref: _AppRef, stream_id: int, cron: str) -> None:
+    nightly(app_ref.app, stream_id)

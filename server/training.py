@@ -1,0 +1,245 @@
+"""Training jobs: build a stream's LogGPT (and RAPID index) from its stored normal data.
+
+- `start_training(app, stream_id, mode)` records a `jobs` row and runs the job in a background
+  thread; the row carries state and progress in [0, 1]. One job per stream runs at a time
+  (a second one waits for the first).
+- mode `train`: LogGPT from scratch on every normal window (train-mode data and windows an
+  operator refuted), the RAPID core set rebuilt from their lines; K and the RAPID threshold
+  calibrated on held-back windows (`store.is_held_back`). Promoted at once.
+- mode `nightly`: fine-tunes the live LogGPT on the normal windows new since the live version
+  plus every confirmed-normal window, validates it beside the live model on the held-back
+  normal windows and the confirmed anomalies, and promotes it only if it is not worse: its
+  false-positive rate at most the live one's + `FPR_TOLERANCE`, its recall on confirmed
+  anomalies at least the live one's. Without a live LogGPT it trains from scratch.
+
+Every trained model becomes a `model_versions` row (kind `loggpt`) with its metrics and why it
+was or was not promoted, and a directory `versions/<n>/` under the stream's data directory.
+`rollback(app, stream_id, version)` makes an older version live again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from server import store
+from server.tables import Job, ModelVersion, Stream, utcnow
+
+log = logging.getLogger("logsense.training")
+
+MODES = ("train", "nightly")
+FPR_TOLERANCE = 0.005  # a fine-tuned model may raise the validation FPR this much and still be "not worse"
+MAX_VAL_WINDOWS = 5000  # newest held-back windows used for calibration and validation
+PROGRESS_EVERY_SECONDS = 0.5
+
+_GUARD = threading.Lock()
+
+
+def _stream_lock(app: Any, stream_id: int) -> threading.Lock:
+    with _GUARD:
+        locks = getattr(app.state, "training_locks", None)
+        if locks is None:
+            locks = app.state.training_locks = {}
+        return locks.setdefault(stream_id, threading.Lock())
+
+
+def start_training(app: Any, stream_id: int, mode: str = "train") -> int:
+    """Queue a training job for the stream and start it in a background thread; the job id.
+
+    Raises LookupError for an unknown stream, ValueError for an unknown mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown training mode {mode!r}; one of {MODES}")
+    engine = app.state.engine
+    with store.write_session(engine) as session:
+        if session.get(Stream, stream_id) is None:
+            raise LookupError(f"no stream with id {stream_id}")
+        job = Job(stream_id=stream_id, kind=mode, state="queued", message="waiting to start")
+        session.add(job)
+        session.flush()
+        job_id = int(job.id)
+    thread = threading.Thread(target=run_job, args=(app, job_id), name=f"logsense-train-{job_id}", daemon=True)
+    threads = getattr(app.state, "training_threads", None)
+    if threads is not None:  # joined at shutdown; finished ones are forgotten
+        threads[:] = [t for t in threads if t.is_alive()]
+        threads.append(thread)
+    thread.start()
+    return job_id
+
+
+def _set_job(app: Any, job_id: int, **values: Any) -> None:
+    t = Job.__table__
+    with store.write_session(app.state.engine) as session:
+        session.execute(update(t).where(t.c.id == job_id).values(**values))
+
+
+def run_job(app: Any, job_id: int) -> None:
+    """Run one queued job to its end (done or failed); never raises."""
+    with Session(app.state.engine) as session:
+        job = session.get(Job, job_id)
+        stream_id, mode = job.stream_id, job.kind
+    with _stream_lock(app, stream_id):
+        _set_job(app, job_id, state="running", started_at=utcnow(), message="gathering training data")
+        last = [0.0]
+
+        def progress(fraction: float, message: str) -> None:
+            if time.monotonic() - last[0] >= PROGRESS_EVERY_SECONDS or fraction >= 1.0:
+                last[0] = time.monotonic()
+                _set_job(app, job_id, progress=round(min(max(fraction, 0.0), 1.0), 4), message=message[:500])
+
+        try:
+            result = _train(app, job_id, stream_id, mode, progress)
+        except Exception as exc:  # noqa: BLE001 (the job row says what went wrong)
+            log.exception("training job %s of stream %s failed", job_id, stream_id)
+            _set_job(app, job_id, state="failed", finished_at=utcnow(), error=f"{type(exc).__name__}: {exc}"[:4000],
+                     message="failed")
+            return
+        _set_job(app, job_id, state="done", progress=1.0, finished_at=utcnow(), result=result,
+                 message=result.get("message", "done"))
+
+
+def fail_interrupted(app: Any) -> int:
+    """At start: jobs a dead process left queued or running are marked failed (their threads are gone)."""
+    t = Job.__table__
+    with store.write_session(app.state.engine) as session:
+        result = session.execute(update(t).where(t.c.state.in_(("queued", "running"))).values(
+            state="failed", error="interrupted: the server stopped before the job finished", finished_at=utcnow()))
+    return result.rowcount or 0
+
+
+# --------------------------------------------------------------------------- data
+
+
+def training_data(session: Session, stream_id: int, after_window_id: int = 0) -> tuple[Any, int]:
+    """The stream's `TrainingData` (windows with id > after_window_id, plus every confirmed-normal
+    window, for training; held-back ones for validation) and the newest window id in it."""
+    from models.stream import TrainingData
+    from server.tables import Window
+
+    all_ids = store.normal_window_ids(session, stream_id)
+    refuted = set(session.execute(
+        select(Window.id).where(Window.stream_id == stream_id, Window.label == "normal")
+    ).scalars().all())
+    train_ids = [w for w in all_ids if not store.is_held_back(w) and (w > after_window_id or w in refuted)]
+    val_ids = [w for w in all_ids if store.is_held_back(w)][-MAX_VAL_WINDOWS:]
+    anomaly_ids = store.confirmed_anomaly_window_ids(session, stream_id)
+    lines = store.window_lines(session, [*train_ids, *val_ids, *anomaly_ids])
+
+    def seq(wid: int) -> list[int]:
+        return [-1 if x["template_id"] is None else int(x["template_id"]) for x in lines[wid]]
+
+    data = TrainingData(
+        train_seqs=[seq(w) for w in train_ids],
+        val_seqs=[seq(w) for w in val_ids],
+        train_texts=[x["masked"] for w in train_ids for x in lines[w]],
+        val_texts=[x["masked"] for w in val_ids for x in lines[w]],
+        anomaly_seqs=[seq(w) for w in anomaly_ids],
+    )
+    return data, max(all_ids, default=after_window_id)
+
+
+def _live_row(session: Session, stream_id: int) -> ModelVersion | None:
+    return session.execute(
+        select(ModelVersion).where(ModelVersion.stream_id == stream_id, ModelVersion.kind == "loggpt",
+                                   ModelVersion.live == True)  # noqa: E712
+    ).scalars().first()
+
+
+def _not_worse(metrics: dict) -> tuple[bool, str]:
+    """Promotion rule of the nightly job: compares the candidate with the live model on the same data."""
+    fpr, live_fpr = metrics.get("val_fpr"), metrics.get("live_val_fpr")
+    recall, live_recall = metrics.get("anomaly_recall"), metrics.get("live_anomaly_recall")
+    if fpr is not None and live_fpr is not None and fpr > live_fpr + FPR_TOLERANCE:
+        return False, f"validation FPR {fpr:.4f} worse than live {live_fpr:.4f}"
+    if recall is not None and live_recall is not None and recall < live_recall:
+        return False, f"recall on confirmed anomalies {recall:.3f} below live {live_recall:.3f}"
+    return True, "not worse than the live model on held-back normals and confirmed anomalies"
+
+
+def _train(app: Any, job_id: int, stream_id: int, mode: str, progress: Any) -> dict:
+    engine = app.state.engine
+    registry = app.state.registry
+    with Session(engine) as session:
+        stream = session.get(Stream, stream_id)
+        if stream is None:
+            raise LookupError(f"stream {stream_id} was deleted")
+        live = _live_row(session, stream_id)
+        after = int((live.metrics or {}).get("last_window_id", 0)) if (live and mode == "nightly") else 0
+        data, last_window_id = training_data(session, stream_id, after)
+        next_version = (session.execute(
+            select(func.max(ModelVersion.version)).where(ModelVersion.stream_id == stream_id,
+                                                         ModelVersion.kind == "loggpt")
+        ).scalar() or 0) + 1
+    model = registry.get(stream)
+    if mode == "nightly" and model.trained:
+        if not data.train_seqs:
+            return {"message": "nothing new to learn since the live version", "promoted": False}
+        candidate = model.fine_tune(data, progress)
+        promote, reason = _not_worse(candidate.metrics)
+    else:
+        candidate = model.fit_candidate(data, progress)
+        promote, reason = True, "first model" if not model.trained else "trained from scratch on request"
+    candidate.metrics.update({"promoted": promote, "reason": reason, "last_window_id": last_window_id,
+                              "n_anomalies": len(data.anomaly_seqs)})
+    progress(0.96, "saving")
+    rel = f"versions/{next_version}"
+    model.save_version(registry.stream_dir(stream_id) / rel, candidate, next_version)
+    if promote:
+        model.promote(candidate, next_version)
+        registry.save(stream_id)
+    t = ModelVersion.__table__
+    with store.write_session(engine) as session:
+        if promote:
+            session.execute(update(t).where(t.c.stream_id == stream_id, t.c.kind == "loggpt").values(live=False))
+        session.add(ModelVersion(stream_id=stream_id, kind="loggpt", version=next_version, path=rel,
+                                 metrics=_jsonable(candidate.metrics), live=promote, job_id=job_id))
+    message = f"version {next_version} {'promoted' if promote else 'kept back'}: {reason}"
+    log.info("stream %s: %s", stream.name, message)
+    return {"version": next_version, "promoted": promote, "message": message, "metrics": _jsonable(candidate.metrics)}
+
+
+def _jsonable(d: dict) -> dict:
+    """Metrics with numpy scalars turned into plain numbers."""
+    out = {}
+    for k, v in d.items():
+        if hasattr(v, "item"):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- rollback
+
+
+def rollback(app: Any, stream_id: int, version: int) -> None:
+    """Make LogGPT version `version` of the stream live again (its K and RAPID threshold too).
+
+    Raises LookupError when the stream has no such version. The RAPID core set and the parser
+    keep everything learned since.
+    """
+    engine = app.state.engine
+    with Session(engine) as session:
+        stream = session.get(Stream, stream_id)
+        row = session.execute(
+            select(ModelVersion).where(ModelVersion.stream_id == stream_id, ModelVersion.kind == "loggpt",
+                                       ModelVersion.version == version)
+        ).scalars().first()
+        if stream is None or row is None:
+            raise LookupError(f"stream {stream_id} has no LogGPT version {version}")
+        path = row.path
+    registry = app.state.registry
+    with _stream_lock(app, stream_id):
+        model = registry.get(stream)
+        model.use_version(registry.stream_dir(stream_id) / path)
+        registry.save(stream_id)
+        t = ModelVersion.__table__
+        with store.write_session(engine) as session:
+            session.execute(update(t).where(t.c.stream_id == stream_id, t.c.kind == "loggpt").values(live=False))
+            session.execute(update(t).where(t.c.stream_id == stream_id, t.c.kind == "loggpt",
+                                            t.c.version == version).values(live=True))
+    log.info("stream %s: rolled back to LogGPT version %d", stream.name, version)

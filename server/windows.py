@@ -1,0 +1,224 @@
+"""Lines into windows and sessions, inside the ingest transaction; closed ones join the queue.
+
+- A line with session keys (by the stream's `session_regex`, or a record's explicit `session`)
+  joins the open session of every key; a session closes after `idle_timeout_seconds` without a
+  line (wall clock, checked by the worker), or when it reaches `MAX_SESSION_LINES`.
+- Otherwise, in a stream without `session_regex`, lines go into the stream's one open window,
+  which closes at `window_size` lines or when a line's `window_seconds` bucket (by its own
+  timestamp, else the time it arrived) is later than the window's; an idle window closes too.
+- In a session stream, a line without a key is in no window: its RAPID verdict is final.
+
+A closed window goes to state `queued` (the durable LogGPT queue), unless every line in it is
+train-mode data: then it is `done` with result `{"skipped": "train"}` and serves as training data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import bindparam, func, insert, select, update
+from sqlmodel import Session
+
+from server.tables import LogLine, StreamSettings, Window, WindowLine
+
+MAX_SESSION_LINES = 1000  # a session this long is closed and a new one opened for the same key
+_CHUNK = 5000  # keys per IN (...) query
+
+
+@dataclass
+class LineSlot:
+    """What window assignment needs of one stored line."""
+
+    line_id: int
+    timestamp: float | None  # epoch seconds from the line (None: use the arrival time)
+    sessions: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass
+class _Open:
+    id: int
+    key: str
+    n_lines: int
+    touched: bool = False
+
+
+def _new_window(session: Session, stream_id: int, kind: str, key: str, now: datetime) -> int:
+    return session.execute(
+        insert(Window).returning(Window.id),
+        [{"stream_id": stream_id, "kind": kind, "key": key[:255], "state": "open", "n_lines": 0,
+          "opened_at": now, "last_line_at": now, "attempts": 0}],
+    ).scalar_one()
+
+
+def assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequence[LineSlot], now: datetime) -> list[int]:
+    """Put stored lines into their windows; returns the ids of windows queued by this call."""
+    members: list[dict] = []
+    touched: dict[int, _Open] = {}
+    to_close: list[int] = []
+
+    keyed = [s for s in slots if s.sessions]
+    if keyed:
+        _assign_sessions(session, stream_id, keyed, now, members, touched, to_close)
+    if cfg.session_regex is None:
+        plain = [s for s in slots if not s.sessions]
+        if plain:
+            _assign_windows(session, stream_id, cfg, plain, now, members, touched, to_close)
+
+    if members:
+        session.connection().execute(insert(WindowLine.__table__), members)
+    rows = [{"_id": w.id, "n_lines": w.n_lines, "last_line_at": now} for w in touched.values()]
+    if rows:
+        t = Window.__table__
+        session.connection().execute(
+            update(t).where(t.c.id == bindparam("_id")).values(n_lines=bindparam("n_lines"),
+                                                               last_line_at=bindparam("last_line_at")),
+            rows,
+        )
+    return close(session, to_close, now) if to_close else []
+
+
+def _assign_sessions(session, stream_id, slots, now, members, touched, to_close) -> None:  # noqa: ANN001
+    keys = list(dict.fromkeys(k for s in slots for k in s.sessions))
+    open_by_key: dict[str, _Open] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        for wid, key, n in session.execute(
+            select(Window.id, Window.key, Window.n_lines).where(
+                Window.stream_id == stream_id, Window.state == "open", Window.kind == "session", Window.key.in_(chunk)
+            )
+        ).all():
+            open_by_key[key] = _Open(wid, key, n)
+    missing = [k for k in keys if k not in open_by_key]
+    if missing:
+        t = Window.__table__
+        ids = session.connection().execute(
+            insert(t).returning(t.c.id, sort_by_parameter_order=True),
+            [{"stream_id": stream_id, "kind": "session", "key": k[:255], "state": "open", "n_lines": 0,
+              "opened_at": now, "last_line_at": now, "attempts": 0} for k in missing],
+        ).scalars().all()
+        for k, wid in zip(missing, ids):
+            open_by_key[k] = _Open(wid, k, 0)
+    for s in slots:
+        for key in dict.fromkeys(s.sessions):
+            w = open_by_key[key]
+            if w.n_lines >= MAX_SESSION_LINES:
+                to_close.append(w.id)
+                w = open_by_key[key] = _Open(_new_window(session, stream_id, "session", key, now), key, 0)
+            members.append({"window_id": w.id, "position": w.n_lines, "line_id": s.line_id})
+            w.n_lines += 1
+            w.touched = True
+            touched[w.id] = w
+
+
+def _bucket(cfg: StreamSettings, slot: LineSlot, now: datetime) -> int | None:
+    if cfg.window_seconds is None:
+        return None
+    ts = slot.timestamp if slot.timestamp is not None and math.isfinite(slot.timestamp) else now.timestamp()
+    return int(ts // cfg.window_seconds)
+
+
+def _window_bucket(key: str) -> int | None:
+    """Time windows are keyed `time:<bucket>`."""
+    if key.startswith("time:"):
+        try:
+            return int(key.split(":", 1)[1])
+        except ValueError:
+            return None
+    return None
+
+
+def _assign_windows(session, stream_id, cfg: StreamSettings, slots, now, members, touched, to_close) -> None:  # noqa: ANN001
+    row = session.execute(
+        select(Window.id, Window.key, Window.n_lines)
+        .where(Window.stream_id == stream_id, Window.state == "open", Window.kind.in_(("count", "time")))
+        .order_by(Window.id.desc())
+        .limit(1)
+    ).first()
+    w = _Open(*row) if row else None
+    kind = "time" if cfg.window_seconds is not None else "count"
+    for s in slots:
+        bucket = _bucket(cfg, s, now)
+        if w is not None and bucket is not None:
+            current = _window_bucket(w.key)
+            if current is not None and bucket > current:  # a later bucket: the window is over
+                to_close.append(w.id)
+                w = None
+        if w is None:
+            key = f"time:{bucket}" if bucket is not None else f"line:{s.line_id}"
+            w = _Open(_new_window(session, stream_id, kind, key, now), key, 0)
+        members.append({"window_id": w.id, "position": w.n_lines, "line_id": s.line_id})
+        w.n_lines += 1
+        touched[w.id] = w
+        if cfg.window_size is not None and w.n_lines >= cfg.window_size:
+            to_close.append(w.id)
+            w = None
+
+
+def close(session: Session, window_ids: Sequence[int], now: datetime) -> list[int]:
+    """Close open windows: queued for LogGPT, or done when every line is train-mode data.
+    Returns the ids that were queued."""
+    ids = list(dict.fromkeys(window_ids))
+    if not ids:
+        return []
+    checkable: set[int] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        checkable.update(
+            session.execute(
+                select(WindowLine.window_id)
+                .join(LogLine, LogLine.id == WindowLine.line_id)
+                .where(WindowLine.window_id.in_(chunk), LogLine.severity != "train")
+                .group_by(WindowLine.window_id)
+            ).scalars().all()
+        )
+    t = Window.__table__
+    queued = [i for i in ids if i in checkable]
+    training = [i for i in ids if i not in checkable]
+    for chunk_ids, values in ((queued, {"state": "queued"}), (training, {"state": "done", "result": {"skipped": "train"}})):
+        for start in range(0, len(chunk_ids), _CHUNK):
+            session.execute(
+                update(t).where(t.c.id.in_(chunk_ids[start : start + _CHUNK]), t.c.state == "open")
+                .values(closed_at=now, **values)
+            )
+    return queued
+
+
+def close_idle(session: Session, idle_seconds: dict[int, float], now: datetime) -> list[int]:
+    """Close open windows of these streams idle longer than their timeout; returns the queued ids."""
+    if not idle_seconds:
+        return []
+    shortest = min(idle_seconds.values())
+    rows = session.execute(
+        select(Window.id, Window.stream_id, Window.last_line_at).where(
+            Window.state == "open", Window.last_line_at < now - timedelta(seconds=shortest)
+        )
+    ).all()
+    stale = []
+    for wid, stream_id, last in rows:
+        limit = idle_seconds.get(stream_id)
+        if limit is None:
+            continue
+        if last.tzinfo is None:
+            from datetime import timezone
+
+            last = last.replace(tzinfo=timezone.utc)
+        if (now - last).total_seconds() >= limit:
+            stale.append(wid)
+    return close(session, stale, now) if stale else []
+
+
+def close_all(session: Session, stream_id: int, now: datetime) -> list[int]:
+    """Close every open window of a stream now (flush); returns the queued ids."""
+    ids = session.execute(
+        select(Window.id).where(Window.stream_id == stream_id, Window.state == "open")
+    ).scalars().all()
+    return close(session, list(ids), now)
+
+
+def count_open(session: Session, stream_id: int) -> int:
+    return session.execute(
+        select(func.count(Window.id)).where(Window.stream_id == stream_id, Window.state == "open")
+    ).scalar() or 0

@@ -1,0 +1,272 @@
+"""The in-process LogGPT worker: drains the durable window queue (`windows.state = 'queued'`).
+
+One daemon thread per process. Each round it closes idle windows, claims a batch of queued
+windows (an atomic `queued -> checking` update, so several processes on one database never
+check a window twice), checks them with the stream's LogGPT, and in one transaction writes the
+window results, the lines' LogGPT flags and severities, and window anomalies.
+
+At start, windows left `checking` by a dead process go back to `queued`: nothing acknowledged
+is lost, a window is at worst checked twice. A window that fails `worker_max_attempts` times
+is marked `failed` (its lines keep their RAPID verdicts).
+
+While a stream has no trained LogGPT its windows are marked `done` with result
+`{"skipped": "untrained"}`: their lines' RAPID verdicts are final.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, defaultdict
+from typing import Any
+
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session
+
+from server import store, windows
+from server.registry import ModelsUnavailable
+from server.tables import Anomaly, Stream, Window, utcnow
+
+log = logging.getLogger("logsense.worker")
+
+BATCH_WINDOWS = 256  # windows claimed per round
+SEVERITY_RANK = {"normal": 0, "watch": 1, "danger": 2}
+
+
+def combine(rapid_flag: bool | None, loggpt_flag: bool | None) -> str:
+    """Line severity from its two flags: both danger, one watch, none normal (models.ensemble)."""
+    from models.ensemble import combine as _combine
+
+    return _combine(bool(rapid_flag), bool(loggpt_flag))
+
+
+class Worker:
+    """Background thread that checks queued windows; `wake()` after queueing skips the poll wait."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.settings = app.state.settings
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0  # for tests: completed rounds
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        with store.write_session(self.app.state.engine) as session:
+            n = store.requeue_checking(session)
+        if n:
+            log.info("re-queued %d windows a previous process was checking", n)
+        self._thread = threading.Thread(target=self._run, name="logsense-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        registry = self.app.state.registry
+        while not self._stop.is_set():
+            if registry.ready_reason() is not None:  # models still loading (or failed)
+                self._wake.wait(self.settings.worker_poll_seconds)
+                self._wake.clear()
+                continue
+            busy = False
+            try:
+                busy = self.run_once()
+                registry.save_dirty()
+            except Exception:  # noqa: BLE001 (the thread must survive; the windows stay queued)
+                log.exception("worker round failed")
+            self.rounds += 1
+            if not busy:
+                self._wake.wait(self.settings.worker_poll_seconds)
+                self._wake.clear()
+
+    # ------------------------------------------------------------------ one round
+
+    def run_once(self) -> bool:
+        """Close idle windows, check one batch of queued ones; True when there may be more."""
+        engine = self.app.state.engine
+        now = utcnow()
+        with Session(engine) as session:
+            streams = {s.id: s for s in session.execute(select(Stream)).scalars().all()}
+        idle = {sid: s.config().idle_timeout_seconds for sid, s in streams.items()}
+        with store.write_session(engine) as session:
+            windows.close_idle(session, idle, now)
+        with Session(engine) as session:
+            queued = session.execute(
+                select(Window.id, Window.stream_id).where(Window.state == "queued").order_by(Window.id).limit(BATCH_WINDOWS)
+            ).all()
+        if not queued:
+            return False
+        by_stream: dict[int, list[int]] = defaultdict(list)
+        for wid, sid in queued:
+            by_stream[sid].append(wid)
+        for sid, ids in by_stream.items():
+            stream = streams.get(sid)
+            if stream is None:
+                continue
+            with store.write_session(engine) as session:
+                claimed = [wid for wid in ids if store.claim_window(session, wid)]
+            if claimed:
+                self.check_windows(stream, claimed)
+        return len(queued) == BATCH_WINDOWS
+
+    def check_windows(self, stream: Stream, window_ids: list[int]) -> None:
+        """Check claimed windows of one stream and store the results; failures go back to the queue."""
+        engine = self.app.state.engine
+        metrics = self.app.state.metrics
+        try:
+            model = self.app.state.registry.get(stream)
+            with Session(engine) as session:
+                lines = store.window_lines(session, window_ids)
+            from models.rapid import session_text
+
+            seqs = [[-1 if x["template_id"] is None else int(x["template_id"]) for x in lines[w]] for w in window_ids]
+            texts = [session_text([x["masked"] for x in lines[w]]) for w in window_ids]
+            results = model.check(seqs, sessions=texts)
+        except Exception as exc:  # noqa: BLE001
+            if not isinstance(exc, ModelsUnavailable):
+                log.exception("checking %d windows of stream %s failed", len(window_ids), stream.name)
+            self._fail(window_ids, f"{type(exc).__name__}: {exc}")
+            for _ in window_ids:
+                metrics.windows_checked.labels(stream.name, "failed").inc()
+            return
+        self._store(stream, model, window_ids, lines, results)
+
+    def _fail(self, window_ids: list[int], error: str) -> None:
+        t = Window.__table__
+        with store.write_session(self.app.state.engine) as session:
+            for wid in window_ids:
+                attempts = session.execute(select(t.c.attempts).where(t.c.id == wid)).scalar() or 0
+                state = "failed" if attempts >= self.settings.worker_max_attempts else "queued"
+                session.execute(update(t).where(t.c.id == wid).values(state=state, error=error[:2000]))
+
+    def _store(self, stream: Stream, model: Any, window_ids: list[int], lines: dict[int, list[dict]],
+               results: list | None) -> None:
+        now = utcnow()
+        metrics = self.app.state.metrics
+        t = Window.__table__
+        window_rows, line_flags, anomalies = [], {}, []
+        version = model.version
+        for i, wid in enumerate(window_ids):
+            members = lines[wid]
+            if results is None:
+                window_rows.append({"_id": wid, "state": "done", "checked_at": now, "anomalous": None,
+                                    "model_version": None, "result": {"skipped": "untrained"}})
+                for x in members:
+                    line_flags.setdefault(x["id"], (x, False))
+                continue
+            r = results[i]
+            missed = {min(int(m.position), len(members) - 1) for m in r.misses}  # end key: the last line
+            for pos, x in enumerate(members):
+                old = line_flags.get(x["id"], (x, bool(x["loggpt_flag"])))[1]
+                line_flags[x["id"]] = (x, old or pos in missed)
+            misses = [self._miss(model, m, members) for m in r.misses]
+            window_rows.append({"_id": wid, "state": "done", "checked_at": now, "anomalous": bool(r.anomalous),
+                                "model_version": version, "result": {"misses": misses, "k": model.k}})
+            metrics.windows_checked.labels(stream.name, "anomalous" if r.anomalous else "normal").inc()
+            if r.anomalous:
+                # a miss at the end key (position len(members): the session stopped early) points at its last line
+                flagged = [members[min(m.position, len(members) - 1)] for m in r.misses if m.position >= 0 and members]
+                both = any(x["rapid_flag"] for x in flagged)
+                first = flagged[0] if flagged else None
+                anomalies.append({
+                    "stream_id": stream.id, "line_id": first["id"] if first else None, "window_id": wid,
+                    "template_id": first["template_id"] if first else None, "kind": "window",
+                    "severity": "danger" if both else "watch", "status": "open",
+                    "reasons": {"loggpt_misses": misses, "k": model.k, "model_version": version,
+                                "window_lines": len(members)},
+                    "created_at": now, "updated_at": now,
+                })
+
+        line_rows = []
+        for line_id, (x, flag) in line_flags.items():
+            if x["label"] == "normal":  # an operator said so: stays normal
+                severity = "normal"
+            elif x["severity"] == "train":
+                severity = "train"
+            else:
+                severity = combine(x["rapid_flag"], flag)
+            line_rows.append({"_id": line_id, "loggpt_flag": flag if results is not None else None,
+                              "severity": severity, "checked_at": now})
+        with store.write_session(self.app.state.engine) as session:
+            muted = store.muted_templates(session, stream.id, now)
+            for a in anomalies:
+                if a["template_id"] in muted:
+                    a["status"] = "muted"
+            session.connection().execute(
+                update(t).where(t.c.id == bindparam("_id"), t.c.state == "checking").values(
+                    state=bindparam("state"), checked_at=bindparam("checked_at"), anomalous=bindparam("anomalous"),
+                    model_version=bindparam("model_version"), result=bindparam("result"), error=None),
+                window_rows,
+            )
+            store.update_lines(session, line_rows)
+            store.insert_anomalies(session, anomalies)
+            self._raise_line_anomalies(session, [r["_id"] for r in line_rows if r["severity"] == "danger"], now)
+        changed = Counter(r["severity"] for r in line_rows if r["severity"] != line_flags[r["_id"]][0]["severity"])
+        for severity, n in changed.items():  # verdicts LogGPT changed
+            metrics.verdicts.labels(stream.name, severity).inc(n)
+
+    @staticmethod
+    def _miss(model: Any, miss: Any, members: list[dict]) -> dict:
+        """A miss as JSON: position, line id, actual template (id and text), expected top-K."""
+        pos = int(miss.position)
+        expected = [_key(e) for e in (miss.expected or [])]
+        actual = _key(miss.actual)
+        return {
+            "position": pos,
+            "line_id": members[pos]["id"] if 0 <= pos < len(members) else None,
+            "actual": actual,
+            "actual_template": _key_text(model, actual),
+            "expected": expected,
+            "expected_templates": [_key_text(model, e) for e in expected],
+            "unseen": bool(getattr(miss, "unseen", False)),
+        }
+
+    @staticmethod
+    def _raise_line_anomalies(session: Session, line_ids: list[int], now: Any) -> None:
+        """Open line anomalies of lines that became danger follow their line."""
+        if not line_ids:
+            return
+        t = Anomaly.__table__
+        for start in range(0, len(line_ids), 5000):
+            session.execute(
+                update(t).where(t.c.line_id.in_(line_ids[start : start + 5000]), t.c.kind == "line",
+                                t.c.status == "open").values(severity="danger", updated_at=now)
+            )
+
+
+def _key(key: Any) -> int | str | None:
+    """A sequence key as JSON: a template id, or a special key such as "<eos>" (end of session)."""
+    if key is None:
+        return None
+    return key if isinstance(key, str) else int(key)
+
+
+def _key_text(model: Any, key: int | str | None) -> str | None:
+    if isinstance(key, str):
+        return "(end of session)" if key == "<eos>" else key
+    return model.template(key) if key is not None and key >= 0 else None
+
+
+def pending_lines(session: Session, stream_id: int) -> int:
+    """Lines still waiting for a LogGPT check (in an open, queued or checking window)."""
+    from sqlalchemy import func
+
+    from server.tables import WindowLine
+
+    return session.execute(
+        select(func.count(func.distinct(WindowLine.line_id)))
+        .join(Window, Window.id == WindowLine.window_id)
+        .where(Window.stream_id == stream_id, Window.state.in_(("open", "queued", "checking")))
+    ).scalar() or 0
+
+
+__all__ = ["Worker", "combine", "pending_lines"]

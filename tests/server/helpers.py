@@ -1,0 +1,72 @@
+"""Shared helpers of the server tests: the HDFS slice, a tiny LogGPT config, waiting for the worker."""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+HDFS_LOG = FIXTURES / "server_hdfs.log"
+HDFS_LABELS = FIXTURES / "server_hdfs.labels.csv"
+BLK = re.compile(r"blk_-?\d+")
+BLOCK_REGEX = r"blk_-?\d+"
+
+# Small enough to train in seconds on 2 CPU cores (fields of models.loggpt.LogGPTConfig).
+TINY_LOGGPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64, "max_epochs": 8, "batch_size": 32,
+               "lr": 3e-3, "patience": 2, "device": "cpu", "seed": 0, "dropout": 0.0}
+
+
+def tiny_loggpt_config() -> dict:
+    return dict(TINY_LOGGPT)
+
+
+def hdfs_slice() -> tuple[list[str], dict[str, str]]:
+    """The HDFS fixture lines and {block id: "Normal" | "Anomaly"}."""
+    if not HDFS_LOG.exists():
+        pytest.skip(f"{HDFS_LOG} is missing: run scripts/cut_hdfs_slice.py")
+    labels = {r["BlockId"]: r["Label"] for r in csv.DictReader(open(HDFS_LABELS))}
+    return HDFS_LOG.read_text().splitlines(), labels
+
+
+def wait_for(predicate, timeout: float = 120.0, every: float = 0.1, what: str = "condition"):  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def wait_job(client: TestClient, auth: dict, job_id: int, timeout: float = 180.0) -> dict:
+    def done() -> dict | None:
+        job = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
+        return job if job["state"] in ("done", "failed") else None
+
+    job = wait_for(done, timeout, 0.2, f"job {job_id}")
+    assert job["state"] == "done", job
+    return job
+
+
+def wait_checked(client: TestClient, auth: dict, stream: str, timeout: float = 120.0) -> None:
+    """Until no window of the stream is queued or being checked."""
+    def idle() -> bool:
+        counts = client.get(f"/api/v1/streams/{stream}/windows", headers=auth).json()["counts"]
+        return counts["queued"] == 0 and counts["checking"] == 0
+
+    wait_for(idle, timeout, 0.2, f"the LogGPT checks of {stream}")
+
+
+def post_lines(client: TestClient, auth: dict, stream: str, lines: list[str], batch: int = 500) -> list[dict]:
+    out = []
+    for start in range(0, len(lines), batch):
+        r = client.post(f"/api/v1/streams/{stream}/logs", json={"lines": lines[start : start + batch]}, headers=auth)
+        assert r.status_code == 200, r.text
+        out.extend(r.json()["lines"])
+    return out

@@ -1,0 +1,113 @@
+"""Must-show 2: an HDFS stream end to end, on a real SQLite file, real migrations, the real MiniLM
+model and a tiny LogGPT: train-mode ingest, training, checked ingest, LogGPT verdicts, and a
+refuted false positive that comes back normal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from server.app import create_app
+from server.auth import create_api_key
+from server.tables import LogLine, Window
+
+from .conftest import make_settings, wait_ready
+from .helpers import BLK, BLOCK_REGEX, hdfs_slice, post_lines, tiny_loggpt_config, wait_checked, wait_job
+
+pytest.importorskip("models.parsing", reason="models.parsing (LogParser) has not landed")
+pytest.importorskip("models.loggpt", reason="models.loggpt (LogGPT) has not landed")
+
+
+@pytest.fixture
+def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
+    app = create_app(make_settings(tmp_path / "data", worker_poll_seconds=0.1, scheduler_enabled=False))
+    with TestClient(app) as client:
+        wait_ready(client)
+        with Session(app.state.engine) as session:
+            key, _ = create_api_key(session, "e2e")
+        yield client, {"X-API-Key": key}, app
+
+
+def test_hdfs_end_to_end(served) -> None:
+    client, auth, app = served
+    lines, labels = hdfs_slice()
+    blocks = list(dict.fromkeys(b for line in lines for b in BLK.findall(line)))
+    normal = [b for b in blocks if labels[b] == "Normal"]
+    train_blocks = set(normal[: int(len(normal) * 0.6)])  # the oldest 60% of the normal blocks
+    train = [x for x in lines if set(BLK.findall(x)) <= train_blocks]
+    rest = [x for x in lines if not set(BLK.findall(x)) <= train_blocks]
+
+    r = client.post("/api/v1/streams", headers=auth, json={"name": "HDFS", "settings": {
+        "format": "hdfs", "session_regex": BLOCK_REGEX, "idle_timeout_seconds": 3600,
+        "loggpt_config": tiny_loggpt_config(), "train_mode": True}})
+    assert r.status_code == 201, r.text
+
+    # 1. the normal training part, in train mode: stored as training data, verdict "train"
+    answers = post_lines(client, auth, "HDFS", train)
+    assert {a["severity"] for a in answers} == {"train"}
+    assert all(a["template_id"] is not None for a in answers)
+    client.post("/api/v1/streams/HDFS/flush", headers=auth)
+
+    # 2. train: a job with progress, then a live LogGPT version
+    r = client.post("/api/v1/streams/HDFS/train", headers=auth)
+    assert r.status_code == 202, r.text
+    job = wait_job(client, auth, r.json()["job_id"])
+    assert job["progress"] == 1.0 and job["result"]["promoted"] is True
+    versions = client.get("/api/v1/streams/HDFS/models", headers=auth).json()
+    assert [v["live"] for v in versions] == [True] and versions[0]["metrics"]["k"] >= 1
+
+    # 3. train mode off, post the rest: instant RAPID verdicts, then LogGPT checks in the background
+    r = client.patch("/api/v1/streams/HDFS", headers=auth, json={"settings": {"train_mode": False}})
+    assert r.status_code == 200 and r.json()["settings"]["train_mode"] is False
+    answers = post_lines(client, auth, "HDFS", rest)
+    assert {a["severity"] for a in answers} <= {"normal", "watch"}
+    assert all(a["pending"] for a in answers)  # every line has a block id: a LogGPT check is to come
+    client.post("/api/v1/streams/HDFS/flush", headers=auth)
+    wait_checked(client, auth, "HDFS")
+
+    first_id = answers[0]["id"]
+    checked = client.get("/api/v1/streams/HDFS/lines", headers=auth, params={"after_id": first_id - 1,
+                                                                             "limit": 10_000}).json()
+    assert len(checked) == len(rest)
+    assert all(x["loggpt_flag"] is not None and x["checked_at"] for x in checked)
+    with Session(app.state.engine) as session:
+        done = session.exec(select(Window).where(Window.state == "done", Window.anomalous.is_not(None))).all()
+    flagged = {w.key for w in done if w.anomalous}
+    anomalous_blocks = {b for b in blocks if labels[b] == "Anomaly"}
+    assert anomalous_blocks and len(flagged & anomalous_blocks) >= len(anomalous_blocks) / 2, (flagged, anomalous_blocks)
+    test_normal = [w.key for w in done if labels.get(w.key) == "Normal"]
+    assert sum(k in flagged for k in test_normal) < len(test_normal)  # not everything
+
+    # 4. a false positive: a flagged line of a normal block; refute it, and it comes back normal
+    anomalies = client.get("/api/v1/anomalies", headers=auth, params={"stream": "HDFS", "limit": 1000}).json()
+    assert anomalies, "nothing was flagged"
+    false_positives = [a for a in anomalies if a["line"] and all(labels[b] == "Normal" for b in BLK.findall(a["line"]))]
+    line_fps = [a for a in false_positives if a["kind"] == "line"]
+    fp = (line_fps or false_positives or [None])[0]
+    assert fp is not None, ("no false positive to refute", [(a["kind"], a["severity"], a["line"]) for a in anomalies])
+    r = client.post(f"/api/v1/anomalies/{fp['id']}/feedback", headers=auth, json={"label": "normal"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "refuted"
+    assert fp["id"] not in [a["id"] for a in client.get("/api/v1/anomalies", headers=auth).json()]
+
+    # the same block once more (a new session of the same block id), the refuted line in it
+    block = BLK.findall(fp["line"])[0]
+    replay = [x for x in lines if block in x]
+    answers = post_lines(client, auth, "HDFS", replay)
+    again = answers[replay.index(fp["line"])]
+    if fp["kind"] == "line":  # RAPID knows it now: normal at once
+        assert again["rapid_score"] == 0.0 and again["severity"] == "normal", again
+    client.post("/api/v1/streams/HDFS/flush", headers=auth)
+    wait_checked(client, auth, "HDFS")
+    with Session(app.state.engine) as session:
+        line = session.get(LogLine, again["id"])
+        assert line.severity == "normal", (fp, line)
+
+    # metrics: the domain series are there
+    text = client.get("/metrics").text
+    assert 'logsense_lines_ingested_total{stream="HDFS"}' in text
+    assert 'logsense_feedback_total{label="normal",stream="HDFS"} 1.0' in text
+    assert 'logsense_model_version{kind="loggpt",stream="HDFS"} 1.0' in text

@@ -1,0 +1,153 @@
+"""Must-show 4 and the ingest contract: bad input is a 4xx with a message (never a 500), and the
+good lines of a partly bad batch are stored."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, func, select
+
+from server.app import create_app
+from server.auth import create_api_key
+from server.tables import LogLine
+
+from .conftest import make_settings, wait_ready
+
+pytest.importorskip("models.parsing", reason="models.parsing (LogParser) has not landed")
+
+LINE = "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38865049064139660 terminating"
+
+
+@pytest.fixture
+def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
+    settings = make_settings(tmp_path / "data", max_lines_per_batch=50, max_line_bytes=300,
+                             max_request_bytes=64 * 1024, scheduler_enabled=False, worker_poll_seconds=0.1)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        wait_ready(client)
+        with Session(app.state.engine) as session:
+            key, _ = create_api_key(session, "ingest")
+        auth = {"X-API-Key": key}
+        r = client.post("/api/v1/streams", headers=auth, json={"name": "hdfs", "settings": {
+            "format": "hdfs", "session_regex": r"blk_-?\d+", "train_mode": False}})
+        assert r.status_code == 201
+        yield client, auth, app
+
+
+def _stored(app) -> int:
+    with Session(app.state.engine) as session:
+        return session.exec(select(func.count(LogLine.id))).one()
+
+
+def _is_4xx_with_message(r, code: int | None = None) -> None:
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    if code is not None:
+        assert r.status_code == code, (r.status_code, r.text)
+    body = r.json()
+    message = body.get("message") or body.get("detail")
+    assert message, body
+
+
+def test_lines_json_text_and_records_are_stored_with_verdicts(served) -> None:
+    client, auth, app = served
+    r = client.post("/api/v1/streams/hdfs/logs", headers=auth, json={"lines": [LINE, LINE]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["accepted"] == 2 and body["rejected"] == 0
+    first = body["lines"][0]
+    assert first["id"] > 0 and first["template_id"] is not None and first["template"]
+    assert first["severity"] in ("normal", "watch") and 0.0 <= first["rapid_score"] <= 1.0 and first["pending"]
+    r = client.post("/api/v1/streams/hdfs/logs", headers={**auth, "Content-Type": "text/plain"},
+                    content=(LINE + "\n\n" + LINE + "\r\n").encode())
+    assert r.status_code == 200 and [x["index"] for x in r.json()["lines"]] == [0, 2]
+    r = client.post("/api/v1/streams/hdfs/logs", headers=auth, json={"records": [
+        {"message": LINE, "timestamp": "2008-11-09T20:36:15Z", "session": "job-1", "attributes": {"host": "a"}}]})
+    assert r.status_code == 200, r.text
+    with Session(app.state.engine) as session:
+        row = session.get(LogLine, r.json()["lines"][0]["id"])
+    assert row.sessions == ["job-1"] and row.attributes == {"host": "a"} and row.timestamp == 1226262975.0
+    assert _stored(app) == 5
+
+
+@pytest.mark.parametrize("body, content_type, code", [
+    (b'{"lines": ["a", ', "application/json", 400),  # malformed JSON
+    (b"\xff\xfe\x00garbage\x80", "application/json", 400),  # binary junk as JSON
+    (b'{"lines": "not a list"}', "application/json", 422),  # wrong type
+    (b'{"lines": []}', "application/json", 422),  # empty
+    (b'{"lines": ["a"], "records": []}', "application/json", 422),  # both
+    (b'{"rows": ["a"]}', "application/json", 422),  # unknown field
+    (b'[1, 2, 3]', "application/json", 422),  # not an object
+    (b'{"lines": [1, null, {"x": 2}]}', "application/json", 422),  # wrong item types, none storable
+    (b'{"records": [{"message": 5}, {"timestamp": "x"}]}', "application/json", 422),
+    (os.urandom(512).replace(b"\n", b"") + b"\x00\xff", "text/plain", 422),  # binary junk as text
+    (b"<xml/>", "application/xml", 415),
+])
+def test_bad_bodies_are_4xx_with_a_message(served, body: bytes, content_type: str, code: int) -> None:
+    client, auth, app = served
+    r = client.post("/api/v1/streams/hdfs/logs", headers={**auth, "Content-Type": content_type}, content=body)
+    _is_4xx_with_message(r, code)
+    assert _stored(app) == 0
+
+
+def test_partly_bad_batch_stores_the_good_lines(served) -> None:
+    client, auth, app = served
+    lines = [LINE, 42, "x" * 400, "", "bad \x00 nul", LINE.replace("148", "149")]
+    r = client.post("/api/v1/streams/hdfs/logs", headers=auth, json={"lines": lines})
+    assert r.status_code == 207, r.text
+    body = r.json()
+    assert [x["index"] for x in body["lines"]] == [0, 5]
+    errors = {e["index"]: e["error"] for e in body["errors"]}
+    assert set(errors) == {1, 2, 3, 4}
+    assert "max_line_bytes" in errors[2] and "string" in errors[1]
+    assert _stored(app) == 2
+    r = client.post("/api/v1/streams/hdfs/logs", headers=auth, json={"records": [
+        {"message": LINE}, {"message": LINE, "timestamp": True}, {"message": LINE, "session": [1]},
+        {"message": LINE, "extra": 1}, "text"]})
+    assert r.status_code == 207 and r.json()["accepted"] == 1 and len(r.json()["errors"]) == 4
+    assert _stored(app) == 3
+
+
+def test_oversized_batches_and_bodies(served) -> None:
+    client, auth, app = served
+    r = client.post("/api/v1/streams/hdfs/logs", headers=auth, json={"lines": [LINE] * 51})
+    _is_4xx_with_message(r, 413)
+    assert "max_lines_per_batch" in r.json()["detail"]
+    r = client.post("/api/v1/streams/hdfs/logs", headers={**auth, "Content-Type": "text/plain"},
+                    content=("\n".join([LINE] * 51)).encode())
+    _is_4xx_with_message(r, 413)
+    r = client.post("/api/v1/streams/hdfs/logs", headers={**auth, "Content-Type": "text/plain"},
+                    content=b"a" * (65 * 1024))
+    _is_4xx_with_message(r, 413)
+    assert "max_request_bytes" in r.json()["detail"]
+    assert _stored(app) == 0
+
+
+def test_unknown_stream_and_api_keys(served) -> None:
+    client, auth, app = served
+    r = client.post("/api/v1/streams/nope/logs", headers=auth, json={"lines": [LINE]})
+    _is_4xx_with_message(r, 404)
+    assert "nope" in r.json()["detail"]
+    r = client.post("/api/v1/streams/hdfs/logs", json={"lines": [LINE]})
+    _is_4xx_with_message(r, 401)
+    assert "missing API key" in r.json()["detail"]
+    r = client.post("/api/v1/streams/hdfs/logs", headers={"X-API-Key": "ls_wrong"}, json={"lines": [LINE]})
+    _is_4xx_with_message(r, 401)
+    for path in ("/api/v1/anomalies", "/api/v1/jobs", "/api/v1/streams/hdfs/lines", "/api/v1/streams/hdfs/windows",
+                 "/api/v1/streams/hdfs/models"):
+        assert client.get(path).status_code == 401, path
+    assert client.post("/api/v1/anomalies/1/feedback", json={"label": "normal"}).status_code == 401
+    assert _stored(app) == 0
+
+
+def test_bad_feedback_and_unknown_ids(served) -> None:
+    client, auth, app = served
+    _is_4xx_with_message(client.post("/api/v1/anomalies/999/feedback", headers=auth, json={"label": "normal"}), 404)
+    _is_4xx_with_message(client.post("/api/v1/anomalies/999/feedback", headers=auth, json={"label": "maybe"}), 422)
+    _is_4xx_with_message(client.post("/api/v1/anomalies/abc/feedback", headers=auth, json={"label": "normal"}), 422)
+    _is_4xx_with_message(client.get("/api/v1/jobs/999", headers=auth), 404)
+    _is_4xx_with_message(client.post("/api/v1/streams/hdfs/models/3/rollback", headers=auth), 404)
+    _is_4xx_with_message(client.get("/api/v1/anomalies", headers=auth, params={"severity": "huge"}), 422)
+    _is_4xx_with_message(client.get("/api/v1/streams/hdfs/lines", headers=auth, params={"after_id": -1}), 422)

@@ -1,0 +1,167 @@
+"""Must-show 3: `logsense serve` killed with SIGKILL while windows are queued; after a restart the
+queued windows are checked and every acknowledged line is in the database.
+
+The first server runs with its worker off (`LOGSENSE_WORKER_ENABLED=false`), so windows are
+certainly still queued when it is killed; the kill lands while a client keeps posting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from .helpers import HDFS_LOG, tiny_loggpt_config
+
+pytest.importorskip("models.parsing", reason="models.parsing (LogParser) has not landed")
+pytest.importorskip("models.loggpt", reason="models.loggpt (LogGPT) has not landed")
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGSENSE_")}
+    env.update(HF_HUB_OFFLINE="1", LOGSENSE_SCHEDULER_ENABLED="false", LOGSENSE_WORKER_POLL_SECONDS="0.1", **extra)
+    return env
+
+
+class Client:
+    def __init__(self, port: int, key: str):
+        self.base = f"http://127.0.0.1:{port}"
+        self.key = key
+
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method,
+                                     headers={"X-API-Key": self.key, "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def wait_ready(self, proc: subprocess.Popen, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the server exited"
+            try:
+                with urllib.request.urlopen(self.base + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            time.sleep(0.2)
+        raise AssertionError("server not ready")
+
+
+def _serve(data_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        cwd=REPO, env=_env(**env), stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+    )
+
+
+def test_sigkill_with_queued_windows_loses_nothing(tmp_path: Path) -> None:
+    if not HDFS_LOG.exists():
+        pytest.skip("HDFS fixture missing")
+    lines = HDFS_LOG.read_text().splitlines()
+    data_dir, log = tmp_path / "data", tmp_path / "server.log"
+    key = subprocess.run([sys.executable, "-m", "server.cli", "apikey", "create", "test", "--data-dir", str(data_dir)],
+                         cwd=REPO, env=_env(), capture_output=True, text=True, check=True).stdout.strip()
+    port = _free_port()
+    proc = _serve(data_dir, port, log, LOGSENSE_WORKER_ENABLED="false")
+    c = Client(port, key)
+    try:
+        c.wait_ready(proc)
+        code, _ = c.call("POST", "/api/v1/streams", {"name": "svc", "settings": {
+            "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "train_mode": True}})
+        assert code == 201
+        for start in range(0, 1000, 500):
+            assert c.call("POST", "/api/v1/streams/svc/logs", {"lines": lines[start : start + 500]})[0] == 200
+        code, job = c.call("POST", "/api/v1/streams/svc/train")
+        assert code == 202
+        deadline = time.monotonic() + 120
+        while (state := c.call("GET", f"/api/v1/jobs/{job['job_id']}")[1]["state"]) not in ("done", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert state == "done"
+        assert c.call("PATCH", "/api/v1/streams/svc", {"settings": {"train_mode": False}})[0] == 200
+
+        acked: dict[int, str] = {}
+        stop = threading.Event()
+
+        def post_forever() -> None:
+            start = 1000
+            while not stop.is_set() and start < len(lines):
+                batch = lines[start : start + 100]
+                try:
+                    code, body = c.call("POST", "/api/v1/streams/svc/logs", {"lines": batch}, timeout=30)
+                except Exception:  # noqa: BLE001 (the server died mid-request: not acknowledged)
+                    return
+                if code == 200:
+                    for x in body["lines"]:
+                        acked[x["id"]] = batch[x["index"]]
+                start += 100
+
+        poster = threading.Thread(target=post_forever)
+        poster.start()
+        deadline = time.monotonic() + 60
+        while len(acked) < 500 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: a request is likely in flight
+        proc.wait(10)
+        stop.set()
+        poster.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert len(acked) >= 500
+
+    engine = create_engine(f"sqlite:///{data_dir / 'logsense.db'}")
+    with engine.connect() as conn:
+        queued = conn.execute(text("SELECT count(*) FROM windows WHERE state = 'queued'")).scalar()
+        stored = dict(conn.execute(text("SELECT id, raw FROM log_lines WHERE severity != 'train'")).all())
+    assert queued >= 40  # 10-line windows of >= 500 lines, none checked
+    assert all(stored.get(i) == raw for i, raw in acked.items()), "an acknowledged line is missing"
+
+    proc = _serve(data_dir, port, log)  # worker on
+    try:
+        c.wait_ready(proc)
+        deadline = time.monotonic() + 120
+        while (counts := c.call("GET", "/api/v1/streams/svc/windows")[1]["counts"])["queued"] + counts["checking"]:
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    with engine.connect() as conn:
+        states = dict(conn.execute(text("SELECT state, count(*) FROM windows GROUP BY state")).all())
+        unchecked = conn.execute(text(
+            "SELECT count(*) FROM log_lines l JOIN window_lines wl ON wl.line_id = l.id "
+            "JOIN windows w ON w.id = wl.window_id WHERE w.state = 'done' AND l.severity != 'train' "
+            "AND (l.checked_at IS NULL OR l.loggpt_flag IS NULL)")).scalar()
+        versions = conn.execute(text("SELECT DISTINCT model_version FROM windows WHERE state = 'done' "
+                                     "AND anomalous IS NOT NULL")).scalars().all()
+        stored_after = dict(conn.execute(text("SELECT id, raw FROM log_lines WHERE severity != 'train'")).all())
+    assert states.get("queued", 0) == 0 and states.get("checking", 0) == 0 and states.get("failed", 0) == 0, states
+    assert unchecked == 0 and versions == [1]
+    assert all(stored_after.get(i) == raw for i, raw in acked.items())
+    engine.dispose()
