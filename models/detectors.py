@@ -57,7 +57,8 @@ class Part:
     fit_seconds: float = 0.0
     info: dict = field(default_factory=dict)
 
-    def fit(self, train: Items) -> None:  # pragma: no cover - interface
+    def fit(self, train: Items, val: Items | None = None) -> None:  # pragma: no cover - interface
+        """`val`: validation normals, for parts that stop training early on them (never test items)."""
         raise NotImplementedError
 
     def score(self, items: Items) -> np.ndarray:  # pragma: no cover - interface
@@ -66,9 +67,9 @@ class Part:
     def refute(self, items: Items) -> None:
         """Operator feedback: these items are normal. Parts that cannot learn at once ignore it."""
 
-    def timed_fit(self, train: Items) -> None:
+    def timed_fit(self, train: Items, val: Items | None = None) -> None:
         start = time.perf_counter()
-        self.fit(train)
+        self.fit(train, val)
         self.fit_seconds = time.perf_counter() - start
 
 
@@ -79,7 +80,7 @@ class FloorPart(Part):
         super().__init__(name)
         self.detector = detector
 
-    def fit(self, train: Items) -> None:
+    def fit(self, train: Items, val: Items | None = None) -> None:
         self.detector.fit(train.seqs)
 
     def score(self, items: Items) -> np.ndarray:
@@ -95,7 +96,7 @@ class SeverityPart(Part):
         super().__init__("severity_rule")
         self.detector = SeverityRule()
 
-    def fit(self, train: Items) -> None:
+    def fit(self, train: Items, val: Items | None = None) -> None:
         self.detector.fit(train.levels)
 
     def score(self, items: Items) -> np.ndarray:
@@ -107,7 +108,7 @@ class IForestPart(Part):
         super().__init__("iforest")
         self.detector = IForestDetector(seed=seed)
 
-    def fit(self, train: Items) -> None:
+    def fit(self, train: Items, val: Items | None = None) -> None:
         self.detector.fit(train.seqs)
 
     def score(self, items: Items) -> np.ndarray:
@@ -126,8 +127,8 @@ class SequencePart(Part):
         self.model = model
         self.sessions = sessions
 
-    def fit(self, train: Items) -> None:
-        self.model.fit(train.seqs, None, sessions=self.sessions)
+    def fit(self, train: Items, val: Items | None = None) -> None:
+        self.model.fit(train.seqs, val.seqs if val is not None and len(val) else None, sessions=self.sessions)
         self.info["vocab"] = len(self.model.vocab)
 
     def score(self, items: Items) -> np.ndarray:
@@ -149,7 +150,7 @@ class RapidLinePart(Part):
         self.scorer = RapidScorer(embedder, RapidConfig(k=k))
         self.index_feedback = index_feedback
 
-    def fit(self, train: Items) -> None:
+    def fit(self, train: Items, val: Items | None = None) -> None:
         self.scorer.fit(sorted({m for lines in train.masked for m in lines}))
         self.info["core_set"] = len(self.scorer)
 
@@ -175,7 +176,7 @@ class RapidSessionPart(Part):
         self.scorer = RapidScorer(embedder, RapidConfig(k=k))
         self.index_feedback = index_feedback
 
-    def fit(self, train: Items) -> None:
+    def fit(self, train: Items, val: Items | None = None) -> None:
         self.scorer.fit(sorted({session_text(lines) for lines in train.masked}))
         self.info["core_set"] = len(self.scorer)
 

@@ -42,7 +42,7 @@ from models.evaluation import (
     threshold_at_fpr,
 )
 from models.parsing import LogParser
-from models.parsing.sessions import count_windows, time_windows
+from models.parsing.sessions import canonical_order, count_windows, time_windows
 
 
 @dataclass
@@ -120,7 +120,7 @@ def evaluate_part(part: Part, items: Items, y: np.ndarray, split: Split, cfg: Ru
     """
     train = [i for i in split.train if y[i] == 0]
     val_normal = [i for i in split.val if y[i] == 0]
-    part.timed_fit(items.take(train))
+    part.timed_fit(items.take(train), items.take(val_normal))
     val_scores = part.score(items.take(val_normal))
     test = items.take(split.test)
     start = time.perf_counter()
@@ -149,6 +149,10 @@ def session_items(parsed: list, session_labels: dict[str, int]) -> tuple[Items, 
         for key in p.sessions:
             groups.setdefault(key, []).append(i)
     keys = [k for k in groups if k in session_labels]
+    for k in keys:  # ties of the 1 s clock in template order (canonical_order): not the file's tie-break
+        lines = groups[k]
+        groups[k] = [lines[j] for j in canonical_order([parsed[i].timestamp for i in lines],
+                                                       [parsed[i].template_id for i in lines])]
     items = Items(
         seqs=[[parsed[i].template_id for i in groups[k]] for k in keys],
         masked=[[parsed[i].masked for i in groups[k]] for k in keys],
@@ -310,7 +314,9 @@ def window_items(parsed: list, idx: list[int], spec: tuple[str, float]) -> list[
         ranges = count_windows(len(idx), int(size), int(size))
     else:
         ranges = time_windows([parsed[i].timestamp for i in idx], float(size))
-    return [[idx[j] for j in r] for r in ranges if len(r)]
+    windows = [[idx[j] for j in r] for r in ranges if len(r)]
+    return [[w[j] for j in canonical_order([parsed[i].timestamp for i in w], [parsed[i].template_id for i in w])]
+            for w in windows]
 
 
 def run_lines(dataset: LogDataset, cfg: RunConfig, embedder, progress: bool = True) -> dict:
@@ -344,8 +350,11 @@ def run_lines(dataset: LogDataset, cfg: RunConfig, embedder, progress: bool = Tr
     spec = ("count", cfg.window)
     train_windows = [w for w in window_items(parsed_all, list(range(n_extra)) + [n_extra + i for i in split.train], spec) if all(j < n_extra or y[j - n_extra] == 0 for j in w)]
     train_seq_items = Items([[parsed_all[j].template_id for j in w] for w in train_windows], [[] for _ in train_windows], [[] for _ in train_windows], train_windows)
+    val_windows = [w for w in window_items(parsed, [int(i) for i in split.val], spec) if not any(y[j] for j in w)]
+    val_seq_items = Items([[parsed[j].template_id for j in w] for w in val_windows], [[] for _ in val_windows],
+                          [[] for _ in val_windows], val_windows)  # early stopping on normal validation windows
     for part in tqdm(seq_parts, desc="sequence models", unit="det", disable=not progress):
-        part.timed_fit(train_seq_items)
+        part.timed_fit(train_seq_items, val_seq_items)
         val_rank, val_y = part_line_ranks(part, parsed, split.val, y, spec)
         start = time.perf_counter()
         test_rank, test_y = part_line_ranks(part, parsed, split.test, y, spec)

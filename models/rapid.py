@@ -44,14 +44,16 @@ class Explanation:
 
 
 def session_text(masked_lines: list[str]) -> str:
-    """A session as one text: its unique masked lines in first-seen order, joined by " ; ".
+    """A session as one text: its unique masked lines, sorted, joined by " ; ".
 
-    This is how RAPID scores an HDFS block. The embedder keeps only the first
-    `max_seq_length` wordpieces (256 by default, ~10-15 lines), so lines past that point are
-    invisible to the similarity: a session that differs from a normal one only there scores
-    near 0. Exact matching still sees the whole text.
+    This is how RAPID scores an HDFS block: as the set of distinct events it saw. Sorted, not in
+    first-seen order, so that the order in which concurrent lines happened to be logged (or a
+    time-sorted file broke its ties) does not make a known session look new; order is LogGPT's
+    part. The embedder keeps only the first `max_seq_length` wordpieces (256 by default, ~10-15
+    lines), so lines past that point are invisible to the similarity: a session that differs
+    from a normal one only there scores near 0. Exact matching still sees the whole text.
     """
-    return " ; ".join(dict.fromkeys(masked_lines))
+    return " ; ".join(sorted(set(masked_lines)))
 
 
 class RapidScorer:

@@ -32,7 +32,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "hdfs" / "HDFS_2pct.log.gz"
-SMALL_LOGGPT = {"n_layer": 2, "n_head": 4, "n_embd": 64, "epochs": 3}
+SMALL_LOGGPT = {"n_layer": 2, "n_head": 4, "n_embd": 64, "max_epochs": 3}  # fields of models.loggpt.LogGPTConfig
 
 
 def _free_port() -> int:

@@ -24,6 +24,7 @@ from sqlalchemy import JSON, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from models.parsing.sessions import canonical_order
 from server.tables import Anomaly, LogLine, TemplateMute, Window, WindowLine, utcnow
 
 _LOCKS: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = weakref.WeakKeyDictionary()
@@ -140,22 +141,29 @@ def update_lines(session: Session, rows: list[dict]) -> None:
 
 
 def window_lines(session: Session, window_ids: Iterable[int]) -> dict[int, list[dict]]:
-    """Per window: its lines in order, each a dict of id, template_id, masked, rapid_flag,
-    rapid_score, loggpt_flag, severity, label."""
+    """Per window: its lines in order, each a dict of id, timestamp, template_id, masked,
+    rapid_flag, rapid_score, loggpt_flag, severity, label.
+
+    The order is arrival order with the lines of one timestamp sorted by template id
+    (`models.parsing.sessions.canonical_order`): LogGPT reads, trains on and reports positions in
+    this order, so ties of a coarse clock do not look like anomalies."""
     ids = list(window_ids)
     out: dict[int, list[dict]] = {i: [] for i in ids}
     if not ids:
         return out
     rows = session.execute(
         select(WindowLine.window_id, LogLine.id, LogLine.template_id, LogLine.masked, LogLine.rapid_flag,
-               LogLine.rapid_score, LogLine.loggpt_flag, LogLine.severity, LogLine.label)
+               LogLine.rapid_score, LogLine.loggpt_flag, LogLine.severity, LogLine.label, LogLine.timestamp)
         .join(LogLine, LogLine.id == WindowLine.line_id)
         .where(WindowLine.window_id.in_(ids))
         .order_by(WindowLine.window_id, WindowLine.position)
     ).all()
     for r in rows:
         out[r[0]].append({"id": r[1], "template_id": r[2], "masked": r[3], "rapid_flag": r[4], "rapid_score": r[5],
-                          "loggpt_flag": r[6], "severity": r[7], "label": r[8]})
+                          "loggpt_flag": r[6], "severity": r[7], "label": r[8], "timestamp": r[9]})
+    for wid, members in out.items():
+        order = canonical_order([x["timestamp"] for x in members], [x["template_id"] for x in members])
+        out[wid] = [members[i] for i in order]
     return out
 
 

@@ -147,6 +147,20 @@ class StreamSettings(BaseModel):
                 raise ValueError(f"invalid crontab expression (or use 'off'): {exc}") from None
         return value
 
+    @field_validator("loggpt_config")
+    @classmethod
+    def _check_loggpt_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Unknown LogGPT fields are refused now, with the known ones named, not at the first training."""
+        from dataclasses import fields
+
+        from models.loggpt import LogGPTConfig
+
+        known = {f.name for f in fields(LogGPTConfig)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown LogGPT setting(s) {unknown}; known: {sorted(known)}")
+        return value
+
     @model_validator(mode="after")
     def _check_grouping(self) -> "StreamSettings":
         if self.session_regex is None and self.window_size is None and self.window_seconds is None:

@@ -90,3 +90,28 @@ def time_windows(timestamps: Sequence[float | None], seconds: float) -> list[ran
     if len(timestamps) > start:
         out.append(range(start, len(timestamps)))
     return out
+
+
+def canonical_order(timestamps: Sequence[float | None], keys: Sequence[int | None]) -> list[int]:
+    """Indices that put lines sharing one timestamp in key order; everything else stays as it came.
+
+    Logs with coarse clocks (HDFS: whole seconds) do not say in which order the lines of one tick
+    happened, and a file sorted by time often breaks those ties by the raw text (the pid, say).
+    A next-key model would learn that noise. Ordering each run of equal, consecutive timestamps
+    by template id makes the sequence depend on what happened, not on tie-breaking. Lines without
+    a timestamp are never moved.
+    """
+    out: list[int] = []
+    start, n = 0, len(timestamps)
+    while start < n:
+        end = start + 1
+        ts = timestamps[start]
+        if ts is not None:
+            while end < n and timestamps[end] == ts:
+                end += 1
+        run = list(range(start, end))
+        if len(run) > 1:
+            run.sort(key=lambda i: (keys[i] is None, -1 if keys[i] is None else keys[i]))
+        out.extend(run)
+        start = end
+    return out

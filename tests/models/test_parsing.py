@@ -354,3 +354,15 @@ def test_fixture_bgl_lines() -> None:
     parsed = LogParser(preset="bgl").parse_many(lines)
     assert all(p.timestamp is not None and p.level is not None and p.component for p in parsed)
     assert {p.level for p in parsed} <= {"INFO", "WARNING", "SEVERE", "ERROR", "FATAL", "FAILURE"}
+
+
+def test_canonical_order_sorts_ties_of_the_clock_only():
+    from models.parsing.sessions import canonical_order
+
+    ts = [1.0, 2.0, 2.0, 2.0, 3.0, None, None, 3.0]
+    keys = [9, 5, 1, 3, 7, 4, 2, 0]
+    order = canonical_order(ts, keys)
+    assert order == [0, 2, 3, 1, 4, 5, 6, 7]  # the 2.0 run by key; None never moves; 3.0 runs are apart
+    assert sorted(order) == list(range(len(ts)))
+    assert canonical_order([], []) == []
+    assert canonical_order([5.0, 5.0], [None, 1]) == [1, 0]  # an unmatched line last in its tick
