@@ -78,6 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (streams.router, ingest.router, data.router, models.router, anomalies.router, jobs.router):
         include_api(app, router)
+    from server.ui import install_ui
+
+    install_ui(app)  # the operator web UI: pages, /static, sessions, security headers
     return app
 
 

@@ -1,4 +1,4 @@
-"""The `logsense` command: serve, apikey, db, bench.
+"""The `logsense` command: serve, apikey, user, db, bench.
 
 Settings come from `LOGSENSE_*` / `.env`; `--data-dir` (and serve's flags) override them.
 `bench` imports `models.bench` (torch and friends) only when it is the command being run, and
@@ -40,6 +40,15 @@ def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
     revoke.set_defaults(func=run_apikey_revoke)
     for p in (create, listing, revoke):
         p.add_argument("--data-dir", default=None, help="the server's data directory")
+
+    user = sub.add_parser("user", help="web UI operators")
+    users = user.add_subparsers(dest="user_command", required=True)
+    user_create = users.add_parser("create", help="create an operator who can log in to the web UI")
+    user_create.add_argument("username")
+    user_create.add_argument("--password-stdin", action="store_true",
+                             help="read the password from the first line of standard input (else: prompt)")
+    user_create.add_argument("--data-dir", default=None, help="the server's data directory")
+    user_create.set_defaults(func=run_user_create)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -135,6 +144,38 @@ def run_apikey_revoke(args: argparse.Namespace) -> int:
     engine.dispose()
     print(f"API key {args.id} revoked" if found else f"no API key with id {args.id}", file=sys.stderr)
     return 0 if found else 1
+
+
+def run_user_create(args: argparse.Namespace) -> int:
+    import getpass
+
+    from sqlmodel import Session
+
+    from server.users import check_password, check_username, create_user
+
+    try:
+        check_username(args.username)
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"Password for {args.username}: ")
+            if getpass.getpass("Repeat it: ") != password:
+                raise ValueError("the passwords differ")
+        check_password(password)
+    except ValueError as exc:
+        print(f"logsense user create: {exc}", file=sys.stderr)
+        return 1
+    engine = _prepared(_settings(args))
+    try:
+        with Session(engine) as session:
+            row = create_user(session, args.username, password)
+    except ValueError as exc:
+        print(f"logsense user create: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"user {row.id} ({row.username!r}) created; log in at the web UI's /login", file=sys.stderr)
+    return 0
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:

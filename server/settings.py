@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "LOGSENSE_"
@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     )
     scheduler_enabled: bool = Field(True, description="Run the in-process APScheduler for nightly retraining.")
     device: str = Field("cpu", description="Torch device for the embedder and LogGPT (`cpu`, `cuda`, ...).")
+    secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="Signs the web UI's session cookies. Empty: generated once and kept in "
+        "`{data_dir}/secret_key` (mode 0600).",
+    )
+    secure_cookies: bool = Field(
+        False, description="Mark the web UI's session cookie Secure (sent over HTTPS only); set it behind TLS."
+    )
 
     @model_validator(mode="after")
     def _default_database_url(self) -> "Settings":

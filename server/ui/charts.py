@@ -1,0 +1,97 @@
+"""Server-rendered SVG charts (no JavaScript, no outside requests): lines and anomalies over time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Integer, cast, func, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from server.tables import Anomaly, LogLine
+
+RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
+BUCKETS = 60
+WIDTH, HEIGHT = 600, 130
+TOP_H, BOTTOM_H = 82, 26  # lines bars above, anomaly bars below
+LEFT, RIGHT = 4, 4
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    w: float
+    h: float
+    title: str
+
+
+@dataclass
+class Chart:
+    """What `overview/chart.svg` draws for one stream."""
+
+    range_name: str
+    start: datetime
+    end: datetime
+    line_bars: list[Bar]
+    anomaly_bars: list[Bar]
+    max_lines: int
+    max_anomalies: int
+    total_lines: int
+    total_anomalies: int
+    ticks: list[tuple[float, str]]
+    width: int = WIDTH
+    height: int = HEIGHT
+    top_h: int = TOP_H
+    bottom_y: int = TOP_H + 16
+    bottom_h: int = BOTTOM_H
+
+
+def _epoch_bucket(column, dialect: str, start: int, width: int):  # noqa: ANN001, ANN202 (SQL expressions)
+    if dialect == "sqlite":  # naive UTC text; integer division of non-negative ints is a floor
+        return cast((cast(func.strftime("%s", column), Integer) - start) / width, Integer)
+    return func.floor((func.extract("epoch", column) - start) / width)
+
+
+def _counts(db: Session, model, column, stream_id: int, start: datetime, width: int) -> dict[int, int]:  # noqa: ANN001
+    dialect = db.get_bind().dialect.name
+    bucket = _epoch_bucket(column, dialect, int(start.timestamp()), width).label("b")
+    rows = db.execute(select(bucket, func.count()).where(model.stream_id == stream_id, column >= start)
+                      .group_by(bucket)).all()
+    return {int(b): int(n) for b, n in rows if b is not None}
+
+
+def stream_chart(engine: Engine, stream_id: int, range_name: str, now: datetime | None = None) -> Chart:
+    seconds = RANGES[range_name]
+    width = seconds // BUCKETS
+    now = now or datetime.now(timezone.utc)
+    end_epoch = (int(now.timestamp()) // width + 1) * width  # the current bucket is the last one
+    start = datetime.fromtimestamp(end_epoch - width * BUCKETS, timezone.utc)
+    with Session(engine) as db:
+        lines = _counts(db, LogLine, LogLine.received_at, stream_id, start, width)
+        anomalies = _counts(db, Anomaly, Anomaly.created_at, stream_id, start, width)
+    max_lines, max_anoms = max(lines.values(), default=0), max(anomalies.values(), default=0)
+    step = (WIDTH - LEFT - RIGHT) / BUCKETS
+    fmt = "%H:%M" if seconds <= 86400 else "%m-%d %H:%M"
+    line_bars, anomaly_bars = [], []
+    for i in range(BUCKETS):
+        t0 = start + timedelta(seconds=i * width)
+        label = f"{t0:{fmt}}–{t0 + timedelta(seconds=width):%H:%M} UTC"
+        x = LEFT + i * step
+        n = lines.get(i, 0)
+        if n:
+            h = max(1.5, TOP_H * n / max_lines)
+            line_bars.append(Bar(round(x + 0.5, 2), round(TOP_H - h, 2), round(step - 1, 2), round(h, 2),
+                                 f"{label}: {n} lines"))
+        a = anomalies.get(i, 0)
+        if a:
+            h = max(3.0, BOTTOM_H * a / max_anoms)
+            anomaly_bars.append(Bar(round(x + 0.5, 2), round(TOP_H + 16 + BOTTOM_H - h, 2), round(step - 1, 2),
+                                    round(h, 2), f"{label}: {a} anomalies"))
+    ticks = []
+    for i in (0, BUCKETS // 2, BUCKETS):
+        t = start + timedelta(seconds=i * width)
+        ticks.append((round(LEFT + i * step, 2), f"{t:{fmt}}"))
+    return Chart(range_name, start, now, line_bars, anomaly_bars, max_lines, max_anoms,
+                 sum(lines.values()), sum(anomalies.values()), ticks)

@@ -1,0 +1,72 @@
+"""`/models`: each stream's LogGPT versions with their validation metrics, which one is live, roll back.
+
+Rolling back calls `server.training.rollback`, as `POST /api/v1/streams/{name}/models/{v}/rollback`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlmodel import Session
+
+from server.tables import ModelVersion, Stream
+from server.training import rollback
+from server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+
+router = APIRouter()
+
+METRICS = (  # shown as columns, in this order, when a version has them
+    ("val_fpr", "val. FPR"), ("anomaly_recall", "recall on confirmed"), ("k", "top-K"),
+    ("rapid_threshold", "RAPID threshold"), ("n_train", "train windows"), ("n_val", "val. windows"),
+)
+
+
+def _sections(request: Request, only: str | None) -> list[dict]:
+    with Session(request.app.state.engine) as db:
+        q = select(Stream).order_by(Stream.name)
+        if only:
+            q = q.where(Stream.name == only)
+        streams = db.execute(q).scalars().all()
+        if only and not streams:
+            raise UiError(404, f"There is no stream named {only[:64]!r}.")
+        out = []
+        for s in streams:
+            versions = db.execute(select(ModelVersion).where(ModelVersion.stream_id == s.id)
+                                  .order_by(ModelVersion.id.desc())).scalars().all()
+            out.append({"stream": s, "versions": versions})
+    return out
+
+
+def _ctx(request: Request, only: str | None, **extra) -> dict:  # noqa: ANN003
+    return {"section": "models", "sections": _sections(request, only), "metrics": METRICS,
+            "only": only or "", "message": None, **extra}
+
+
+@router.get("/models")
+def list_models(request: Request, op: OperatorDep, stream: str = "") -> Response:
+    return render(request, "models/list.html", _ctx(request, stream or None), partial="models/table.html")
+
+
+@router.post("/streams/{name}/models/{version}/rollback", dependencies=[CsrfDep])
+async def roll_back(name: str, version: int, request: Request, op: OperatorDep) -> Response:
+    def run() -> str:
+        with Session(request.app.state.engine) as db:
+            stream = db.execute(select(Stream).where(Stream.name == name)).scalars().first()
+        if stream is None:
+            raise UiError(404, f"There is no stream named {name[:64]!r}.")
+        try:
+            rollback(request.app, stream.id, version)
+        except LookupError as exc:
+            raise UiError(404, str(exc)) from None
+        return f"{name}: LogGPT version {version} is live now."
+
+    message = await run_in_threadpool(run)
+    if not is_htmx(request):
+        return redirect(f"/models?stream={name}")
+    form = await request.form()
+    only = str(form.get("only") or "") or None
+    ctx = await run_in_threadpool(_ctx, request, only)
+    ctx.update(message=message)
+    return fragment(request, "models/table.html", ctx)

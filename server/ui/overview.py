@@ -1,0 +1,78 @@
+"""`/`: every stream at a glance: ingest rate, open anomalies by severity, live model, train mode, a chart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from server import store
+from server.tables import Anomaly, Job, LogLine, ModelVersion, Stream
+from server.ui.charts import RANGES, Chart, stream_chart
+from server.ui.core import OperatorDep, UiError, render
+
+router = APIRouter()
+
+RATE_SECONDS = 300  # the ingest rate is lines received over the last 5 minutes
+
+
+@dataclass
+class StreamCard:
+    stream: Stream
+    train_mode: bool
+    lines_total: int
+    rate_per_min: float
+    open_danger: int
+    open_watch: int
+    model_version: int | None
+    pending: dict
+    last_job: Job | None
+    chart: Chart
+
+
+def cards(request: Request, range_name: str) -> list[StreamCard]:
+    engine = request.app.state.engine
+    now = datetime.now(timezone.utc)
+    with Session(engine) as db:
+        streams = db.execute(select(Stream).order_by(Stream.name)).scalars().all()
+        totals = dict(db.execute(select(LogLine.stream_id, func.count(LogLine.id)).group_by(LogLine.stream_id)).all())
+        recent = dict(db.execute(select(LogLine.stream_id, func.count(LogLine.id))
+                                 .where(LogLine.received_at >= now - timedelta(seconds=RATE_SECONDS))
+                                 .group_by(LogLine.stream_id)).all())
+        opens: dict[tuple[int, str], int] = {
+            (s, sev): n for s, sev, n in db.execute(
+                select(Anomaly.stream_id, Anomaly.severity, func.count(Anomaly.id))
+                .where(Anomaly.status == "open").group_by(Anomaly.stream_id, Anomaly.severity)).all()}
+        live = dict(db.execute(select(ModelVersion.stream_id, ModelVersion.version).where(
+            ModelVersion.kind == "loggpt", ModelVersion.live == True)).all())  # noqa: E712
+        out = []
+        for s in streams:
+            last_job = db.execute(select(Job).where(Job.stream_id == s.id).order_by(Job.id.desc())).scalars().first()
+            out.append(StreamCard(
+                stream=s, train_mode=s.config().train_mode, lines_total=totals.get(s.id, 0),
+                rate_per_min=recent.get(s.id, 0) * 60.0 / RATE_SECONDS,
+                open_danger=opens.get((s.id, "danger"), 0), open_watch=opens.get((s.id, "watch"), 0),
+                model_version=live.get(s.id), pending=store.pending_counts(db, s.id), last_job=last_job,
+                chart=None,  # type: ignore[arg-type]
+            ))
+    for c in out:
+        c.chart = stream_chart(engine, c.stream.id, range_name, now)
+    return out
+
+
+@router.get("/")
+def overview(request: Request, op: OperatorDep, range: str = "24h") -> Response:  # noqa: A002 (query name)
+    if range not in RANGES:
+        raise UiError(400, f"range must be one of {', '.join(RANGES)}, not {range[:20]!r}")
+    ready = request.app.state.registry.ready_reason() if getattr(request.app.state, "registry", None) else None
+    from server.ui.queue import open_counts
+
+    with Session(request.app.state.engine) as db:
+        opens = open_counts(db)
+    return render(request, "overview/list.html", {
+        "section": "overview", "cards": cards(request, range), "range": range, "ranges": list(RANGES),
+        "models_note": ready, "opens": opens}, partial="overview/cards.html")

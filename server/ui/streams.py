@@ -1,0 +1,251 @@
+"""`/streams`: create streams and edit their settings, switch train mode, "Retrain now".
+
+Creating and updating call the streams API's own functions (`server.api.streams.create_stream`
+and `update_stream`: the same checks, conflicts and validation); training calls
+`server.training.start_training`, as `POST /api/v1/streams/{name}/train` does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from server.api import streams as streams_api
+from server.tables import FORMAT_PRESETS, Job, LogLine, Stream, StreamSettings
+from server.training import MODES, start_training
+from server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class FormField:
+    name: str
+    label: str
+    kind: str  # text / number / select / checkbox / json
+    help: str
+    choices: tuple[str, ...] = ()
+    step: str = "any"
+
+
+FIELDS = (
+    FormField("format", "Header format", "select", "How each line's header (time, level) is read.", FORMAT_PRESETS),
+    FormField("format_regex", "Custom header regex", "text",
+              "Optional: named groups timestamp, level, message. Overrides the format."),
+    FormField("session_regex", "Session regex", "text",
+              r"Lines with the same match form a session (HDFS: blk_-?\d+). Empty: count or time windows."),
+    FormField("window_size", "Window size (lines)", "number", "Lines per count window (2 to 10000).", step="1"),
+    FormField("window_seconds", "Window length (seconds)", "number", "Seconds per time window; empty: none."),
+    FormField("idle_timeout_seconds", "Session idle timeout (s)", "number", "A session closes after this long quiet."),
+    FormField("rapid_k", "RAPID k", "number", "Nearest normal lines compared token by token.", step="1"),
+    FormField("rapid_threshold", "RAPID threshold", "number", "Fixed flag threshold in [0, 1]; empty: calibrated."),
+    FormField("rapid_target_fpr", "RAPID target false-positive rate", "number", "Calibrates the threshold."),
+    FormField("loggpt_top_k", "LogGPT top-K", "number", "Fixed K; empty: calibrated.", step="1"),
+    FormField("loggpt_target_fpr", "LogGPT target false-positive rate", "number", "Calibrates K."),
+    FormField("retrain_cron", "Retrain schedule (crontab)", "text",
+              "Empty: the server's nightly schedule; 'off': never."),
+    FormField("loggpt_config", "LogGPT config (JSON object)", "json", "Overrides of LogGPTConfig, e.g. {\"n_layer\": 2}."),
+    FormField("mask_rules", "Mask rules (JSON list)", "json",
+              "Empty: the defaults. Preset names or {\"name\", \"regex\", \"replacement\"} objects."),
+    FormField("train_mode", "Train mode", "checkbox",
+              "On: incoming lines are stored as normal training data and not scored."),
+)
+
+
+def _values(cfg: StreamSettings) -> dict[str, str]:
+    """Settings as the form shows them (strings; JSON fields pretty-printed; None as empty)."""
+    data = cfg.model_dump(mode="json")
+    out = {}
+    for f in FIELDS:
+        v = data.get(f.name)
+        if f.kind == "json":
+            out[f.name] = "" if v in (None, {}) else json.dumps(v, indent=1)
+        elif f.kind == "checkbox":
+            out[f.name] = "on" if v else ""
+        else:
+            out[f.name] = "" if v is None else str(v)
+    return out
+
+
+def _parse_form(form: Any) -> tuple[dict, dict[str, str], dict[str, str]]:
+    """(settings dict, the values as typed, errors by field) from a submitted form."""
+    settings, typed, errors = {}, {}, {}
+    for f in FIELDS:
+        if f.kind == "checkbox":
+            values = form.getlist(f.name)
+            settings[f.name] = bool(values) and values[-1] in ("on", "true", "1")
+            typed[f.name] = "on" if settings[f.name] else ""
+            continue
+        raw = str(form.get(f.name) or "").strip()
+        typed[f.name] = raw
+        if f.kind == "json":
+            if not raw:
+                settings[f.name] = {} if f.name == "loggpt_config" else None
+                continue
+            try:
+                settings[f.name] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                errors[f.name] = f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            continue
+        settings[f.name] = raw or None
+    for name in ("rapid_k", "rapid_target_fpr", "loggpt_target_fpr", "idle_timeout_seconds", "format"):
+        if settings.get(name) is None:  # required: empty means the default
+            settings.pop(name, None)
+    return settings, typed, errors
+
+
+def _validation_errors(errors: list[dict], strip: int) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())][strip:]
+        key = loc[0] if loc and loc[0] in {f.name for f in FIELDS} else "_form"
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        out[key] = f"{out[key]}; {msg}" if key in out else msg
+    return out
+
+
+def _rows(request: Request) -> list[dict]:
+    with Session(request.app.state.engine) as db:
+        streams = db.execute(select(Stream).order_by(Stream.name)).scalars().all()
+        counts = dict(db.execute(select(LogLine.stream_id, func.count(LogLine.id)).group_by(LogLine.stream_id)).all())
+        rows = []
+        for s in streams:
+            job = db.execute(select(Job).where(Job.stream_id == s.id).order_by(Job.id.desc())).scalars().first()
+            cfg = s.config()
+            grouping = (f"sessions by {cfg.session_regex}" if cfg.session_regex else
+                        " + ".join(x for x in (f"{cfg.window_size} lines" if cfg.window_size else "",
+                                               f"{cfg.window_seconds:g} s" if cfg.window_seconds else "") if x))
+            rows.append({"stream": s, "cfg": cfg, "lines": counts.get(s.id, 0), "job": job, "grouping": grouping})
+    return rows
+
+
+def _stream(request: Request, name: str) -> Stream:
+    with Session(request.app.state.engine) as db:
+        stream = db.execute(select(Stream).where(Stream.name == name)).scalars().first()
+    if stream is None:
+        raise UiError(404, f"There is no stream named {name[:64]!r}.")
+    return stream
+
+
+@router.get("/streams")
+def list_streams(request: Request, op: OperatorDep) -> Response:
+    return render(request, "streams/list.html", {"section": "streams", "rows": _rows(request)},
+                  partial="streams/table.html")
+
+
+@router.get("/streams/new")
+def new_stream(request: Request, op: OperatorDep) -> Response:
+    return render(request, "streams/form.html", {
+        "section": "streams", "stream": None, "fields": FIELDS, "values": _values(StreamSettings()),
+        "errors": {}, "name": "", "saved": False})
+
+
+@router.post("/streams", dependencies=[CsrfDep])
+async def create(request: Request, op: OperatorDep) -> Response:
+    form = await request.form()
+    name = str(form.get("name") or "").strip()
+    settings, typed, errors = _parse_form(form)
+    body = None
+    if not errors:
+        try:
+            body = streams_api.StreamCreate(name=name, settings=settings)
+        except ValidationError as exc:
+            errs = exc.errors(include_url=False)
+            errors = _validation_errors([e for e in errs if tuple(e.get("loc", ()))[:1] == ("settings",)], 1)
+            if any(tuple(e.get("loc", ()))[:1] == ("name",) for e in errs):
+                errors["name"] = "letters, digits, _ . - only; 1 to 64 characters"
+
+    if body is not None:
+        def save() -> None:
+            with Session(request.app.state.engine) as db:
+                streams_api.create_stream(body, db)
+
+        try:
+            await run_in_threadpool(save)
+        except HTTPException as exc:
+            errors = {"name": str(exc.detail)}
+    if errors:
+        return render(request, "streams/form.html", {
+            "section": "streams", "stream": None, "fields": FIELDS, "values": typed, "errors": errors,
+            "name": name, "saved": False}, status=422, headers={"HX-Retarget": "#main", "HX-Reswap": "innerHTML"})
+    return redirect(f"/streams/{name}?created=1", request)
+
+
+@router.get("/streams/{name}")
+def edit_stream(name: str, request: Request, op: OperatorDep, created: str = "") -> Response:
+    stream = _stream(request, name)
+    return render(request, "streams/form.html", {
+        "section": "streams", "stream": stream, "fields": FIELDS, "values": _values(stream.config()),
+        "errors": {}, "name": stream.name, "saved": bool(created), "job": _last_job(request, stream)})
+
+
+def _update(request: Request, stream: Stream, settings: dict) -> Stream:
+    with Session(request.app.state.engine) as db:
+        row = db.get(Stream, stream.id)
+        streams_api.update_stream(streams_api.StreamUpdate(settings=settings), row, db)
+        db.refresh(row)
+        db.expunge(row)
+        return row
+
+
+@router.post("/streams/{name}", dependencies=[CsrfDep])
+async def update(name: str, request: Request, op: OperatorDep) -> Response:
+    stream = await run_in_threadpool(_stream, request, name)
+    form = await request.form()
+    settings, typed, errors = _parse_form(form)
+    if not errors:
+        try:
+            stream = await run_in_threadpool(_update, request, stream, settings)
+        except RequestValidationError as exc:
+            errors = _validation_errors(list(exc.errors()), 2)  # loc: body, settings, field
+    ctx = {"section": "streams", "stream": stream, "fields": FIELDS, "errors": errors, "name": stream.name,
+           "values": typed if errors else _values(stream.config()), "saved": not errors,
+           "job": await run_in_threadpool(_last_job, request, stream)}
+    return render(request, "streams/form.html", ctx, status=422 if errors else 200)
+
+
+@router.post("/streams/{name}/train-mode", dependencies=[CsrfDep])
+async def train_mode(name: str, request: Request, op: OperatorDep) -> Response:
+    """The train mode switch: `train_mode` on/off; answers the switch (or the streams page)."""
+    stream = await run_in_threadpool(_stream, request, name)
+    form = await request.form()
+    value = str(form.get("train_mode") or "")
+    if value not in ("on", "off"):
+        raise UiError(400, "train_mode must be 'on' or 'off'")
+    stream = await run_in_threadpool(_update, request, stream, {"train_mode": value == "on"})
+    if not is_htmx(request):
+        return redirect("/streams")
+    return fragment(request, "streams/switch.html", {"stream": stream, "cfg": stream.config(), "changed": True})
+
+
+def _last_job(request: Request, stream: Stream) -> Job | None:
+    with Session(request.app.state.engine) as db:
+        return db.execute(select(Job).where(Job.stream_id == stream.id).order_by(Job.id.desc())).scalars().first()
+
+
+@router.post("/streams/{name}/train", dependencies=[CsrfDep])
+async def retrain(name: str, request: Request, op: OperatorDep) -> Response:
+    """"Retrain now": a training job (`mode` train or nightly); answers its progress bar."""
+    stream = await run_in_threadpool(_stream, request, name)
+    form = await request.form()
+    mode = str(form.get("mode") or "train")
+    if mode not in MODES:
+        raise UiError(400, f"mode must be one of {', '.join(MODES)}")
+    job_id = await run_in_threadpool(start_training, request.app, stream.id, mode)
+    if not is_htmx(request):
+        return redirect(f"/jobs?highlight={job_id}")
+
+    def load() -> Job | None:
+        with Session(request.app.state.engine) as db:
+            return db.get(Job, job_id)
+
+    return fragment(request, "jobs/progress.html", {"job": await run_in_threadpool(load), "stream_name": stream.name})
