@@ -48,10 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def protocol_line(cfg: RunConfig) -> str:
     tr, va, te = (round(f * 100) for f in cfg.fractions)
     if cfg.protocol == "paper":
-        return f"protocol: paper: random split {tr}/{va}/{te} (seed {cfg.seed}), thresholds and K = best F1 on TEST labels (oracle, for comparison with papers only)"
+        return (f"protocol: paper: random split {tr}/{va}/{te} (seed {cfg.seed}), thresholds and K = best F1 on TEST labels "
+                f"(oracle, for comparison with papers only); the floors are fixed rules")
     return (
         f"protocol: chrono: split by time {tr}/{va}/{te}, train on normal items of the first part only, "
-        f"every threshold, K and g at <= {cfg.target_fpr:.0%} false positives on validation normals (no test labels)"
+        f"every threshold, K and g at <= {cfg.target_fpr:.0%} false positives on validation normals (no test labels); "
+        f"the floors (unseen_template, unseen_session, severity_rule) are fixed rules, never calibrated"
     )
 
 

@@ -56,6 +56,7 @@ class Part:
     name: str
     fit_seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    rule: bool = False  # a fixed rule (score > 0 flags): its threshold is never calibrated nor oracle-picked
 
     def fit(self, train: Items, val: Items | None = None) -> None:  # pragma: no cover - interface
         """`val`: validation normals, for parts that stop training early on them (never test items)."""
@@ -74,10 +75,10 @@ class Part:
 
 
 class FloorPart(Part):
-    """UnseenTemplate / UnseenSession over template ids."""
+    """UnseenTemplate / UnseenSession over template ids: rules, flagged when the score is above 0."""
 
     def __init__(self, name: str, detector):
-        super().__init__(name)
+        super().__init__(name, rule=True)
         self.detector = detector
 
     def fit(self, train: Items, val: Items | None = None) -> None:
@@ -92,8 +93,10 @@ class FloorPart(Part):
 
 
 class SeverityPart(Part):
+    """The grep for severe levels, as a rule: every severe line flags, whatever validation says."""
+
     def __init__(self):
-        super().__init__("severity_rule")
+        super().__init__("severity_rule", rule=True)
         self.detector = SeverityRule()
 
     def fit(self, train: Items, val: Items | None = None) -> None:
