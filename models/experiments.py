@@ -42,6 +42,7 @@ from models.evaluation import (
     threshold_at_fpr,
 )
 from models.parsing import LogParser
+from models.rapid import session_text
 from models.parsing.sessions import canonical_order, count_windows, time_windows
 
 
@@ -252,13 +253,19 @@ def feedback_sessions(results, parts, outcomes, ensemble, items, y, split) -> No
         results[name]["feedback"] = stream_feedback(y_test, lambda i, p=part, t=t: bool(p.score(test.take([i]))[0] > t), lambda i, p=part: p.refute(test.take([i])))
     loggpt_scores = outcomes["loggpt"].scores
     learners = [parts["rapid"], parts["rapid_session"]]
+    refuted: set[str] = set()  # session texts an operator called normal
 
     def ens_flag(i: int) -> bool:
         one = test.take([i])
-        scores = {"rapid": parts["rapid"].score(one), "rapid_session": parts["rapid_session"].score(one), "loggpt": loggpt_scores[[i]]}
+        # As the server's StreamModel.check: LogGPT's misses on a refuted session text are dropped
+        # (LogGPT itself only learns at the nightly fine-tune).
+        loggpt = 0.0 if session_text(one.masked[0]) in refuted else loggpt_scores[i]
+        scores = {"rapid": parts["rapid"].score(one), "rapid_session": parts["rapid_session"].score(one),
+                  "loggpt": np.array([loggpt])}
         return ensemble.decide(scores, one.top_levels())[0] != "normal"
 
     def ens_refute(i: int) -> None:
+        refuted.add(session_text(test.masked[i]))
         for p in learners:
             p.refute(test.take([i]))
 
