@@ -56,6 +56,7 @@ class Detail:
     around: list[LogLine] = field(default_factory=list)
     feedback: list[Feedback] = field(default_factory=list)
     mute_until: datetime | None = None
+    related: list[Anomaly] = field(default_factory=list)  # other anomalies about the same line
 
 
 def _aware(when: datetime | None) -> datetime | None:
@@ -318,6 +319,9 @@ def load_detail(db: Session, app: Any, anomaly_id: int) -> Detail | None:
         after = db.execute(select(LogLine).where(LogLine.stream_id == line.stream_id, LogLine.id >= line.id)
                            .order_by(LogLine.id).limit(AROUND + 1)).scalars().all()
         detail.around = [*reversed(before), *after]
+    if a.line_id is not None:
+        detail.related = list(db.execute(select(Anomaly).where(Anomaly.line_id == a.line_id, Anomaly.id != a.id)
+                                         .order_by(Anomaly.id)).scalars().all())
     detail.feedback = list(db.execute(select(Feedback).where(Feedback.anomaly_id == a.id)
                                       .order_by(Feedback.id)).scalars().all())
     if a.template_id is not None:

@@ -60,6 +60,8 @@ async def roll_back(name: str, version: int, request: Request, op: OperatorDep) 
             rollback(request.app, stream.id, version)
         except LookupError as exc:
             raise UiError(404, str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 (e.g. the version's files are gone: say so, no 500)
+            raise UiError(409, f"could not make version {version} live: {type(exc).__name__}: {exc}") from None
         return f"{name}: LogGPT version {version} is live now."
 
     message = await run_in_threadpool(run)

@@ -105,7 +105,8 @@ class Group:
     severity: str = "watch"
     kinds: Counter = field(default_factory=Counter)
     statuses: Counter = field(default_factory=Counter)
-    newest_id: int = 0  # the anomaly the row's "details" link opens
+    newest_id: int = 0
+    newest_line_id: int = 0  # newest anomaly of kind "line" (RAPID flagged the line itself)
     example_line_id: int | None = None
     template: str | None = None
     example: str | None = None
@@ -122,6 +123,12 @@ class Group:
     @property
     def id_list(self) -> str:
         return ",".join(str(i) for i in sorted(self.ids))
+
+    @property
+    def detail_id(self) -> int:
+        """The anomaly the row's "Details" opens: the newest line anomaly (its verdict teaches the
+        line), else the newest one."""
+        return self.newest_line_id or self.newest_id
 
     @property
     def status(self) -> str:
@@ -165,6 +172,10 @@ class QueuePage:
     newest_id: int  # for "new since" polling
 
     @property
+    def has_open(self) -> bool:
+        return any(g.statuses.get("open") for i in self.incidents for g in i.groups)
+
+    @property
     def pages(self) -> int:
         return max(1, -(-self.total_incidents // PAGE_SIZE))
 
@@ -202,6 +213,8 @@ def incidents_of(rows: list[Any], gap_seconds: float) -> list[Incident]:
                     g.severity = r.severity
                 g.kinds[r.kind] += 1
                 g.statuses[r.status] += 1
+                if r.kind == "line" and r.id > g.newest_line_id:
+                    g.newest_line_id = r.id
                 if r.id > g.newest_id:
                     g.newest_id = r.id
                     if r.line_id is not None:

@@ -68,7 +68,7 @@ def _values(cfg: StreamSettings) -> dict[str, str]:
     for f in FIELDS:
         v = data.get(f.name)
         if f.kind == "json":
-            out[f.name] = "" if v in (None, {}) else json.dumps(v, indent=1)
+            out[f.name] = "" if v in (None, {}) else json.dumps(v)
         elif f.kind == "checkbox":
             out[f.name] = "on" if v else ""
         else:
