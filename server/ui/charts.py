@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import Integer, cast, extract, func, literal_column, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -49,9 +49,12 @@ class Chart:
 
 
 def _epoch_bucket(column, dialect: str, start: int, width: int):  # noqa: ANN001, ANN202 (SQL expressions)
+    """The bucket number of a time column. The two ints are inlined (they are ints): the same
+    expression then renders identically in SELECT and GROUP BY (PostgreSQL insists)."""
+    start_sql, width_sql = literal_column(str(int(start))), literal_column(str(int(width)))
     if dialect == "sqlite":  # naive UTC text; integer division of non-negative ints is a floor
-        return cast((cast(func.strftime("%s", column), Integer) - start) / width, Integer)
-    return func.floor((func.extract("epoch", column) - start) / width)
+        return cast((cast(func.strftime(literal_column("'%s'"), column), Integer) - start_sql) / width_sql, Integer)
+    return func.floor((extract("epoch", column) - start_sql) / width_sql)
 
 
 def _counts(db: Session, model, column, stream_id: int, start: datetime, width: int) -> dict[int, int]:  # noqa: ANN001

@@ -292,7 +292,7 @@ def fragment(request: Request, name: str, ctx: dict | None = None, *, status: in
 
 
 def redirect(url: str, request: Request | None = None) -> Response:
-    """303 to `url`; to an HTMX request an `HX-Location` header instead (htmx follows it)."""
+    """303 to `url`; to an HTMX request a 204 with `HX-Redirect` instead (htmx loads that page)."""
     if request is not None and is_htmx(request):
         return Response(status_code=204, headers={"HX-Redirect": url})
     return RedirectResponse(url, status_code=303)

@@ -176,7 +176,7 @@ async def create(request: Request, op: OperatorDep) -> Response:
     if errors:
         return render(request, "streams/form.html", {
             "section": "streams", "stream": None, "fields": FIELDS, "values": typed, "errors": errors,
-            "name": name, "saved": False}, status=422, headers={"HX-Retarget": "#main", "HX-Reswap": "innerHTML"})
+            "name": name, "saved": False}, status=422)
     return redirect(f"/streams/{name}?created=1", request)
 
 

@@ -388,6 +388,23 @@ def test_overview_lists_every_stream_with_a_chart(ui) -> None:
     assert r.status_code == 400 and "range must be one of" in r.text
 
 
+def test_chart_counts_lines_and_anomalies_per_bucket(ui) -> None:
+    _, app = ui
+    from server.ui.charts import stream_chart
+
+    sid = add_stream(app, "charted")
+    now = datetime.now(timezone.utc)
+    for minutes in (50, 50, 10):  # two lines 50 minutes ago, one 10 minutes ago, one before the range
+        add_anomaly(app, sid, 61, now - timedelta(minutes=minutes), "081110 1 1 INFO chart 1")
+    add_anomaly(app, sid, 61, now - timedelta(hours=3), "081110 1 1 INFO chart 2")
+    chart = stream_chart(app.state.engine, sid, "1h", now)
+    assert chart.total_lines == 3 and chart.total_anomalies == 3 and chart.max_lines == 2
+    assert len(chart.line_bars) == 2 and chart.line_bars[0].h > chart.line_bars[1].h  # 2 lines, then 1
+    assert chart.line_bars[0].x < chart.line_bars[1].x and "2 lines" in chart.line_bars[0].title
+    assert 35 <= (chart.line_bars[1].x - chart.line_bars[0].x) / ((600 - 8) / 60) <= 45  # 40 buckets apart
+    assert stream_chart(app.state.engine, sid, "24h", now).total_lines == 4
+
+
 def test_streams_create_edit_and_train_mode(ui) -> None:
     client, _ = ui
     form_page = client.get("/streams/new")
