@@ -66,50 +66,53 @@ def is_held_back(window_id: int) -> bool:
 
 def insert_lines(session: Session, rows: list[dict]) -> list[int]:
     """Insert log_lines rows (dicts of column values); their ids in the order given."""
+    return insert_rows(session, LogLine.__table__, rows)
+
+
+def insert_rows(session: Session, table: Any, rows: list[dict]) -> list[int]:
+    """Insert rows (dicts of column values) into a table with an integer `id`; the new ids in order."""
     if not rows:
         return []
-    t = LogLine.__table__
     conn = session.connection()
     if conn.dialect.name == "sqlite":
         # The transaction holds SQLite's write lock (BEGIN IMMEDIATE): nobody else can insert, so
         # explicit ids after the current maximum are safe, and one executemany beats RETURNING
         # (which SQLite can only order by running the statement row by row).
-        first = (conn.execute(select(func.max(t.c.id))).scalar() or 0) + 1
+        first = (conn.execute(select(func.max(table.c.id))).scalar() or 0) + 1
         ids = list(range(first, first + len(rows)))
-        _insert_sqlite(conn, t, rows, ids)
+        executemany_sqlite(conn, table, rows, {"id": ids})
         return ids
-    stmt = insert(t).returning(t.c.id, sort_by_parameter_order=True)  # Core: no ORM bookkeeping per row
+    stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)  # Core: no ORM bookkeeping per row
     return list(conn.execute(stmt, rows).scalars().all())
 
 
-def _insert_sqlite(conn: Any, table: Any, rows: list[dict], ids: list[int]) -> None:
-    """One DB-API executemany: each column's SQLAlchemy bind processor runs once per distinct
-    value where values repeat (times), JSON is dumped directly. About 3x the speed of Core."""
-    columns = [c for c in table.columns if c.name != "id"]
+def executemany_sqlite(conn: Any, table: Any, rows: list[dict], extra: dict[str, list] | None = None) -> None:
+    """INSERT rows with one DB-API executemany, converting column by column: each column's
+    SQLAlchemy bind processor runs once per distinct value, JSON is dumped directly. About 3x
+    the speed of Core on the ingest path. `extra`: whole columns given as lists (the ids)."""
+    extra = extra or {}
     dialect = conn.dialect
-    procs = {c.name: c.type._cached_bind_processor(dialect) for c in columns}
-    json_cols = {c.name for c in columns if isinstance(c.type, JSON)}
-    names = [c.name for c in columns]
-    cached: dict[tuple, Any] = {}
-
-    def value(name: str, v: Any) -> Any:
-        if v is None:
-            return None
-        if name in json_cols:
-            return json.dumps(v)
-        proc = procs[name]
-        if proc is None:
-            return v
-        if isinstance(v, datetime):
-            key = (name, v)
-            if key not in cached:
-                cached[key] = proc(v)
-            return cached[key]
-        return proc(v)
-
-    params = [(i, *(value(n, row.get(n)) for n in names)) for row, i in zip(rows, ids)]
-    sql = f"INSERT INTO {table.name} (id, {', '.join(names)}) VALUES ({', '.join('?' * (len(names) + 1))})"
-    conn.exec_driver_sql(sql, params)
+    names, columns = [], []
+    for c in table.columns:
+        if c.name in extra:
+            names.append(c.name)
+            columns.append(extra[c.name])
+            continue
+        if c.name == "id" or c.name not in rows[0]:
+            continue  # the id comes from the database; absent columns take their server default
+        values = [row.get(c.name) for row in rows]
+        if isinstance(c.type, JSON):
+            values = [None if v is None else json.dumps(v) for v in values]
+        else:
+            proc = c.type._cached_bind_processor(dialect)
+            if proc is not None:
+                done: dict[Any, Any] = {}
+                values = [None if v is None else done[v] if v in done else done.setdefault(v, proc(v))
+                          for v in values]
+        names.append(c.name)
+        columns.append(values)
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    conn.exec_driver_sql(sql, list(zip(*columns)))
 
 
 def muted_templates(session: Session, stream_id: int, now: datetime | None = None) -> set[int]:
