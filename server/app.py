@@ -208,6 +208,13 @@ def _add_exception_handlers(app: FastAPI) -> None:
         )
         return JSONResponse({"detail": errors, "message": message}, status_code=code)
 
+    from server.registry import ModelsUnavailable
+
+    @app.exception_handler(ModelsUnavailable)
+    async def on_models_unavailable(request: Request, exc: ModelsUnavailable) -> JSONResponse:
+        """Models still loading (or failed to): a retryable 503 on every route that needs them."""
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "10"})
+
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

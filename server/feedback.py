@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlmodel import Session
 
 from server import store
 from server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine, utcnow
@@ -55,6 +56,12 @@ def apply_feedback(
         raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
     engine = app.state.engine
     now = utcnow()
+    if label == "normal":  # the model must be usable before anything is recorded: a 503 then changes nothing
+        with Session(engine) as session:
+            found = session.get(Anomaly, anomaly_id)
+            stream = session.get(Stream, found.stream_id) if found is not None else None
+        if stream is not None:
+            app.state.registry.get(stream)  # ModelsUnavailable while loading
     with store.write_session(engine) as session:
         anomaly = session.get(Anomaly, anomaly_id)
         if anomaly is None:

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level of the server process (debug, info, warning, ...).")
 
     max_lines_per_batch: int = Field(10_000, ge=1, description="Most lines one ingest request may carry (else 413).")
-    max_line_bytes: int = Field(64 * 1024, ge=1, description="Longest accepted line in UTF-8 bytes (else 422 for that line).")
+    max_line_bytes: int = Field(64 * 1024, ge=1, description="Longest accepted line in UTF-8 bytes (a longer line is rejected by index in `errors`; the rest of the batch is stored).")
     max_request_bytes: int = Field(
         16 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes, for every route (else 413)."
     )
@@ -83,6 +83,11 @@ def settings_table_markdown() -> str:
     rows = ["| Setting | Environment variable | Default | Description |", "|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = "sqlite:///{data_dir}/logsense.db" if name == "database_url" else field.default
+        if hasattr(default, "get_secret_value"):
+            default = default.get_secret_value()
+        if default == "":
+            rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | (empty) | {field.description} |")
+            continue
         if isinstance(default, bool):
             default = str(default).lower()
         rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default}` | {field.description} |")

@@ -147,6 +147,16 @@ class StreamSettings(BaseModel):
                 raise ValueError(f"invalid crontab expression (or use 'off'): {exc}") from None
         return value
 
+    @field_validator("mask_rules")
+    @classmethod
+    def _check_mask_rules(cls, value: list | None) -> list | None:
+        """An unknown preset name is a 422 now, not a failure at every later ingest."""
+        if value is not None:
+            from models.parsing.masking import resolve_rules
+
+            resolve_rules(value)  # ValueError names the rule and the known presets
+        return value
+
     @field_validator("loggpt_config")
     @classmethod
     def _check_loggpt_config(cls, value: dict[str, Any]) -> dict[str, Any]:

@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlmodel import Session
 
 from server.api.deps import CurrentKey, SessionDep, actor_name
-from server.feedback import apply_feedback
+from server.feedback import apply_feedback, mute_template
 from server.tables import Anomaly, LogLine, Stream
 
 router = APIRouter(prefix="/api/v1/anomalies", tags=["anomalies"])
@@ -38,10 +38,17 @@ class AnomalyOut(BaseModel):
 
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    label: Literal["normal", "anomaly"] = Field(description="normal: refute (teach the model); anomaly: confirm")
+    label: Literal["normal", "anomaly"] | None = Field(
+        None, description="normal: refute (teach the model); anomaly: confirm; leave out to only mute (suppress_until)")
     scope: Literal["line", "template"] = Field("line", description="template: every line of its template is normal")
     suppress_until: datetime | None = Field(None, description="mute alerts from this template until then")
     note: str | None = Field(None, max_length=2000)
+
+    @model_validator(mode="after")
+    def _label_or_mute(self) -> "FeedbackIn":
+        if self.label is None and self.suppress_until is None:
+            raise ValueError("send a label (normal or anomaly), a suppress_until, or both")
+        return self
 
 
 def _template(request: Request, stream: Stream, template_id: int | None) -> str | None:
@@ -99,12 +106,25 @@ def read_anomaly(anomaly_id: int, request: Request, session: SessionDep) -> Anom
     return _out(request, a, session.get(Stream, a.stream_id), session.get(LogLine, a.line_id) if a.line_id else None)
 
 
+def _mute_only(app, anomaly_id: int, until: datetime, author: str) -> None:  # noqa: ANN001
+    with Session(app.state.engine) as session:
+        anomaly = session.get(Anomaly, anomaly_id)
+    if anomaly is None:
+        raise LookupError(f"no anomaly with id {anomaly_id}")
+    if anomaly.template_id is None:
+        raise ValueError("this anomaly has no template to mute")
+    mute_template(app, anomaly.stream_id, anomaly.template_id, until, author)
+
+
 @router.post("/{anomaly_id}/feedback", response_model=AnomalyOut)
 async def post_feedback(anomaly_id: int, body: FeedbackIn, request: Request, key: CurrentKey) -> AnomalyOut:
     """Refute (`normal`: the model learns it at once) or confirm (`anomaly`); closes the anomaly."""
     try:
-        await run_in_threadpool(apply_feedback, request.app, anomaly_id, body.label, body.scope,
-                                body.suppress_until, actor_name(key), body.note)
+        if body.label is None:  # mute only: the template's alerts stop until then, nothing is learned
+            await run_in_threadpool(_mute_only, request.app, anomaly_id, body.suppress_until, actor_name(key))
+        else:
+            await run_in_threadpool(apply_feedback, request.app, anomaly_id, body.label, body.scope,
+                                    body.suppress_until, actor_name(key), body.note)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except ValueError as exc:

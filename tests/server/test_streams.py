@@ -49,6 +49,7 @@ def test_bad_settings_are_422_naming_the_field(client: TestClient, auth: dict) -
         {"name": "x", "settings": {"window_size": None, "session_regex": None}},
         {"name": "x", "settings": {"unknown": 1}},
         {"name": "x", "settings": {"loggpt_config": {"epochs": 3}}},  # LogGPTConfig calls it max_epochs
+        {"name": "x", "settings": {"mask_rules": ["ip", "bogus"]}},  # no such preset
         {"name": 5},
     ]
     for body in cases:
