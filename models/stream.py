@@ -21,10 +21,8 @@ either the old or the new model, never half of each.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from models.parsing.miner import write_json as _write_json
 
 FORMAT = "logsense.stream"
 VERSION = 1
@@ -106,12 +106,10 @@ class _Detector:
     version: int | None = None  # the server's version number of this LogGPT
 
 
-def _check_result(result: Any, misses: list) -> Any:
-    """A CheckResult like `result` with only `misses` kept."""
-    try:
-        from models.sequence import CheckResult
-    except ImportError:  # pragma: no cover - older layout
-        from models.loggpt import CheckResult
+def _check_result(misses: list) -> Any:
+    """A CheckResult with only `misses` kept."""
+    from models.sequence import CheckResult
+
     return CheckResult(anomalous=bool(misses), misses=misses)
 
 
@@ -120,33 +118,13 @@ def _report(progress: Progress | None, fraction: float, message: str) -> None:
         progress(float(fraction), message)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """JSON written to a temporary name and renamed: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def threshold_at_rate(scores: Sequence[float], target_fpr: float) -> float:
-    """The smallest threshold t with mean(scores > t) <= target_fpr (models.evaluation when present)."""
-    scores = np.asarray(scores, dtype=np.float64)
+    """The smallest threshold t with mean(scores > t) <= target_fpr; the default with no scores."""
+    from models.evaluation import threshold_at_fpr
+
     if len(scores) == 0:
         return DEFAULT_RAPID_THRESHOLD
-    try:
-        from models.evaluation import threshold_at_fpr
-    except ImportError:  # pragma: no cover - evaluation.py is the reference; this is the same rule
-        s = np.sort(scores)
-        allowed = int(np.floor(target_fpr * len(s)))
-        return float(s[len(s) - 1 - allowed]) if allowed < len(s) else float(s[0]) - 1e-9
-    return float(threshold_at_fpr(scores, target_fpr))
+    return float(threshold_at_fpr(np.asarray(scores, dtype=np.float64), target_fpr))
 
 
 class StreamModel:
@@ -164,7 +142,6 @@ class StreamModel:
         self.refuted_templates: set[int] = set()
         self._det = _Detector()
         self._parse_lock = threading.Lock()
-        self._seen_templates: set[int] = set()
 
     # ------------------------------------------------------------------ settings
 
@@ -182,12 +159,7 @@ class StreamModel:
         if config.parser_key() != self._parser_key:
             with self._parse_lock:
                 fresh = self._new_parser(config)
-                with tempfile.TemporaryDirectory() as tmp:  # carry the miner over through its public save/load
-                    self.parser.save(Path(tmp) / "parser")
-                    from models.parsing import LogParser
-
-                    old = LogParser.load(Path(tmp) / "parser")
-                fresh.miner = old.miner
+                fresh.miner = self.parser.miner  # the learned templates (and their ids) carry over
                 self.parser = fresh
                 self._parser_key = config.parser_key()
         if config.rapid_k != self.rapid.config.k:
@@ -220,11 +192,8 @@ class StreamModel:
         return DEFAULT_RAPID_THRESHOLD
 
     def n_templates(self) -> int:
-        """Templates learned so far (a counter of new template ids seen, if the miner is not exposed)."""
-        miner = getattr(self.parser, "miner", None)
-        if miner is not None and hasattr(miner, "templates"):
-            return len(miner.templates())
-        return len(self._seen_templates)
+        """Templates learned so far (a change means new ids: the parser is saved before they are stored)."""
+        return len(self.parser.miner)
 
     def template(self, template_id: int | None) -> str | None:
         """The template's current text (Drain3 may generalize it as more lines arrive)."""
@@ -240,9 +209,7 @@ class StreamModel:
     def parse(self, lines: Sequence[str], learn: bool = True) -> list:
         """ParsedLine per raw line (header, masked text, template id, session keys). Learns new templates."""
         with self._parse_lock:
-            parsed = [self.parser.parse(line, learn=learn) for line in lines]
-            self._seen_templates.update(p.template_id for p in parsed if p.template_id is not None)
-            return parsed
+            return self.parser.parse_many(lines, learn=learn)
 
     def score(self, parsed: Sequence) -> list[LineVerdict]:
         """RAPID verdict per parsed line: score, flag (score > threshold, template not refuted), exact."""
@@ -294,7 +261,7 @@ class StreamModel:
             misses = [m for m in r.misses if m.actual not in self.refuted_templates]
             if sessions is not None and self.rapid_session.is_normal(sessions[i]):
                 misses = []
-            out.append(_check_result(r, misses))
+            out.append(_check_result(misses))
         return out
 
     # ------------------------------------------------------------------ training
@@ -375,7 +342,7 @@ class StreamModel:
             raise ValueError("nothing to fine-tune: the stream has no trained LogGPT")
         start = time.perf_counter()
         _report(progress, 0.1, f"fine-tuning on {len(data.train_seqs)} windows")
-        loggpt = det.loggpt.copy() if hasattr(det.loggpt, "copy") else copy.deepcopy(det.loggpt)
+        loggpt = det.loggpt.copy()
         loggpt.fine_tune([list(s) for s in data.train_seqs], [list(s) for s in data.val_seqs] or None)
         _report(progress, 0.8, "calibrating top-K")
         k = self._calibrated_k(loggpt, data.val_seqs)
@@ -439,14 +406,7 @@ class StreamModel:
         (loggpt.pt, then version.json last: a directory with version.json is complete)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".loggpt.", suffix=".pt", dir=path)
-        os.close(fd)
-        try:
-            candidate.loggpt.save(tmp)
-            os.replace(tmp, path / "loggpt.pt")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        candidate.loggpt.save(path / "loggpt.pt")  # written to a temporary name and renamed
         _write_json(path / "version.json", {
             "format": FORMAT + ".version", "version": VERSION, "model_version": int(version),
             "k": int(candidate.k), "rapid_threshold": float(candidate.rapid_threshold),
