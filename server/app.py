@@ -17,7 +17,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import text
 from sqlmodel import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Log anomaly detection: instant RAPID verdicts, LogGPT window checks, operator feedback.",
         lifespan=lifespan,
+        docs_url=None,  # served below from vendored Swagger UI files: FastAPI's default loads them from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees the 413s too
     _add_exception_handlers(app)
     _add_health_routes(app)
+    _add_docs_route(app)
 
     for router in (streams.router, ingest.router, data.router, models.router, anomalies.router, jobs.router):
         include_api(app, router)
@@ -139,6 +142,19 @@ def include_api(app: FastAPI, router: APIRouter) -> None:
 
 
 # --------------------------------------------------------------------------- health and metrics
+
+
+def _add_docs_route(app: FastAPI) -> None:
+    """`/docs`: Swagger UI from `web/static/swagger` (machines without internet still get the page)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title="LogSense API",
+            swagger_js_url="/static/swagger/swagger-ui-bundle.js", swagger_css_url="/static/swagger/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+        )
 
 
 def _add_health_routes(app: FastAPI) -> None:

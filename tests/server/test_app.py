@@ -82,7 +82,14 @@ def test_oversized_bodies_are_413(tmp_path) -> None:
 
 
 def test_openapi_docs(client: TestClient) -> None:
-    assert client.get("/docs").status_code == 200
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert assets and all(a.startswith("/") for a in assets), assets  # no CDN: works without internet
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
     spec = client.get("/openapi.json").json()
     assert "/api/v1/streams" in spec["paths"] and "/readyz" in spec["paths"]
     schemes = spec["components"]["securitySchemes"].values()
