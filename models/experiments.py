@@ -42,8 +42,8 @@ from models.evaluation import (
     threshold_at_fpr,
 )
 from models.parsing import LogParser
-from models.rapid import session_text
 from models.parsing.sessions import canonical_order, count_windows, time_windows
+from models.rapid import session_text
 
 
 @dataclass
