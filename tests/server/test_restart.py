@@ -7,68 +7,28 @@ certainly still queued when it is killed; the kill lands while a client keeps po
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from server.client import Client, free_port
+
 from .helpers import HDFS_LOG, tiny_loggpt_config
 
-pytest.importorskip("models.parsing", reason="models.parsing (LogParser) has not landed")
-pytest.importorskip("models.loggpt", reason="models.loggpt (LogGPT) has not landed")
-
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(**extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGSENSE_")}
     env.update(HF_HUB_OFFLINE="1", LOGSENSE_SCHEDULER_ENABLED="false", LOGSENSE_WORKER_POLL_SECONDS="0.1", **extra)
     return env
-
-
-class Client:
-    def __init__(self, port: int, key: str):
-        self.base = f"http://127.0.0.1:{port}"
-        self.key = key
-
-    def call(self, method: str, path: str, body: dict | None = None, timeout: float = 60) -> tuple[int, dict]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"X-API-Key": self.key, "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    def wait_ready(self, proc: subprocess.Popen, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, "the server exited"
-            try:
-                with urllib.request.urlopen(self.base + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.2)
-        raise AssertionError("server not ready")
 
 
 def _serve(data_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen:
@@ -85,11 +45,11 @@ def test_sigkill_with_queued_windows_loses_nothing(tmp_path: Path) -> None:
     data_dir, log = tmp_path / "data", tmp_path / "server.log"
     key = subprocess.run([sys.executable, "-m", "server.cli", "apikey", "create", "test", "--data-dir", str(data_dir)],
                          cwd=REPO, env=_env(), capture_output=True, text=True, check=True).stdout.strip()
-    port = _free_port()
+    port = free_port()
     proc = _serve(data_dir, port, log, LOGSENSE_WORKER_ENABLED="false")
-    c = Client(port, key)
+    c = Client(port, key, timeout=60)
     try:
-        c.wait_ready(proc)
+        c.wait_ready(lambda: proc.poll() is None, timeout=120)
         code, _ = c.call("POST", "/api/v1/streams", {"name": "svc", "settings": {
             "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "train_mode": True}})
         assert code == 201
@@ -144,7 +104,7 @@ def test_sigkill_with_queued_windows_loses_nothing(tmp_path: Path) -> None:
 
     proc = _serve(data_dir, port, log)  # worker on
     try:
-        c.wait_ready(proc)
+        c.wait_ready(lambda: proc.poll() is None, timeout=120)
         deadline = time.monotonic() + 120
         while (counts := c.call("GET", "/api/v1/streams/svc/windows")[1]["counts"])["queued"] + counts["checking"]:
             assert time.monotonic() < deadline, counts

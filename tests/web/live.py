@@ -18,7 +18,7 @@ from server.app import create_app
 from server.auth import create_api_key
 from server.settings import Settings
 from server.users import create_user
-from tests.server.helpers import hdfs_slice, tiny_loggpt_config
+from tests.server.helpers import hdfs_slice, tiny_loggpt_config, wait_for
 
 USERNAME, PASSWORD = "operator", "correct horse battery"
 
@@ -88,17 +88,6 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers={"X-API-Key": self.api_key}, timeout=60)
 
 
-def _wait(predicate, timeout: float, what: str):  # noqa: ANN001, ANN202
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
-
 def post(api: httpx.Client, stream: str, lines: list[str]) -> list[dict]:
     out = []
     for start in range(0, len(lines), 500):
@@ -113,7 +102,7 @@ def wait_job(api: httpx.Client, job_id: int, timeout: float = 120.0) -> dict:
         job = api.get(f"/api/v1/jobs/{job_id}").json()
         return job if job["state"] in ("done", "failed") else None
 
-    job = _wait(done, timeout, f"job {job_id}")
+    job = wait_for(done, timeout, 0.1, f"job {job_id}")
     assert job["state"] == "done", job
     return job
 
@@ -123,7 +112,7 @@ def wait_checked(api: httpx.Client, stream: str, timeout: float = 60.0) -> None:
         counts = api.get(f"/api/v1/streams/{stream}/windows").json()["counts"]
         return counts["queued"] == 0 and counts["checking"] == 0
 
-    _wait(idle, timeout, f"the LogGPT checks of {stream}")
+    wait_for(idle, timeout, 0.1, f"the LogGPT checks of {stream}")
 
 
 def seed_demo(server: LiveServer) -> dict:
