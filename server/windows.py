@@ -94,13 +94,20 @@ def assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequenc
 def _assign_sessions(session, stream_id, slots, now, members, touched, to_close) -> None:  # noqa: ANN001
     keys = list(dict.fromkeys(k for s in slots for k in s.sessions))
     open_by_key: dict[str, _Open] = {}
+    conn = session.connection()
     for start in range(0, len(keys), _CHUNK):
         chunk = keys[start : start + _CHUNK]
-        for wid, key, n in session.execute(
-            select(Window.id, Window.key, Window.n_lines).where(
-                Window.stream_id == stream_id, Window.state == "open", Window.kind == "session", Window.key.in_(chunk)
-            )
-        ).all():
+        if conn.dialect.name == "sqlite":  # plain SQL: building this statement per batch cost more than running it
+            rows = conn.exec_driver_sql(
+                "SELECT id, key, n_lines FROM windows WHERE stream_id = ? AND state = 'open' AND kind = 'session' "
+                f"AND key IN ({', '.join('?' * len(chunk))})", (stream_id, *chunk)).all()
+        else:
+            rows = session.execute(
+                select(Window.id, Window.key, Window.n_lines).where(
+                    Window.stream_id == stream_id, Window.state == "open", Window.kind == "session",
+                    Window.key.in_(chunk))
+            ).all()
+        for wid, key, n in rows:
             open_by_key[key] = _Open(wid, key, n)
     missing = [k for k in keys if k not in open_by_key]
     if missing:

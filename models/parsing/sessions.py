@@ -47,6 +47,8 @@ class SessionKeyer:
             found = self._pattern.findall(message)
         else:
             found = [m.group(group) for m in self._pattern.finditer(message)]
+        if len(found) < 2:  # the hot path: no key, or one (most HDFS lines)
+            return [found[0][:MAX_KEY_LENGTH]] if found and found[0] else []
         out = list(dict.fromkeys(k[:MAX_KEY_LENGTH] for k in found if k))
         return out[: self.max_keys]
 
