@@ -105,9 +105,10 @@ def severity(rapid_flag: np.ndarray, loggpt_flag: np.ndarray) -> np.ndarray:
     return out
 
 
-def combine(rapid_flag: bool, loggpt_flag: bool) -> str:
-    """One item's severity."""
-    return str(severity(np.array([rapid_flag]), np.array([loggpt_flag]))[0])
+def combine(rapid_flag: bool | None, loggpt_flag: bool | None) -> str:
+    """One item's severity, the rule of `severity` without arrays (the server calls it per line).
+    A flag that is None (not checked) counts as not flagged."""
+    return "danger" if rapid_flag and loggpt_flag else "watch" if rapid_flag or loggpt_flag else "normal"
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
+from models.ensemble import combine
 from server import store, windows
 from server.registry import ModelsUnavailable
 from server.tables import Anomaly, Stream, Window, utcnow
@@ -30,14 +31,6 @@ from server.tables import Anomaly, Stream, Window, utcnow
 log = logging.getLogger("logsense.worker")
 
 BATCH_WINDOWS = 256  # windows claimed per round
-SEVERITY_RANK = {"normal": 0, "watch": 1, "danger": 2}
-
-
-def combine(rapid_flag: bool | None, loggpt_flag: bool | None) -> str:
-    """Line severity from its two flags: both danger, one watch, none normal (models.ensemble)."""
-    from models.ensemble import combine as _combine
-
-    return _combine(bool(rapid_flag), bool(loggpt_flag))
 
 
 class Worker:
@@ -269,4 +262,4 @@ def pending_lines(session: Session, stream_id: int) -> int:
     ).scalar() or 0
 
 
-__all__ = ["Worker", "combine", "pending_lines"]
+__all__ = ["Worker", "pending_lines"]

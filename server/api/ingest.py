@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlmodel import Session
 
+from models.ensemble import combine
 from server import store, windows
 from server.api.deps import get_stream
 from server.registry import ModelsUnavailable
@@ -242,11 +243,6 @@ def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
 # --------------------------------------------------------------------------- storing
 
 
-def _combine(rapid_flag: bool, loggpt_flag: bool) -> str:
-    """Severity so far (models.ensemble.combine: both flag danger, one watch, none normal)."""
-    return "danger" if rapid_flag and loggpt_flag else "watch" if rapid_flag or loggpt_flag else "normal"
-
-
 def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
     """Parse, score, store and window a batch; returns (status code, answer). Runs in a worker thread."""
     state = app.state
@@ -277,7 +273,7 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
             "level": (p.level or None) and str(p.level)[:16], "raw": it.message, "masked": p.masked,
             "template_id": p.template_id, "sessions": sessions, "attributes": it.attributes,
             "rapid_score": None if v is None else v.score, "rapid_flag": None if v is None else v.flag,
-            "loggpt_flag": None, "severity": "train" if v is None else _combine(v.flag, False),
+            "loggpt_flag": None, "severity": "train" if v is None else combine(v.flag, False),
         })
         slots_sessions.append((ts, sessions))
 

@@ -65,3 +65,12 @@ def test_continuous_score_orders_like_the_parts():
     ens.calibrate({"rapid": ref, "loggpt": ref})
     s = ens.score({"rapid": np.array([0.1, 0.5, 2.0]), "loggpt": np.array([0.0, 0.0, 0.0])})
     assert s[0] < s[1] < s[2]
+
+
+def test_combine_agrees_with_severity_and_treats_unchecked_as_not_flagged():
+    import numpy as np
+
+    for r in (True, False):
+        for g in (True, False):
+            assert combine(r, g) == severity(np.array([r]), np.array([g]))[0]
+    assert combine(None, None) == "normal" and combine(True, None) == "watch"
