@@ -178,8 +178,9 @@ def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
             raw_lines = body.split(b"\n")
             if raw_lines and raw_lines[-1] == b"":
                 raw_lines.pop()
-            if sum(1 for r in raw_lines if r.strip()) > settings.max_lines_per_batch:
-                raise _too_many(len(raw_lines), settings)
+            n_lines = sum(1 for r in raw_lines if r.strip())  # blank lines are skipped, so not counted
+            if n_lines > settings.max_lines_per_batch:
+                raise _too_many(n_lines, settings)
             for i, raw in enumerate(raw_lines):
                 raw = raw.removesuffix(b"\r")
                 if not raw.strip():
