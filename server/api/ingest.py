@@ -167,6 +167,15 @@ def _too_many(n: int, settings: Settings) -> HTTPException:
     return HTTPException(413, f"batch of {n} lines over max_lines_per_batch ({settings.max_lines_per_batch})")
 
 
+def _add_line(batch: Batch, index: int, text: str, settings: Settings) -> None:
+    """The line as an item, or its index and reason in `errors`."""
+    problem = _check_text(text, settings)
+    if problem:
+        batch.errors.append(_error(index, problem))
+    else:
+        batch.items.append(Item(index, text))
+
+
 def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
     """The request body as items and per-item errors; a 4xx for a body that cannot be read at all."""
     media = content_type.split(";", 1)[0].strip().lower()
@@ -190,11 +199,7 @@ def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
                 except UnicodeDecodeError as exc:
                     batch.errors.append(_error(i, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
                     continue
-                problem = _check_text(text, settings)
-                if problem:
-                    batch.errors.append(_error(i, problem))
-                else:
-                    batch.items.append(Item(i, text))
+                _add_line(batch, i, text, settings)
             if not batch.items and not batch.errors:
                 raise HTTPException(422, "empty batch: no lines in the body")
             return batch
@@ -228,11 +233,7 @@ def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
             if not isinstance(entry, str):
                 batch.errors.append(_error(i, f"a line must be a string, not {type(entry).__name__}"))
                 continue
-            problem = _check_text(entry, settings)
-            if problem:
-                batch.errors.append(_error(i, problem))
-            else:
-                batch.items.append(Item(i, entry))
+            _add_line(batch, i, entry, settings)
         else:
             try:
                 batch.items.append(_record(i, entry, settings))

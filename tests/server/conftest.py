@@ -70,3 +70,14 @@ def api_key(client: TestClient, app: FastAPI) -> str:
 @pytest.fixture
 def auth(api_key: str) -> dict[str, str]:
     return {"X-API-Key": api_key}
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[TestClient, dict, FastAPI]]:
+    """A started app with the worker polling fast and no scheduler, and an API key header."""
+    app = create_app(make_settings(tmp_path / "data", worker_poll_seconds=0.1, scheduler_enabled=False))
+    with TestClient(app) as client:
+        wait_ready(client)
+        with Session(app.state.engine) as session:
+            key, _ = create_api_key(session, "test")
+        yield client, {"X-API-Key": key}, app

@@ -4,31 +4,11 @@ refuted false positive that comes back normal."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from server.app import create_app
-from server.auth import create_api_key
 from server.tables import LogLine, Window
 
-from .conftest import make_settings, wait_ready
 from .helpers import BLK, BLOCK_REGEX, hdfs_slice, post_lines, tiny_loggpt_config, wait_checked, wait_job
-
-pytest.importorskip("models.parsing", reason="models.parsing (LogParser) has not landed")
-pytest.importorskip("models.loggpt", reason="models.loggpt (LogGPT) has not landed")
-
-
-@pytest.fixture
-def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
-    app = create_app(make_settings(tmp_path / "data", worker_poll_seconds=0.1, scheduler_enabled=False))
-    with TestClient(app) as client:
-        wait_ready(client)
-        with Session(app.state.engine) as session:
-            key, _ = create_api_key(session, "e2e")
-        yield client, {"X-API-Key": key}, app
 
 
 def test_hdfs_end_to_end(served) -> None:

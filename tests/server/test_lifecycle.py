@@ -3,7 +3,6 @@ single-scheduler lock, and model state surviving a restart (TestClient, real SQL
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -53,18 +52,6 @@ def test_scheduler_follows_the_streams(tmp_path) -> None:
             s2.stop()
         assert client.post("/api/v1/streams", headers=auth, json={
             "name": "bad", "settings": {"retrain_cron": "every night"}}).status_code == 422
-
-
-@pytest.fixture
-def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
-    pytest.importorskip("models.parsing", reason="models.parsing (LogParser) has not landed")
-    pytest.importorskip("models.loggpt", reason="models.loggpt (LogGPT) has not landed")
-    app = create_app(make_settings(tmp_path / "data", worker_poll_seconds=0.1, scheduler_enabled=False))
-    with TestClient(app) as client:
-        wait_ready(client)
-        with Session(app.state.engine) as session:
-            key, _ = create_api_key(session, "t")
-        yield client, {"X-API-Key": key}, app
 
 
 def _count_stream(client: TestClient, auth: dict, name: str = "svc") -> list[str]:
