@@ -22,7 +22,7 @@ from models.datasets import DATASETS, DatasetMissing, load_dataset, load_loghub
 from models.experiments import RunConfig, run_lines, run_sessions
 
 ORDER = [
-    "ensemble", "rapid", "rapid_session", "loggpt", "deeplog", "iforest",
+    "ensemble", "ensemble_or", "rapid", "rapid_session", "loggpt", "deeplog", "iforest",
     "unseen_template", "unseen_session", "severity_rule",
 ]
 
@@ -151,8 +151,12 @@ def render_markdown(report: dict) -> str:
         notes = []
         if "top_k" in d:
             notes.append(f"K={d['top_k']}")
-        if name == "ensemble":
+        if name in ("ensemble", "ensemble_or"):
             notes.append(f"danger-only P {fmt(d['danger_precision'])} R {fmt(d['danger_recall'])}; danger {d['danger']}, watch {d['watch']}")
+        if name == "ensemble":
+            notes.append(f"LogGPT does not flag known-normal content ({d.get('known_test_items', 0)} test items)")
+        if name == "ensemble_or":
+            notes.append("strict OR: without the known-normal rule")
         lines.append(
             f"| {name} | {d['level']} | {fmt(d['precision'])} | {fmt(d['recall'])} | {fmt(d['f1'])} | {fmt(d['auprc'])} "
             f"| {fmt(d['threshold'])} | {fmt(d.get('val_fpr'))} | {fmt(d['fit_seconds'], 1)} | {fmt(d['score_lines_per_second'], 0)} | {'; '.join(notes)} |"

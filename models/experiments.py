@@ -191,14 +191,20 @@ def run_sessions(dataset: LogDataset, cfg: RunConfig, embedder, progress: bool =
     train_levels = [lvl for i in split.train if y[i] == 0 for lvl in items.levels[i]]
     val_normal = [i for i in split.val if y[i] == 0]
     ens_parts = ["rapid", "rapid_session", "loggpt"]
-    ensemble, ens_outcome = evaluate_ensemble(
+    known_texts = by_name["rapid_session"].scorer  # training sessions' texts, before any feedback
+    known = [np.array([known_texts.is_normal(session_text(items.masked[i])) for i in idx], dtype=bool)
+             for idx in (val_normal, split.test)]
+    ensemble, outcomes["ensemble"] = evaluate_ensemble(
+        ens_parts, outcomes, val_scores, items.take(val_normal).top_levels(), items.take(split.test).top_levels(),
+        train_levels, cfg, "session", known,
+    )
+    _, outcomes["ensemble_or"] = evaluate_ensemble(
         ens_parts, outcomes, val_scores, items.take(val_normal).top_levels(), items.take(split.test).top_levels(),
         train_levels, cfg, "session",
     )
-    outcomes["ensemble"] = ens_outcome
     results = {n: o.summary() for n, o in outcomes.items()}
     if cfg.feedback and cfg.protocol == "chrono":
-        feedback_sessions(results, by_name, outcomes, ensemble, items, y, split)
+        feedback_sessions(results, by_name, outcomes, ensemble, items, y, split, embedder, cfg)
     meta = {
         "items": "sessions",
         "split_sizes": split_sizes(split, y),
@@ -211,17 +217,23 @@ def run_sessions(dataset: LogDataset, cfg: RunConfig, embedder, progress: bool =
     return {"detectors": results, "meta": meta, "curves": curves}
 
 
-def evaluate_ensemble(names, outcomes, val_scores, val_levels, test_levels, train_levels, cfg, level) -> tuple[Ensemble, Outcome]:
-    """Calibrate the ensemble as a whole on validation normals, then decide on the test part."""
+def evaluate_ensemble(names, outcomes, val_scores, val_levels, test_levels, train_levels, cfg, level,
+                      known=None) -> tuple[Ensemble, Outcome]:
+    """Calibrate the ensemble as a whole on validation normals, then decide on the test part.
+
+    ``known``: (validation normals, test) masks of items whose content is a known normal's, which
+    LogGPT does not flag (`models.ensemble`); None: the strict OR of the parts, without that rule.
+    """
     policy = choose_policy(train_levels)
+    known_val, known_test = known if known is not None else (None, None)
     ensemble = Ensemble(EnsembleConfig(target_fpr=cfg.target_fpr, policy=policy))
     ensemble.calibrate({n: val_scores[n] for n in names}, levels=val_levels)
     test_scores = {n: outcomes[n].scores for n in names}
     y = outcomes[names[0]].y
-    severities = ensemble.decide(test_scores, test_levels)
+    severities = ensemble.decide(test_scores, test_levels, known_test)
     flagged = severities != "normal"
-    cont = ensemble.score(test_scores, test_levels)
-    val_sev = ensemble.decide({n: val_scores[n] for n in names}, val_levels)
+    cont = ensemble.score(test_scores, test_levels, known_test)
+    val_sev = ensemble.decide({n: val_scores[n] for n in names}, val_levels, known_val)
     if cfg.protocol == "paper":
         t = oracle_threshold(y, cont)
         flagged = cont > t
@@ -229,6 +241,7 @@ def evaluate_ensemble(names, outcomes, val_scores, val_levels, test_levels, trai
     dm = binary_metrics(y, danger)
     extra = {
         "policy": policy,
+        "known_normal_rule": known is not None,
         "part_thresholds": ensemble.thresholds,
         "val_fpr": float(np.mean(val_sev != "normal")),
         "danger_precision": dm["precision"],
@@ -236,36 +249,45 @@ def evaluate_ensemble(names, outcomes, val_scores, val_levels, test_levels, trai
         "danger": int(danger.sum()),
         "watch": int((severities == "watch").sum()),
     }
+    if known is not None:
+        extra["known_test_items"] = int(np.sum(known_test))
     outcome = Outcome(
-        "ensemble", level, float("nan"), y, cont, flagged,
+        "ensemble" if known is not None else "ensemble_or", level, float("nan"), y, cont, flagged,
         sum(outcomes[n].fit_seconds for n in names), sum(outcomes[n].score_seconds for n in names),
         outcomes[names[0]].n_test_lines, extra,
     )
     return ensemble, outcome
 
 
-def feedback_sessions(results, parts, outcomes, ensemble, items, y, split) -> None:
-    """The simulated operator on test sessions, in time order."""
+def feedback_sessions(results, parts, outcomes, ensemble, items, y, split, embedder, cfg) -> None:
+    """The simulated operator on test sessions, in time order.
+
+    Each detector's run learns only from its own clicks: the ensemble gets RAPID parts fitted
+    afresh on the training normals, not the ones the single-detector runs already taught.
+    """
     test = items.take(split.test)
     y_test = y[split.test]
+    train = items.take([i for i in split.train if y[i] == 0])
+    learners = [RapidLinePart(embedder, cfg.rapid_k), RapidSessionPart(embedder, cfg.rapid_k)]
+    for p in learners:
+        p.fit(train)
     for name in ("unseen_session", "unseen_template", "rapid_session", "rapid"):
         part, t = parts[name], outcomes[name].threshold
         results[name]["feedback"] = stream_feedback(y_test, lambda i, p=part, t=t: bool(p.score(test.take([i]))[0] > t), lambda i, p=part: p.refute(test.take([i])))
     loggpt_scores = outcomes["loggpt"].scores
-    learners = [parts["rapid"], parts["rapid_session"]]
-    refuted: set[str] = set()  # session texts an operator called normal
+    rapid, rapid_session = learners
+    sessions = rapid_session.scorer  # training session texts, and the refuted ones as they come
 
     def ens_flag(i: int) -> bool:
         one = test.take([i])
-        # As the server's StreamModel.check: LogGPT's misses on a refuted session text are dropped
-        # (LogGPT itself only learns at the nightly fine-tune).
-        loggpt = 0.0 if session_text(one.masked[0]) in refuted else loggpt_scores[i]
-        scores = {"rapid": parts["rapid"].score(one), "rapid_session": parts["rapid_session"].score(one),
-                  "loggpt": np.array([loggpt])}
-        return ensemble.decide(scores, one.top_levels())[0] != "normal"
+        # As the server's StreamModel.check: LogGPT does not flag a known (trained or refuted)
+        # session text (LogGPT itself only learns at the nightly fine-tune).
+        known = np.array([sessions.is_normal(session_text(one.masked[0]))])
+        scores = {"rapid": rapid.score(one), "rapid_session": rapid_session.score(one),
+                  "loggpt": np.array([loggpt_scores[i]])}
+        return ensemble.decide(scores, one.top_levels(), known)[0] != "normal"
 
     def ens_refute(i: int) -> None:
-        refuted.add(session_text(test.masked[i]))
         for p in learners:
             p.refute(test.take([i]))
 
@@ -376,15 +398,19 @@ def run_lines(dataset: LogDataset, cfg: RunConfig, embedder, progress: bool = Tr
 
     val_normal = [i for i in split.val if y[i] == 0]
     train_levels = [items.levels[i][0] for i in train_lines]
-    ensemble, outcomes["ensemble"] = evaluate_ensemble(
-        ["rapid", "loggpt"], outcomes, val_scores,
-        [items.levels[i][0] for i in val_normal], [items.levels[i][0] for i in split.test], train_levels, cfg, "line",
-    )
+    known_texts = {session_text([parsed_all[j].masked for j in w]) for w in train_windows}
+    known_val = line_window_known(parsed, split.val, spec, known_texts)[y[split.val] == 0]
+    known_test = line_window_known(parsed, split.test, spec, known_texts)
+    ens_args = (["rapid", "loggpt"], outcomes, val_scores, [items.levels[i][0] for i in val_normal],
+                [items.levels[i][0] for i in split.test], train_levels, cfg, "line")
+    ensemble, outcomes["ensemble"] = evaluate_ensemble(*ens_args, (known_val, known_test))
+    _, outcomes["ensemble_or"] = evaluate_ensemble(*ens_args)
     for name, o in outcomes.items():
         results[name] = o.summary()
         curves[name] = pr_curve(o.y, o.scores)
     if cfg.feedback and cfg.protocol == "chrono":
-        feedback_lines(results, {p.name: p for p in line_parts}, outcomes, ensemble, items, y, split, embedder, cfg, all_items, all_y, all_split)
+        feedback_lines(results, {p.name: p for p in line_parts}, outcomes, ensemble, items, y, split, embedder, cfg,
+                       all_items, all_y, all_split, known_test)
 
     windows = window_level(outcomes, parsed, y, split, cfg)
     meta = {
@@ -421,6 +447,17 @@ def part_line_ranks(part: SequencePart, parsed: list, idx, y: np.ndarray, spec) 
     return np.array([by_line[j] for j in order], dtype=np.float64), y[order]
 
 
+def line_window_known(parsed: list, idx, spec, known_texts: set[str]) -> np.ndarray:
+    """Per line of one part of the split (in order): is the content of its window (the windows
+    `part_line_ranks` scores) a known normal window's?"""
+    order = [int(i) for i in idx]
+    known = {}
+    for w in window_items(parsed, sorted(order), spec):
+        k = session_text([parsed[j].masked for j in w]) in known_texts
+        known.update((j, k) for j in w)
+    return np.array([known[j] for j in order], dtype=bool)
+
+
 def window_level(outcomes, parsed, y, split, cfg) -> dict:
     """Window verdicts: a window is anomalous when any of its lines is flagged (line detectors),
     count and time windows over the test lines. Sequence models score lines by their rank within
@@ -440,7 +477,8 @@ def window_level(outcomes, parsed, y, split, cfg) -> dict:
     return out
 
 
-def feedback_lines(results, parts, outcomes, ensemble, items, y, split, embedder, cfg, all_items, all_y, all_split) -> None:
+def feedback_lines(results, parts, outcomes, ensemble, items, y, split, embedder, cfg, all_items, all_y, all_split,
+                   known_test) -> None:
     """The simulated operator on test lines, in time order, for the detectors that learn at once.
 
     Two ways for RAPID to learn a refutation are compared: exact (the masked text is remembered,
@@ -464,7 +502,7 @@ def feedback_lines(results, parts, outcomes, ensemble, items, y, split, embedder
             if scope == "template" and one.seqs[0][0] in refuted_templates:
                 return False
             scores = {"rapid": rapid.score(one), "loggpt": np.array([outcomes["loggpt"].scores[i]])}
-            return ensemble.decide(scores, [levels[i]])[0] != "normal"
+            return ensemble.decide(scores, [levels[i]], known_test[i:i + 1])[0] != "normal"
 
         def refute(i: int) -> None:
             rapid.refute(test.take([i]))

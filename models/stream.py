@@ -8,6 +8,9 @@ and training data, and stores what it answers.
 - `learn_normal` teaches normal lines at once (train mode, refutations): a refuted line comes
   back normal on its next occurrence; with template scope its template id never flags again.
 - `check` runs LogGPT's top-K next-key rule on closed windows; `None` per window until trained.
+  A window whose content (`models.rapid.session_text`) is a known normal window's is not flagged
+  (`models.ensemble`: known content comes first). `session_flags` is RAPID's session-level
+  verdict: a closed session whose content no normal session had.
 - `fit_candidate` / `fine_tune` build a new detector set without touching the live one;
   `promote` swaps it in. `train` = both.
 - `save(dir)` / `StreamModel.load(dir, embedder)`: parser and RAPID core sets, each piece
@@ -82,6 +85,7 @@ class TrainingData:
     val_seqs: list[list[int]]  # held-back normal windows: K is calibrated and validated on them
     train_texts: list[str] = field(default_factory=list)  # masked lines of the training windows
     val_texts: list[str] = field(default_factory=list)  # masked lines of the held-back windows
+    session_texts: list[str] = field(default_factory=list)  # session_text of every normal window (train and held back)
     anomaly_seqs: list[list[int]] = field(default_factory=list)  # operator-confirmed anomalies (validation)
 
 
@@ -94,6 +98,7 @@ class Candidate:
     rapid: Any | None  # a rebuilt RapidScorer, or None to keep the live one
     rapid_threshold: float
     metrics: dict
+    session_texts: list[str] = field(default_factory=list)  # join the session-level normal set at promotion
 
 
 @dataclass
@@ -138,7 +143,7 @@ class StreamModel:
         self.parser = self._new_parser(self.config)
         self._parser_key = self.config.parser_key()
         self.rapid = RapidScorer(embedder, RapidConfig(k=self.config.rapid_k))  # normal masked lines
-        self.rapid_session = RapidScorer(embedder, RapidConfig(k=self.config.rapid_k))  # refuted windows, exact
+        self.rapid_session = RapidScorer(embedder, RapidConfig(k=self.config.rapid_k))  # normal window texts, exact
         self.refuted_templates: set[int] = set()
         self._det = _Detector()
         self._parse_lock = threading.Lock()
@@ -239,15 +244,26 @@ class StreamModel:
         self.refuted_templates.update(int(t) for t in templates if t is not None)
 
     def learn_normal_sessions(self, session_texts: Sequence[str]) -> None:
-        """Refuted windows/sessions (as `models.rapid.session_text`): the same window never flags again."""
-        texts = list(dict.fromkeys(session_texts))
+        """Normal windows/sessions (as `models.rapid.session_text`: trained or refuted): a window
+        with the same content never flags again. Remembered word for word, not embedded."""
+        texts = [t for t in dict.fromkeys(session_texts) if not self.rapid_session.is_normal(t)]
         if texts:
             self.rapid_session.add_normal(texts, index=False)
+
+    def session_flags(self, session_texts: Sequence[str]) -> list[bool] | None:
+        """RAPID's verdict on closed sessions: flagged when no normal session had the same content
+        (an exact lookup, the threshold the benchmark's calibration gives HDFS). None while
+        LogGPT is untrained (no normal set yet) or when the stream cuts count/time windows, whose
+        content rarely repeats exactly (their lines are judged one by one)."""
+        if self._det.loggpt is None or self.config.session_regex is None:
+            return None
+        return [not self.rapid_session.is_normal(t) for t in session_texts]
 
     def check(self, seqs: Sequence[Sequence[int]], sessions: Sequence[str] | None = None) -> list | None:
         """LogGPT top-K check per window: a list of `CheckResult`, or None while LogGPT is untrained.
 
-        Misses on refuted templates are dropped; a window whose session text was refuted is normal.
+        Misses on refuted templates are dropped; a window whose content is a known normal
+        window's (trained or refuted) is normal.
         """
         det = self._det  # one consistent snapshot
         if det.loggpt is None:
@@ -329,7 +345,8 @@ class StreamModel:
                    "n_train": len(data.train_seqs), "fit_seconds": round(time.perf_counter() - start, 2),
                    "mode": "train"}
         _report(progress, 0.95, "trained")
-        return Candidate(loggpt=loggpt, k=k, rapid=rapid, rapid_threshold=threshold, metrics=metrics)
+        return Candidate(loggpt=loggpt, k=k, rapid=rapid, rapid_threshold=threshold, metrics=metrics,
+                         session_texts=list(data.session_texts))
 
     def fine_tune(self, data: TrainingData, progress: Progress | None = None) -> Candidate:
         """A copy of the live LogGPT fine-tuned on `data.train_seqs`, K re-calibrated; RAPID is kept.
@@ -351,7 +368,8 @@ class StreamModel:
                    "mode": "fine_tune", "rapid_threshold": self.rapid_threshold}
         live = self.evaluate(det.loggpt, self.k or k, data.val_seqs, data.anomaly_seqs)
         metrics.update({f"live_{name}": value for name, value in live.items()})
-        return Candidate(loggpt=loggpt, k=k, rapid=None, rapid_threshold=self.rapid_threshold, metrics=metrics)
+        return Candidate(loggpt=loggpt, k=k, rapid=None, rapid_threshold=self.rapid_threshold, metrics=metrics,
+                         session_texts=list(data.session_texts))
 
     def promote(self, candidate: Candidate, version: int | None = None) -> None:
         """Make a candidate live. A rebuilt RAPID keeps every normal the live one learned meanwhile."""
@@ -360,6 +378,7 @@ class StreamModel:
             candidate.rapid.add_normal([t for t in live.normal_texts if not candidate.rapid.is_normal(t)])
             candidate.rapid.add_normal(live.exact_texts, index=False)
             self.rapid = candidate.rapid
+        self.learn_normal_sessions(candidate.session_texts)
         self._det = _Detector(loggpt=candidate.loggpt, k=int(candidate.k),
                               rapid_threshold=float(candidate.rapid_threshold), version=version)
 

@@ -106,6 +106,8 @@ def main() -> int:
     ap.add_argument("--loggpt-config", default=json.dumps(SMALL_LOGGPT), help="JSON overrides of LogGPTConfig")
     ap.add_argument("--data-dir", default=None, help="server data directory (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    ap.add_argument("--no-worker", action="store_true",
+                    help="run the server without its LogGPT worker: ingest alone (windows stay queued)")
     args = ap.parse_args()
 
     with gzip.open(args.data, "rt") if args.data.endswith(".gz") else open(args.data) as f:
@@ -119,6 +121,8 @@ def main() -> int:
     data_dir = Path(args.data_dir) if args.data_dir else Path(tmp := tempfile.mkdtemp(prefix="logsense-load-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGSENSE_")}
     env.update(HF_HUB_OFFLINE="1", LOGSENSE_SCHEDULER_ENABLED="false")
+    if args.no_worker:
+        env["LOGSENSE_WORKER_ENABLED"] = "false"
     key = subprocess.run([sys.executable, "-m", "server.cli", "apikey", "create", "load", "--data-dir", str(data_dir)],
                          cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip()
     port = free_port()
@@ -154,7 +158,7 @@ def main() -> int:
         ingest_rate = len(rest) / elapsed
         c.ok("POST", "/api/v1/streams/HDFS/flush")
         t = time.perf_counter()
-        while True:
+        while not args.no_worker:
             counts = c.ok("GET", "/api/v1/streams/HDFS/windows?limit=1")["counts"]
             if counts["queued"] + counts["checking"] == 0:
                 break
@@ -172,7 +176,8 @@ def main() -> int:
               f"{drain3_rate:,.0f} lines/s -> ingest is {ingest_rate / drain3_rate:.0%} of it")
         print(f"bare LogParser (header, masking, Drain3, session keys: the parse ingest itself runs): "
               f"{parse_rate:,.0f} lines/s -> ingest is {ingest_rate / parse_rate:.0%} of it")
-        print(f"LogGPT worker drained the queue {drain:.1f} s after the last batch")
+        print("LogGPT worker: off (--no-worker)" if args.no_worker else
+              f"LogGPT worker drained the queue {drain:.1f} s after the last batch")
         print(f"server memory with one trained stream: RSS {rss_one[0]:.0f} MB, peak {rss_one[1]:.0f} MB")
         anomalies = c.ok("GET", "/api/v1/anomalies?limit=1000&status=any")
         print(f"anomalies stored (first page): {len(anomalies)}")

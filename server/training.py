@@ -118,6 +118,7 @@ def fail_interrupted(app: Any) -> int:
 def training_data(session: Session, stream_id: int, after_window_id: int = 0) -> tuple[Any, int]:
     """The stream's `TrainingData` (windows with id > after_window_id, plus every confirmed-normal
     window, for training; held-back ones for validation) and the newest window id in it."""
+    from models.rapid import session_text
     from models.stream import TrainingData
     from server.tables import Window
 
@@ -138,6 +139,7 @@ def training_data(session: Session, stream_id: int, after_window_id: int = 0) ->
         val_seqs=[seq(w) for w in val_ids],
         train_texts=[x["masked"] for w in train_ids for x in lines[w]],
         val_texts=[x["masked"] for w in val_ids for x in lines[w]],
+        session_texts=[session_text([x["masked"] for x in lines[w]]) for w in [*train_ids, *val_ids] if lines[w]],
         anomaly_seqs=[seq(w) for w in anomaly_ids],
     )
     return data, max(all_ids, default=after_window_id)

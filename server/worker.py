@@ -124,6 +124,7 @@ class Worker:
             seqs = [[-1 if x["template_id"] is None else int(x["template_id"]) for x in lines[w]] for w in window_ids]
             texts = [session_text([x["masked"] for x in lines[w]]) for w in window_ids]
             results = model.check(seqs, sessions=texts)
+            novel = model.session_flags(texts) if results is not None else None
         except Exception as exc:  # noqa: BLE001
             if not isinstance(exc, ModelsUnavailable):
                 log.exception("checking %d windows of stream %s failed", len(window_ids), stream.name)
@@ -131,7 +132,7 @@ class Worker:
             for _ in window_ids:
                 metrics.windows_checked.labels(stream.name, "failed").inc()
             return
-        self._store(stream, model, window_ids, lines, results)
+        self._store(stream, model, window_ids, lines, results, novel)
 
     def _fail(self, window_ids: list[int], error: str) -> None:
         t = Window.__table__
@@ -142,7 +143,9 @@ class Worker:
                 session.execute(update(t).where(t.c.id == wid).values(state=state, error=error[:2000]))
 
     def _store(self, stream: Stream, model: Any, window_ids: list[int], lines: dict[int, list[dict]],
-               results: list | None) -> None:
+               results: list | None, novel: list[bool] | None = None) -> None:
+        """Write window results, line flags and severities, and window anomalies. ``novel``: per
+        window, RAPID's session-level flag (content no normal session had); None: not judged."""
         now = utcnow()
         metrics = self.app.state.metrics
         t = Window.__table__
@@ -162,20 +165,26 @@ class Worker:
                 old = line_flags.get(x["id"], (x, bool(x["loggpt_flag"])))[1]
                 line_flags[x["id"]] = (x, old or pos in missed)
             misses = [self._miss(model, m, members) for m in r.misses]
-            window_rows.append({"_id": wid, "state": "done", "checked_at": now, "anomalous": bool(r.anomalous),
-                                "model_version": version, "result": {"misses": misses, "k": model.k}})
-            metrics.windows_checked.labels(stream.name, "anomalous" if r.anomalous else "normal").inc()
-            if r.anomalous:
+            new_content = bool(novel[i]) if novel is not None else False
+            anomalous = bool(r.anomalous) or new_content
+            result = {"misses": misses, "k": model.k}
+            if novel is not None:
+                result["new_content"] = new_content
+            window_rows.append({"_id": wid, "state": "done", "checked_at": now, "anomalous": anomalous,
+                                "model_version": version, "result": result})
+            metrics.windows_checked.labels(stream.name, "anomalous" if anomalous else "normal").inc()
+            if anomalous:
                 # a miss at the end key (position len(members): the session stopped early) points at its last line
                 flagged = [members[min(m.position, len(members) - 1)] for m in r.misses if m.position >= 0 and members]
-                both = any(x["rapid_flag"] for x in flagged)
-                first = flagged[0] if flagged else None
+                rapid = new_content or any(x["rapid_flag"] for x in flagged)
+                first = flagged[0] if flagged else (members[0] if members else None)
+                reasons = {"loggpt_misses": misses, "k": model.k, "model_version": version, "window_lines": len(members)}
+                if new_content:
+                    reasons["new_content"] = "no normal session had this set of events (RAPID, session level)"
                 anomalies.append({
                     "stream_id": stream.id, "line_id": first["id"] if first else None, "window_id": wid,
                     "template_id": first["template_id"] if first else None, "kind": "window",
-                    "severity": "danger" if both else "watch", "status": "open",
-                    "reasons": {"loggpt_misses": misses, "k": model.k, "model_version": version,
-                                "window_lines": len(members)},
+                    "severity": combine(rapid, bool(r.anomalous)), "status": "open", "reasons": reasons,
                     "created_at": now, "updated_at": now,
                 })
 

@@ -231,6 +231,9 @@ def _reasons(detail: Detail, db: Session, gap_seconds: float, tz_name: str) -> l
         if hour_reason:
             out.append({"kind": "hour", "text": hour_reason})
 
+    if reasons.get("new_content"):
+        out.append({"kind": "new-session", "text": "New session content: no normal session had this set of "
+                                                   "events (RAPID, session level)."})
     if detail.window is not None:
         for m in detail.window.misses:
             pos = int(m.get("position", -1))

@@ -34,7 +34,9 @@ def bgl():
 
 
 def thresholds(results: dict) -> dict:
-    return {name: d["threshold"] for name, d in results["detectors"].items()} | {"ensemble": results["meta"]["ensemble_thresholds"]}
+    """Every detector's threshold; the ensembles' part thresholds (their own threshold is NaN)."""
+    return {name: d.get("part_thresholds", d["threshold"]) for name, d in results["detectors"].items()} | {
+        "ensemble_meta": results["meta"]["ensemble_thresholds"]}
 
 
 def flip_test_labels(dataset, split_test_keys):

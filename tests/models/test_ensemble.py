@@ -74,3 +74,23 @@ def test_combine_agrees_with_severity_and_treats_unchecked_as_not_flagged():
         for g in (True, False):
             assert combine(r, g) == severity(np.array([r]), np.array([g]))[0]
     assert combine(None, None) == "normal" and combine(True, None) == "watch"
+
+
+def test_loggpt_does_not_flag_known_normal_content():
+    """Known content comes first: LogGPT's flag on a known-normal session raises no severity,
+    RAPID's flags are untouched, and the thresholds are the strict OR's (the rule only takes
+    flags away, so the budget holds)."""
+    val = {"rapid_session": np.zeros(1000), "loggpt": np.zeros(1000)}
+    val["loggpt"][:5] = 9.0
+    ens = Ensemble(EnsembleConfig(target_fpr=0.01))
+    ens.calibrate(val)
+    assert ens.thresholds["loggpt"] == 0.0
+    test = {"rapid_session": np.array([0.0, 0.0, 0.5, 0.5]), "loggpt": np.array([9.0, 9.0, 9.0, 0.0])}
+    known = np.array([True, False, False, False])
+    assert list(ens.decide(test, known=known)) == ["normal", "watch", "danger", "watch"]
+    assert list(ens.decide(test)) == ["watch", "watch", "danger", "watch"]
+    known_val = np.zeros(1000, dtype=bool)
+    known_val[:3] = True
+    assert np.mean(ens.decide(val, known=known_val) != "normal") <= np.mean(ens.decide(val) != "normal") <= 0.01
+    s = ens.score(test, known=known)
+    assert s[0] == 0.0 and s[1] > 0.0
