@@ -13,14 +13,16 @@ one round trip per statement instead of one ORM object per line.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import JSON, Boolean, Float, Integer, String, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -88,31 +90,44 @@ def insert_rows(session: Session, table: Any, rows: list[dict]) -> list[int]:
 
 def executemany_sqlite(conn: Any, table: Any, rows: list[dict], extra: dict[str, list] | None = None) -> None:
     """INSERT rows with one DB-API executemany, converting column by column: each column's
-    SQLAlchemy bind processor runs once per distinct value, JSON is dumped directly. About 3x
-    the speed of Core on the ingest path. `extra`: whole columns given as lists (the ids)."""
+    SQLAlchemy bind processor runs once per distinct value, JSON is dumped directly (a list of
+    plain keys without a JSON call). About 3x the speed of Core on the ingest path. Every row
+    must have the same keys. `extra`: whole columns given as lists (the ids)."""
     extra = extra or {}
     dialect = conn.dialect
-    names, columns = [], []
-    for c in table.columns:
+    present = [c for c in table.columns if c.name in extra or (c.name != "id" and c.name in rows[0])]
+    from_rows = [c.name for c in present if c.name not in extra]  # absent columns take their server default
+    getter = itemgetter(*from_rows)
+    picked = [getter(row) for row in rows]
+    values_by_name = dict(zip(from_rows, zip(*picked) if len(from_rows) > 1 else [[v for v in picked]]))
+    columns = []
+    for c in present:
         if c.name in extra:
-            names.append(c.name)
             columns.append(extra[c.name])
             continue
-        if c.name == "id" or c.name not in rows[0]:
-            continue  # the id comes from the database; absent columns take their server default
-        values = [row.get(c.name) for row in rows]
+        values = values_by_name[c.name]
         if isinstance(c.type, JSON):
-            values = [None if v is None else json.dumps(v) for v in values]
-        else:
+            values = [None if v is None else _dump_json(v) for v in values]
+        elif not isinstance(c.type, (Boolean, Integer, Float, String)):  # sqlite3 takes these as they are
             proc = c.type._cached_bind_processor(dialect)
             if proc is not None:
                 done: dict[Any, Any] = {}
                 values = [None if v is None else done[v] if v in done else done.setdefault(v, proc(v))
                           for v in values]
-        names.append(c.name)
         columns.append(values)
+    names = [c.name for c in present]
     sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     conn.exec_driver_sql(sql, list(zip(*columns)))
+
+
+_PLAIN_KEY = re.compile(r"[\w.:/@+-]*")
+
+
+def _dump_json(value: Any) -> str:
+    """json.dumps, with a fast path for a list of plain strings (a line's session keys)."""
+    if type(value) is list and all(type(k) is str and _PLAIN_KEY.fullmatch(k) for k in value):
+        return '["' + '", "'.join(value) + '"]' if value else "[]"
+    return json.dumps(value)
 
 
 def muted_templates(session: Session, stream_id: int, now: datetime | None = None) -> set[int]:

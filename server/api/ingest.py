@@ -24,9 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlmodel import Session
 
@@ -376,4 +377,4 @@ async def post_logs(name: str, request: Request) -> JSONResponse:
         status, answer = await run_in_threadpool(ingest, request.app, stream, batch)
     except ModelsUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
-    return JSONResponse(answer, status_code=status)
+    return Response(orjson.dumps(answer), status_code=status, media_type="application/json")
