@@ -53,9 +53,10 @@ def bare_parse_rate(lines: list[str]) -> float:
     return len(lines) / (time.perf_counter() - start)
 
 
-def bare_drain3_rate(lines: list[str]) -> float:
-    """Lines/s of Drain3's own TemplateMiner on the message part of `lines`, masking with the same
-    rules as LogSense (as drain3 MaskingInstructions): what a plain Drain3 user pays per line."""
+def bare_drain3_rate(lines: list[str], whole_lines: bool = False) -> float:
+    """Lines/s of Drain3's own TemplateMiner on the message part of `lines` (or on the whole lines),
+    masking with the same rules as LogSense (as drain3 MaskingInstructions): what a plain Drain3
+    user pays per line. The message part is the stricter baseline (fewer tokens to mask)."""
     from drain3 import TemplateMiner
     from drain3.masking import MaskingInstruction
     from drain3.template_miner_config import TemplateMinerConfig
@@ -66,7 +67,7 @@ def bare_drain3_rate(lines: list[str]) -> float:
     config.masking_instructions = [MaskingInstruction(PRESET_RULES[n][0], PRESET_RULES[n][1].strip("<>"))
                                    for n in DEFAULT_RULES]
     miner = TemplateMiner(config=config)
-    messages = [line.split(": ", 1)[-1] for line in lines]  # HDFS: "date time pid level component: message"
+    messages = list(lines) if whole_lines else [line.split(": ", 1)[-1] for line in lines]  # HDFS: "... component: message"
     start = time.perf_counter()
     for message in messages:
         miner.add_log_message(message)
@@ -167,6 +168,7 @@ def main() -> int:
         rss_one = peak_rss_mb(proc.pid)
         parse_rate = bare_parse_rate(rest)
         drain3_rate = bare_drain3_rate(rest)
+        drain3_whole = bare_drain3_rate(rest, whole_lines=True)
         lat = np.array(latencies) * 1000
         print(f"ingest (trained stream, {len(rest)} lines, {len(latencies)} batches of {args.batch}, "
               f"{args.concurrency} in flight): "
@@ -174,6 +176,8 @@ def main() -> int:
               f"p99 {np.percentile(lat, 99):.0f} ms")
         print(f"bare Drain3 (drain3.TemplateMiner, same mask rules, message part, same lines, one thread): "
               f"{drain3_rate:,.0f} lines/s -> ingest is {ingest_rate / drain3_rate:.0%} of it")
+        print(f"  (the same on whole lines, header included: {drain3_whole:,.0f} lines/s -> ingest is "
+              f"{ingest_rate / drain3_whole:.0%} of it; the message part above is the baseline we hold to)")
         print(f"bare LogParser (header, masking, Drain3, session keys: the parse ingest itself runs): "
               f"{parse_rate:,.0f} lines/s -> ingest is {ingest_rate / parse_rate:.0%} of it")
         print("LogGPT worker: off (--no-worker)" if args.no_worker else

@@ -177,7 +177,7 @@ class Worker:
                 # a miss at the end key (position len(members): the session stopped early) points at its last line
                 flagged = [members[min(m.position, len(members) - 1)] for m in r.misses if m.position >= 0 and members]
                 rapid = new_content or any(x["rapid_flag"] for x in flagged)
-                first = flagged[0] if flagged else (members[0] if members else None)
+                first = flagged[0] if flagged else None  # new content alone: no line is to blame
                 reasons = {"loggpt_misses": misses, "k": model.k, "model_version": version, "window_lines": len(members)}
                 if new_content:
                     reasons["new_content"] = "no normal session had this set of events (RAPID, session level)"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
+from models.rapid import session_text
+from server import store
 from server.tables import LogLine, Window
 
 from .helpers import BLK, BLOCK_REGEX, hdfs_slice, post_lines, tiny_loggpt_config, wait_checked, wait_job
@@ -60,6 +62,23 @@ def test_hdfs_end_to_end(served) -> None:
     assert anomalous_blocks and len(flagged & anomalous_blocks) >= len(anomalous_blocks) / 2, (flagged, anomalous_blocks)
     test_normal = [w.key for w in done if labels.get(w.key) == "Normal"]
     assert sum(k in flagged for k in test_normal) < len(test_normal)  # not everything
+
+    # known content comes first: a checked session with a training session's content is never
+    # flagged; one with new content is a window anomaly that says so
+    with Session(app.state.engine) as session:
+        all_windows = session.exec(select(Window)).all()
+        members = store.window_lines(session, [w.id for w in all_windows])
+    text = {w.id: session_text([x["masked"] for x in members[w.id]]) for w in all_windows if members[w.id]}
+    trained = {text[w.id] for w in all_windows if w.id in text and all(x["severity"] == "train" for x in members[w.id])}
+    checked = [w for w in done if w.id in text and not all(x["severity"] == "train" for x in members[w.id])]
+    known = [w for w in checked if text[w.id] in trained]
+    new = [w for w in checked if text[w.id] not in trained]
+    assert known and new, (len(known), len(new))
+    assert not any(w.anomalous for w in known)
+    assert all(w.anomalous and w.result.get("new_content") for w in new)
+    window_anomalies = client.get("/api/v1/anomalies", headers=auth, params={"stream": "HDFS", "kind": "window",
+                                                                            "limit": 1000}).json()
+    assert {a["window_id"] for a in window_anomalies} >= {w.id for w in new}
 
     # 4. a false positive: a flagged line of a normal block; refute it, and it comes back normal
     anomalies = client.get("/api/v1/anomalies", headers=auth, params={"stream": "HDFS", "limit": 1000}).json()

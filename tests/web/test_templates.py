@@ -370,6 +370,25 @@ def test_detail_of_a_window_anomaly_and_a_burst(ui) -> None:
     first = client.get(f"/anomalies/{burst[0]}").text
     assert "LogGPT: the window as a list of keys" in first and '<li class="this">' in first
 
+    # a session whose set of events no normal session had (RAPID, session level), no LogGPT miss
+    with Session(app.state.engine) as s:
+        w2 = Window(stream_id=sid, kind="session", key="blk_7", state="done", n_lines=2, anomalous=True,
+                    result={"misses": [], "k": 2, "new_content": True})
+        s.add(w2)
+        s.commit()
+        for pos, lid in enumerate(line_ids[:2]):
+            s.add(WindowLine(window_id=w2.id, position=pos, line_id=lid))
+        a2 = Anomaly(stream_id=sid, line_id=None, window_id=w2.id, template_id=None, kind="window", severity="watch",
+                     reasons={"loggpt_misses": [], "k": 2, "new_content": "no normal session had this set of events"},
+                     created_at=BASE, updated_at=BASE)
+        s.add(a2)
+        s.commit()
+        new_id = a2.id
+    html = client.get(f"/anomalies/{new_id}").text
+    assert "RAPID found the session's set of events in no normal session" in html, html
+    assert "New session content: no normal session had this set of events" in html
+    assert "Sequence miss" not in html
+
 
 # --------------------------------------------------------------------------- overview, streams, models, jobs
 
