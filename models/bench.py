@@ -153,7 +153,7 @@ def render_markdown(report: dict) -> str:
             notes.append(f"K={d['top_k']}")
         if name in ("ensemble", "ensemble_or"):
             notes.append(f"danger-only P {fmt(d['danger_precision'])} R {fmt(d['danger_recall'])}; danger {d['danger']}, watch {d['watch']}")
-        if name == "ensemble":
+        if d.get("known_normal_rule"):
             notes.append(f"LogGPT does not flag known-normal content ({d.get('known_test_items', 0)} test items)")
         if name == "ensemble_or":
             notes.append("strict OR: without the known-normal rule")

@@ -3,8 +3,8 @@
 Both flag: danger. One flags: watch. None: normal. "Anomalous" means danger or watch.
 
 Known content comes first. A window or session whose content (`models.rapid.session_text`, its
-unique masked lines) is exactly that of a known normal one (training data, or a refutation) is
-not flagged by LogGPT: its misses are still reported, they raise no severity. This is RAPID's
+unique masked lines) is exactly that of a known normal one (a training session, or a refuted
+window) is not flagged by LogGPT: its misses are still reported, they raise no severity. This is RAPID's
 "an exact match with a known normal scores 0" at LogGPT's own unit, the rule the server applies
 to refuted windows. Its cost: an anomaly that only reorders or repeats the events of a known
 normal session cannot be caught. On HDFS it costs nothing measured (no anomaly in the hdfs-2pct

@@ -200,7 +200,7 @@ def run_sessions(dataset: LogDataset, cfg: RunConfig, embedder, progress: bool =
     )
     _, outcomes["ensemble_or"] = evaluate_ensemble(
         ens_parts, outcomes, val_scores, items.take(val_normal).top_levels(), items.take(split.test).top_levels(),
-        train_levels, cfg, "session",
+        train_levels, cfg, "session", name="ensemble_or",
     )
     results = {n: o.summary() for n, o in outcomes.items()}
     if cfg.feedback and cfg.protocol == "chrono":
@@ -218,11 +218,11 @@ def run_sessions(dataset: LogDataset, cfg: RunConfig, embedder, progress: bool =
 
 
 def evaluate_ensemble(names, outcomes, val_scores, val_levels, test_levels, train_levels, cfg, level,
-                      known=None) -> tuple[Ensemble, Outcome]:
+                      known=None, name="ensemble") -> tuple[Ensemble, Outcome]:
     """Calibrate the ensemble as a whole on validation normals, then decide on the test part.
 
-    ``known``: (validation normals, test) masks of items whose content is a known normal's, which
-    LogGPT does not flag (`models.ensemble`); None: the strict OR of the parts, without that rule.
+    ``known``: (validation normals, test) masks of sessions whose content is a known normal's,
+    which LogGPT does not flag (`models.ensemble`); None: the strict OR of the parts, without that rule.
     """
     policy = choose_policy(train_levels)
     known_val, known_test = known if known is not None else (None, None)
@@ -252,7 +252,7 @@ def evaluate_ensemble(names, outcomes, val_scores, val_levels, test_levels, trai
     if known is not None:
         extra["known_test_items"] = int(np.sum(known_test))
     outcome = Outcome(
-        "ensemble" if known is not None else "ensemble_or", level, float("nan"), y, cont, flagged,
+        name, level, float("nan"), y, cont, flagged,
         sum(outcomes[n].fit_seconds for n in names), sum(outcomes[n].score_seconds for n in names),
         outcomes[names[0]].n_test_lines, extra,
     )
@@ -398,19 +398,18 @@ def run_lines(dataset: LogDataset, cfg: RunConfig, embedder, progress: bool = Tr
 
     val_normal = [i for i in split.val if y[i] == 0]
     train_levels = [items.levels[i][0] for i in train_lines]
-    known_texts = {session_text([parsed_all[j].masked for j in w]) for w in train_windows}
-    known_val = line_window_known(parsed, split.val, spec, known_texts)[y[split.val] == 0]
-    known_test = line_window_known(parsed, split.test, spec, known_texts)
-    ens_args = (["rapid", "loggpt"], outcomes, val_scores, [items.levels[i][0] for i in val_normal],
-                [items.levels[i][0] for i in split.test], train_levels, cfg, "line")
-    ensemble, outcomes["ensemble"] = evaluate_ensemble(*ens_args, (known_val, known_test))
-    _, outcomes["ensemble_or"] = evaluate_ensemble(*ens_args)
+    # Count windows keep no set of known-normal contents (as in the server: only sessions do, and
+    # refuted windows), so the known-normal rule never applies here: the strict OR.
+    ensemble, outcomes["ensemble"] = evaluate_ensemble(
+        ["rapid", "loggpt"], outcomes, val_scores, [items.levels[i][0] for i in val_normal],
+        [items.levels[i][0] for i in split.test], train_levels, cfg, "line",
+    )
     for name, o in outcomes.items():
         results[name] = o.summary()
         curves[name] = pr_curve(o.y, o.scores)
     if cfg.feedback and cfg.protocol == "chrono":
         feedback_lines(results, {p.name: p for p in line_parts}, outcomes, ensemble, items, y, split, embedder, cfg,
-                       all_items, all_y, all_split, known_test)
+                       all_items, all_y, all_split)
 
     windows = window_level(outcomes, parsed, y, split, cfg)
     meta = {
@@ -447,17 +446,6 @@ def part_line_ranks(part: SequencePart, parsed: list, idx, y: np.ndarray, spec) 
     return np.array([by_line[j] for j in order], dtype=np.float64), y[order]
 
 
-def line_window_known(parsed: list, idx, spec, known_texts: set[str]) -> np.ndarray:
-    """Per line of one part of the split (in order): is the content of its window (the windows
-    `part_line_ranks` scores) a known normal window's?"""
-    order = [int(i) for i in idx]
-    known = {}
-    for w in window_items(parsed, sorted(order), spec):
-        k = session_text([parsed[j].masked for j in w]) in known_texts
-        known.update((j, k) for j in w)
-    return np.array([known[j] for j in order], dtype=bool)
-
-
 def window_level(outcomes, parsed, y, split, cfg) -> dict:
     """Window verdicts: a window is anomalous when any of its lines is flagged (line detectors),
     count and time windows over the test lines. Sequence models score lines by their rank within
@@ -477,8 +465,7 @@ def window_level(outcomes, parsed, y, split, cfg) -> dict:
     return out
 
 
-def feedback_lines(results, parts, outcomes, ensemble, items, y, split, embedder, cfg, all_items, all_y, all_split,
-                   known_test) -> None:
+def feedback_lines(results, parts, outcomes, ensemble, items, y, split, embedder, cfg, all_items, all_y, all_split) -> None:
     """The simulated operator on test lines, in time order, for the detectors that learn at once.
 
     Two ways for RAPID to learn a refutation are compared: exact (the masked text is remembered,
@@ -502,7 +489,7 @@ def feedback_lines(results, parts, outcomes, ensemble, items, y, split, embedder
             if scope == "template" and one.seqs[0][0] in refuted_templates:
                 return False
             scores = {"rapid": rapid.score(one), "loggpt": np.array([outcomes["loggpt"].scores[i]])}
-            return ensemble.decide(scores, [levels[i]], known_test[i:i + 1])[0] != "normal"
+            return ensemble.decide(scores, [levels[i]])[0] != "normal"
 
         def refute(i: int) -> None:
             rapid.refute(test.take([i]))

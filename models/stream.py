@@ -8,8 +8,10 @@ and training data, and stores what it answers.
 - `learn_normal` teaches normal lines at once (train mode, refutations): a refuted line comes
   back normal on its next occurrence; with template scope its template id never flags again.
 - `check` runs LogGPT's top-K next-key rule on closed windows; `None` per window until trained.
-  A window whose content (`models.rapid.session_text`) is a known normal window's is not flagged
-  (`models.ensemble`: known content comes first). `session_flags` is RAPID's session-level
+  A window whose content (`models.rapid.session_text`) is a known normal's is not flagged
+  (`models.ensemble`: known content comes first): for sessions the training sessions and the
+  refuted ones; for count/time windows, which rarely repeat word for word, the refuted ones only
+  (so memory does not grow with every window). `session_flags` is RAPID's session-level
   verdict: a closed session whose content no normal session had.
 - `fit_candidate` / `fine_tune` build a new detector set without touching the live one;
   `promote` swaps it in. `train` = both.
@@ -378,7 +380,8 @@ class StreamModel:
             candidate.rapid.add_normal([t for t in live.normal_texts if not candidate.rapid.is_normal(t)])
             candidate.rapid.add_normal(live.exact_texts, index=False)
             self.rapid = candidate.rapid
-        self.learn_normal_sessions(candidate.session_texts)
+        if self.config.session_regex is not None:  # count/time windows rarely repeat: only refuted ones are kept
+            self.learn_normal_sessions(candidate.session_texts)
         self._det = _Detector(loggpt=candidate.loggpt, k=int(candidate.k),
                               rapid_threshold=float(candidate.rapid_threshold), version=version)
 

@@ -58,3 +58,16 @@ def test_refuted_content_joins_the_normal_set(trained) -> None:
 def test_windows_without_a_session_regex_get_no_session_flag() -> None:
     model = StreamModel(StreamConfig(preset="generic"), load_embedder())
     assert model.session_flags(["a ; b"]) is None  # untrained, and count/time windows
+
+
+def test_count_windows_keep_only_refuted_contents() -> None:
+    """Training a window stream does not keep every window's text (memory would grow with each)."""
+    model = StreamModel(StreamConfig(preset="generic", loggpt=TINY, loggpt_top_k=1), load_embedder())
+    windows = [model.parse([f"step {c}" for c in "abcd"]) for _ in range(10)]
+    seqs = [[p.template_id for p in ps] for ps in windows]
+    texts = [session_text([p.masked for p in ps]) for ps in windows]
+    model.train(TrainingData(train_seqs=seqs[:8], val_seqs=seqs[8:], train_texts=[p.masked for ps in windows for p in ps],
+                             session_texts=texts))
+    assert model.trained and not model.rapid_session.is_normal(texts[0])
+    model.learn_normal_sessions(texts[:1])
+    assert model.check(seqs[:1], sessions=texts[:1])[0].anomalous is False
