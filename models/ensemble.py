@@ -4,9 +4,9 @@ Both flag: danger. One flags: watch. None: normal. "Anomalous" means danger or w
 
 Known content comes first. A window or session whose content (`models.rapid.session_text`, its
 unique masked lines) is exactly that of a known normal one (a training session, or a refuted
-window) is not flagged by LogGPT: its misses are still reported, they raise no severity. This is RAPID's
-"an exact match with a known normal scores 0" at LogGPT's own unit, the rule the server applies
-to refuted windows. Its cost: an anomaly that only reorders or repeats the events of a known
+window) is not flagged by LogGPT: its misses are still reported, they raise no severity. This
+is RAPID's "an exact match with a known normal scores 0" at LogGPT's own unit; the server
+applies the same rule (`models.stream.StreamModel.check`). Its cost: an anomaly that only reorders or repeats the events of a known
 normal session cannot be caught. On HDFS it costs nothing measured (no anomaly in the hdfs-2pct
 test part has a known text; on hdfs-100k LogGPT catches none of the 45 that do), and it removes
 LogGPT's false alarms on rare-but-known sessions (re-replication: a rare key ranks outside any

@@ -55,7 +55,8 @@ class Metrics:
             "logsense_feedback", "Operator feedback by label (normal/anomaly).", ["stream", "label"], registry=r
         )
         self.windows_checked = Counter(
-            "logsense_windows_checked", "Windows checked by LogGPT, by outcome (normal/anomalous/failed).",
+            "logsense_windows_checked",
+            "Windows checked, by outcome (normal; anomalous: a LogGPT miss or new session content; failed).",
             ["stream", "outcome"], registry=r,
         )
         self.queue_depth = Gauge(
