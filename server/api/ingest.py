@@ -357,7 +357,7 @@ _RECORDS_SCHEMA = {"type": "object", "required": ["records"],
         "text/plain": {"schema": {"type": "string"}, "example": "line one\nline two\n"},
     }}},
 )
-async def post_logs(name: str, request: Request) -> JSONResponse:
+async def post_logs(name: str, request: Request) -> Response:
     """Store a batch of log lines; each line's verdict so far comes back in the same answer."""
     state = request.app.state
     settings: Settings = state.settings
@@ -377,4 +377,4 @@ async def post_logs(name: str, request: Request) -> JSONResponse:
         status, answer = await run_in_threadpool(ingest, request.app, stream, batch)
     except ModelsUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
-    return Response(orjson.dumps(answer), status_code=status, media_type="application/json")
+    return Response(orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
