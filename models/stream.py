@@ -147,6 +147,7 @@ class StreamModel:
         self.rapid = RapidScorer(embedder, RapidConfig(k=self.config.rapid_k))  # normal masked lines
         self.rapid_session = RapidScorer(embedder, RapidConfig(k=self.config.rapid_k))  # normal window texts, exact
         self.refuted_templates: set[int] = set()
+        self.has_trained_sessions = False  # rapid_session holds the training sessions' texts (set at promote)
         self._det = _Detector()
         self._parse_lock = threading.Lock()
 
@@ -382,6 +383,7 @@ class StreamModel:
             self.rapid = candidate.rapid
         if self.config.session_regex is not None:  # count/time windows rarely repeat: only refuted ones are kept
             self.learn_normal_sessions(candidate.session_texts)
+            self.has_trained_sessions = True
         self._det = _Detector(loggpt=candidate.loggpt, k=int(candidate.k),
                               rapid_threshold=float(candidate.rapid_threshold), version=version)
 
@@ -403,6 +405,7 @@ class StreamModel:
             "rapid_threshold": det.rapid_threshold,
             "model_version": det.version,
             "refuted_templates": sorted(self.refuted_templates),
+            "has_trained_sessions": self.has_trained_sessions,
         }
 
     def save_parser(self, path: str | os.PathLike) -> None:
@@ -459,6 +462,7 @@ class StreamModel:
         if (path / "rapid_session" / "config.json").exists():
             model.rapid_session = RapidScorer.load(path / "rapid_session", embedder)
         model.refuted_templates = set(meta.get("refuted_templates", []))
+        model.has_trained_sessions = bool(meta.get("has_trained_sessions", False))
         model._det = _Detector(rapid_threshold=meta.get("rapid_threshold"))
         return model
 

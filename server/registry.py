@@ -183,6 +183,15 @@ class Registry:
             if refuted:
                 lines = store.window_lines(session, refuted)
                 model.learn_normal_sessions([session_text([x["masked"] for x in ls]) for ls in lines.values() if ls])
+            if model.trained and config.session_regex is not None and not model.has_trained_sessions:
+                # trained before the session-level normal set existed: fill it from the stored normal
+                # sessions, or every closed session would look new until the next training
+                ids = store.normal_window_ids(session, stream_id)
+                lines = store.window_lines(session, ids)
+                log.info("stream %s: %d normal sessions to add to the session-level normal set", stream_id, len(ids))
+                model.learn_normal_sessions([session_text([x["masked"] for x in ls]) for ls in lines.values() if ls])
+                model.has_trained_sessions = True
+                self.mark_dirty(stream_id)
         return model
 
     def drop(self, stream_id: int) -> None:
