@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.baselines.deeplog import DeepLog, DeepLogConfig
-from models.baselines.floors import SeverityRule, UnseenSession, UnseenTemplate
+from models.baselines.floors import SeverityRule
 from models.baselines.iforest import IForestDetector
 from models.loggpt import LogGPT, LogGPTConfig
 from models.rapid import RapidScorer, session_text
