@@ -177,19 +177,18 @@ class Registry:
                 .where(Anomaly.stream_id == stream_id, Feedback.label == "normal", Feedback.scope == "template")
             ).scalars().all()
             model.learn_normal([], templates=[t for t in templates if t is not None])
-            refuted = session.execute(
+            ids = set(session.execute(
                 select(Window.id).where(Window.stream_id == stream_id, Window.label == "normal")
-            ).scalars().all()
-            if refuted:
-                lines = store.window_lines(session, refuted)
+            ).scalars().all())  # refuted windows
+            backfill = model.trained and config.session_regex is not None and not model.has_trained_sessions
+            if backfill:  # trained before the session-level normal set existed: fill it from the
+                # stored normal sessions, or every closed session would look new until the next training
+                ids.update(store.normal_window_ids(session, stream_id))
+                log.info("stream %s: filling the session-level normal set from %d stored windows", stream_id, len(ids))
+            if ids:
+                lines = store.window_lines(session, sorted(ids))
                 model.learn_normal_sessions([session_text([x["masked"] for x in ls]) for ls in lines.values() if ls])
-            if model.trained and config.session_regex is not None and not model.has_trained_sessions:
-                # trained before the session-level normal set existed: fill it from the stored normal
-                # sessions, or every closed session would look new until the next training
-                ids = store.normal_window_ids(session, stream_id)
-                lines = store.window_lines(session, ids)
-                log.info("stream %s: %d normal sessions to add to the session-level normal set", stream_id, len(ids))
-                model.learn_normal_sessions([session_text([x["masked"] for x in ls]) for ls in lines.values() if ls])
+            if backfill:
                 model.has_trained_sessions = True
                 self.mark_dirty(stream_id)
         return model
