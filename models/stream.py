@@ -249,7 +249,7 @@ class StreamModel:
     def learn_normal_sessions(self, session_texts: Sequence[str]) -> None:
         """Normal windows/sessions (as `models.rapid.session_text`: trained or refuted): a window
         with the same content never flags again. Remembered word for word, not embedded."""
-        texts = [t for t in dict.fromkeys(session_texts) if not self.rapid_session.is_normal(t)]
+        texts = list(dict.fromkeys(session_texts))  # add_normal skips the ones it knows
         if texts:
             self.rapid_session.add_normal(texts, index=False)
 
