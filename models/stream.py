@@ -30,7 +30,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,7 +149,7 @@ class StreamModel:
         self.refuted_templates: set[int] = set()
         self.has_trained_sessions = False  # rapid_session holds the training sessions' texts (set at promote)
         self._det = _Detector()
-        self._parse_lock = threading.Lock()
+        self._parse_lock = threading.RLock()  # held across parse_chunks, which may save the parser
 
     # ------------------------------------------------------------------ settings
 
@@ -218,6 +218,19 @@ class StreamModel:
         """ParsedLine per raw line (header, masked text, template id, session keys). Learns new templates."""
         with self._parse_lock:
             return self.parser.parse_many(lines, learn=learn)
+
+    def parse_chunks(self, lines: Sequence[str], helper: Any = None, chunk: int = 250) -> Iterator[list]:
+        """`parse` chunk by chunk. With a `models.parsing.helper.PrepareHelper`, the header, masking
+        and session keys of later chunks run in the helper process while the caller works on
+        the chunk it got. Holds the parse lock until exhausted or closed (use `closing`)."""
+        with self._parse_lock:
+            parser = self.parser
+            if helper is None:
+                for start in range(0, len(lines), chunk):
+                    yield parser.parse_many(lines[start : start + chunk])
+                return
+            for part, prepared in helper.prepare(parser, lines, chunk):
+                yield parser.finish_many(part, prepared)
 
     def score(self, parsed: Sequence) -> list[LineVerdict]:
         """RAPID verdict per parsed line: score, flag (score > threshold, template not refuted), exact."""

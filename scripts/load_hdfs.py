@@ -209,6 +209,10 @@ def main() -> int:
         print("LogGPT worker: off (--no-worker)" if args.no_worker else
               f"LogGPT worker drained the queue {drain:.1f} s after the last batch")
         print(f"server memory with one trained stream: RSS {rss_one[0]:.0f} MB, peak {rss_one[1]:.0f} MB")
+        chunks = {line.split('"')[1]: float(line.split()[-1]) for line in c.text("/metrics").splitlines()
+                  if line.startswith("logsense_parse_chunks{")}
+        print(f"ingest chunks masked in the parse helper process: {chunks.get('helper', 0):.0f}, "
+              f"in the server process: {chunks.get('server', 0):.0f}")
         anomalies = c.ok("GET", "/api/v1/anomalies?limit=1000&status=any")
         print(f"anomalies stored (first page): {len(anomalies)}")
 

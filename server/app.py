@@ -11,6 +11,7 @@ New `/api` routers are added with `include_api(app, router)` (it adds the API ke
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -100,6 +101,14 @@ def _start_background(app: FastAPI) -> None:
     app.state.stream_deleted_hooks.append(registry.drop)
     app.state.training_threads = []
     registry.start()
+    app.state.parse_helper = None
+    if settings.parse_helper or (settings.parse_helper is None and (os.cpu_count() or 1) > 1):
+        from models.parsing.helper import PrepareHelper
+
+        try:
+            app.state.parse_helper = PrepareHelper()
+        except OSError as exc:
+            log.warning("parse helper not started (%s): ingest parses in the server process", exc)
     app.state.worker = None
     if settings.worker_enabled:
         from server.worker import Worker
@@ -122,6 +131,8 @@ def _stop_background(app: FastAPI) -> None:
         app.state.worker.stop()
     for thread in getattr(app.state, "training_threads", []):
         thread.join(timeout=60)
+    if getattr(app.state, "parse_helper", None) is not None:
+        app.state.parse_helper.close()
     registry = getattr(app.state, "registry", None)
     if registry is not None:
         if registry.ready_reason() is None:
@@ -190,6 +201,9 @@ def _add_health_routes(app: FastAPI) -> None:
         try:
             with Session(request.app.state.engine) as session:
                 m.refresh_from_db(session)
+            helper = getattr(request.app.state, "parse_helper", None)
+            for where, n in (helper.counts if helper is not None else {}).items():
+                m.parse_chunks.labels(where).set(n)
         except Exception:  # a scrape still answers with the counters
             log.exception("could not refresh metrics from the database")
         return Response(m.render(), media_type=CONTENT_TYPE_LATEST)

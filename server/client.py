@@ -44,6 +44,15 @@ class Client:
             raise RuntimeError(f"{method} {path}: {code} {out}")
         return out
 
+    def text(self, path: str) -> str:
+        """A GET's body as text (e.g. /metrics); RuntimeError for a non-2xx."""
+        req = urllib.request.Request(self.base + path, headers={"X-API-Key": self.key})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"GET {path}: {e.code}") from None
+
     def wait_ready(self, alive=lambda: True, timeout: float = 180) -> float:  # noqa: ANN001
         """Poll /readyz until 200; seconds waited. `alive()` False (the server exited) fails at once."""
         start = time.monotonic()

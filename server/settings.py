@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     incident_gap_seconds: float = Field(
         300.0, gt=0, description="Anomalies of one stream closer than this are grouped into one incident."
     )
+    parse_helper: bool | None = Field(
+        None, description="Mask and split headers in a helper process while ingest stores the chunk before "
+        "(uses a second core; the answers are the same either way). Unset: on when the machine has 2+ CPUs.")
     worker_enabled: bool = Field(True, description="Run the in-process LogGPT worker that drains the window queue.")
     worker_poll_seconds: float = Field(
         1.0, gt=0, description="How often the worker looks for queued windows when it found none."

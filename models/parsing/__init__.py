@@ -27,7 +27,7 @@ from models.parsing.sessions import SessionKeyer, count_windows, time_windows
 
 __all__ = [
     "DEFAULT_RULES", "PRESETS", "PRESET_RULES", "Header", "HeaderParser", "LogParser", "Masker", "ParsedLine",
-    "SessionKeyer", "TemplateMiner", "count_windows", "parse_timestamp", "time_windows",
+    "Prepared", "SessionKeyer", "TemplateMiner", "count_windows", "parse_timestamp", "prepare_lines", "time_windows",
 ]
 
 FORMAT = "logsense.parser"
@@ -47,6 +47,21 @@ class ParsedLine(NamedTuple):
     template_id: int | None  # None only with learn=False for a text no template covers
     sessions: tuple[str, ...]  # session keys (by session_regex) found in the unmasked message
     component: str | None = None
+
+
+Prepared = tuple  # (timestamp, level, message, masked, session keys, component): `prepare_lines`
+
+
+def prepare_lines(headers: HeaderParser, masker: Masker, keyer: SessionKeyer | None,
+                  lines: Sequence[str]) -> list[Prepared]:
+    """Header, masking and session keys of each line: everything of parsing but the template."""
+    fields, mask = headers.fields, masker.mask
+    keys = keyer.keys if keyer is not None else None
+    out = []
+    for line in lines:
+        ts, level, message, component = fields(line)
+        out.append((ts, level, message, mask(message), tuple(keys(message)) if keys else (), component))
+    return out
 
 
 class LogParser:
@@ -89,6 +104,21 @@ class LogParser:
         """`parse` for each line, in order."""
         parse = self.parse
         return [parse(line, learn) for line in lines]
+
+    # The two halves of `parse`, for a helper process (`models.parsing.helper`): `prepare` needs
+    # no state (header, masking, session keys: most of the time), `finish` mines the template.
+
+    def prepare_many(self, lines: Sequence[str]) -> list[Prepared]:
+        """The stateless half of `parse` for each line: what `finish_many` takes."""
+        return prepare_lines(self.headers, self.masker, self.keyer if self.session_regex else None, lines)
+
+    def finish_many(self, lines: Sequence[str], prepared: Sequence[Prepared], learn: bool = True) -> list[ParsedLine]:
+        """ParsedLines from `prepare_many`'s output (computed here or in a helper process):
+        the same as `parse_many(lines, learn)`."""
+        miner = self.miner
+        mine = miner.add if learn else miner.match
+        return [ParsedLine(line, ts, level, message, masked, mine(masked), keys, component)
+                for line, (ts, level, message, masked, keys, component) in zip(lines, prepared)]
 
     def config(self) -> dict[str, Any]:
         """What rebuilds this parser (the miner has its own file)."""

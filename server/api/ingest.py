@@ -20,6 +20,7 @@ import json
 import logging
 import math
 from collections import Counter
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -247,41 +248,50 @@ def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
 
 
 def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
-    """Parse, score, store and window a batch; returns (status code, answer). Runs in a worker thread."""
+    """Parse, score, store and window a batch; returns (status code, answer). Runs in a worker thread.
+
+    Chunk by chunk inside one transaction: while a chunk is scored and inserted, the parse
+    helper (if any) masks the next one on another core.
+    """
     state = app.state
     cfg = stream.config()
     model = state.registry.get(stream)  # ModelsUnavailable -> 503
     items = batch.items
-    n_templates = model.n_templates()
-    parsed = model.parse([it.message for it in items])
     train = cfg.train_mode
-    if train:
-        model.learn_normal([p.masked for p in parsed])
-        verdicts = [None] * len(parsed)
-        state.registry.mark_dirty(stream.id)
-    else:
-        verdicts = model.score(parsed)
-    if model.n_templates() != n_templates:  # new template ids: on disk before the lines that carry them
-        state.registry.save_parser(stream.id)
-
     now = utcnow()
-    rows, slots_sessions = [], []
-    for it, p, v in zip(items, parsed, verdicts):
-        sessions = it.sessions if it.sessions is not None else list(p.sessions or ())
-        ts = it.timestamp if it.timestamp is not None else p.timestamp
-        if ts is not None and not math.isfinite(ts):
-            ts = None
-        rows.append({
-            "stream_id": stream.id, "received_at": now, "timestamp": ts,
-            "level": (p.level or None) and str(p.level)[:16], "raw": it.message, "masked": p.masked,
-            "template_id": p.template_id, "sessions": sessions, "attributes": it.attributes,
-            "rapid_score": None if v is None else v.score, "rapid_flag": None if v is None else v.flag,
-            "loggpt_flag": None, "severity": "train" if v is None else combine(v.flag, False),
-        })
-        slots_sessions.append((ts, sessions))
-
-    with store.write_session(state.engine) as session:
-        ids = store.insert_lines(session, rows)
+    n_templates = model.n_templates()
+    rows: list[dict] = []
+    ids: list[int] = []
+    slots_sessions = []
+    chunks = model.parse_chunks([it.message for it in items], getattr(state, "parse_helper", None))
+    with store.write_session(state.engine) as session, closing(chunks):
+        for parsed in chunks:
+            if train:
+                model.learn_normal([p.masked for p in parsed])
+                verdicts = [None] * len(parsed)
+            else:
+                verdicts = model.score(parsed)
+            if model.n_templates() != n_templates:  # new template ids: on disk before the lines that carry them
+                state.registry.save_parser(stream.id)
+                n_templates = model.n_templates()
+            chunk_rows = []
+            for it, p, v in zip(items[len(rows) :], parsed, verdicts):
+                sessions = it.sessions if it.sessions is not None else list(p.sessions or ())
+                ts = it.timestamp if it.timestamp is not None else p.timestamp
+                if ts is not None and not math.isfinite(ts):
+                    ts = None
+                chunk_rows.append({
+                    "stream_id": stream.id, "received_at": now, "timestamp": ts,
+                    "level": (p.level or None) and str(p.level)[:16], "raw": it.message, "masked": p.masked,
+                    "template_id": p.template_id, "sessions": sessions, "attributes": it.attributes,
+                    "rapid_score": None if v is None else v.score, "rapid_flag": None if v is None else v.flag,
+                    "loggpt_flag": None, "severity": "train" if v is None else combine(v.flag, False),
+                })
+                slots_sessions.append((ts, sessions))
+            ids.extend(store.insert_lines(session, chunk_rows))
+            rows.extend(chunk_rows)
+        if train:
+            state.registry.mark_dirty(stream.id)
         slots = [windows.LineSlot(i, ts, s) for i, (ts, s) in zip(ids, slots_sessions)]
         queued = windows.assign(session, stream.id, cfg, slots, now)
         in_window = _lines_in_windows(cfg, slots)
