@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.engine = None
     app.state.ready_checks = []
-    app.state.stream_deleted_hooks = []
+    app.state.stream_deleted_hooks = [partial(_forget_open_sessions, app)]
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees the 413s too
@@ -86,6 +87,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_ui(app)  # the operator web UI: pages, /static, sessions, security headers
     return app
+
+
+def _forget_open_sessions(app: FastAPI, stream_id: int) -> None:
+    """A deleted stream's remembered open sessions (`windows.OpenSessions`) go too."""
+    from server import store, windows
+
+    engine = app.state.engine
+    with store.write_lock(engine):
+        windows.open_sessions(engine).drop(stream_id)
 
 
 def _start_background(app: FastAPI) -> None:

@@ -15,11 +15,13 @@ train-mode data: then it is `done` with result `{"skipped": "train"}` and serves
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from server import store
@@ -43,7 +45,57 @@ class _Open:
     id: int
     key: str
     n_lines: int
-    touched: bool = False
+    n_before: int  # n_lines in the database when this call began
+
+
+class _Stale(Exception):
+    """A remembered open session no longer matches the database."""
+
+
+class OpenSessions:
+    """The open sessions this process wrote last, per stream: key -> (window id, n_lines).
+
+    It spares ingest the per-batch SELECT of open sessions on SQLite. It is a hint, never the
+    truth: every remembered window is checked by the UPDATE that moves it on (same id, key,
+    `open`, same n_lines), and one that fails rolls the batch's window work back and redoes it
+    from the database. So another process writing the same file, a rolled-back transaction or
+    a window closed elsewhere costs one slow batch, never a wrong window.
+    """
+
+    def __init__(self) -> None:
+        self.by_stream: dict[int, dict[str, tuple[int, int]]] = {}
+        self.key_of: dict[int, tuple[int, str]] = {}  # window id -> (stream id, key)
+
+    def remember(self, stream_id: int, windows: Iterable[_Open], closed: Iterable[int]) -> None:
+        known = self.by_stream.setdefault(stream_id, {})
+        for w in windows:
+            known[w.key] = (w.id, w.n_lines)
+            self.key_of[w.id] = (stream_id, w.key)
+        self.forget(closed)
+
+    def forget(self, window_ids: Iterable[int]) -> None:
+        for wid in window_ids:
+            where = self.key_of.pop(wid, None)
+            if where is not None:
+                known = self.by_stream.get(where[0], {})
+                if known.get(where[1], (None,))[0] == wid:
+                    del known[where[1]]
+
+    def drop(self, stream_id: int) -> None:
+        for key_id in [i for i, (sid, _) in self.key_of.items() if sid == stream_id]:
+            del self.key_of[key_id]
+        self.by_stream.pop(stream_id, None)
+
+
+_OPEN: "weakref.WeakKeyDictionary[Engine, OpenSessions]" = weakref.WeakKeyDictionary()
+
+
+def open_sessions(engine: Engine) -> OpenSessions:
+    """This process's OpenSessions of a database (touch it only inside `store.write_session`)."""
+    found = _OPEN.get(engine)
+    if found is None:
+        found = _OPEN[engine] = OpenSessions()
+    return found
 
 
 def _new_window(session: Session, stream_id: int, kind: str, key: str, now: datetime) -> int:
@@ -56,13 +108,32 @@ def _new_window(session: Session, stream_id: int, kind: str, key: str, now: date
 
 def assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequence[LineSlot], now: datetime) -> list[int]:
     """Put stored lines into their windows; returns the ids of windows queued by this call."""
-    members: list[dict] = []
+    conn = session.connection()
+    if conn.dialect.name != "sqlite" or not any(s.sessions for s in slots):
+        return _assign(session, stream_id, cfg, slots, now, None)
+    cache = open_sessions(conn.engine)
+    conn.exec_driver_sql("SAVEPOINT assign_windows")
+    try:
+        queued = _assign(session, stream_id, cfg, slots, now, cache)
+    except _Stale:
+        conn.exec_driver_sql("ROLLBACK TO assign_windows")
+        conn.exec_driver_sql("RELEASE assign_windows")
+        cache.drop(stream_id)
+        return _assign(session, stream_id, cfg, slots, now, None)
+    conn.exec_driver_sql("RELEASE assign_windows")
+    return queued
+
+
+def _assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequence[LineSlot], now: datetime,
+            cache: OpenSessions | None) -> list[int]:
+    members: list[tuple[int, int, int]] = []  # (window id, position, line id)
     touched: dict[int, _Open] = {}
     to_close: list[int] = []
 
     keyed = [s for s in slots if s.sessions]
     if keyed:
-        _assign_sessions(session, stream_id, keyed, now, members, touched, to_close)
+        known = cache.by_stream.get(stream_id, {}) if cache is not None else {}
+        _assign_sessions(session, stream_id, keyed, now, members, touched, to_close, known)
     if cfg.session_regex is None:
         plain = [s for s in slots if not s.sessions]
         if plain:
@@ -70,33 +141,47 @@ def assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequenc
 
     conn = session.connection()
     sqlite = conn.dialect.name == "sqlite"
-    if members:
-        if sqlite:
-            store.executemany_sqlite(conn, WindowLine.__table__, members)
-        else:
-            conn.execute(insert(WindowLine.__table__), members)
-    if touched:
+    if touched:  # before the members: with remembered sessions, this is the check that they are current
         t = Window.__table__
         if sqlite:  # one DB-API executemany: the ingest path's second-largest cost otherwise
             to_db = t.c.last_line_at.type._cached_bind_processor(conn.dialect)
             stamp = to_db(now) if to_db else now
-            conn.exec_driver_sql("UPDATE windows SET n_lines = ?, last_line_at = ? WHERE id = ?",
-                                 [(w.n_lines, stamp, w.id) for w in touched.values()])
+            done = conn.exec_driver_sql(
+                "UPDATE windows SET n_lines = ?, last_line_at = ? WHERE id = ? AND key = ? AND state = 'open' "
+                "AND n_lines = ?", [(w.n_lines, stamp, w.id, w.key, w.n_before) for w in touched.values()])
+            if cache is not None and done.rowcount != len(touched):
+                raise _Stale
         else:
             conn.execute(
                 update(t).where(t.c.id == bindparam("_id")).values(n_lines=bindparam("n_lines"),
                                                                    last_line_at=bindparam("last_line_at")),
                 [{"_id": w.id, "n_lines": w.n_lines, "last_line_at": now} for w in touched.values()],
             )
-    return close(session, to_close, now) if to_close else []
+    if members:
+        if sqlite:
+            conn.exec_driver_sql("INSERT INTO window_lines (window_id, position, line_id) VALUES (?, ?, ?)", members)
+        else:
+            conn.execute(insert(WindowLine.__table__),
+                         [{"window_id": w, "position": p, "line_id": i} for w, p, i in members])
+    queued = close(session, to_close, now) if to_close else []
+    if cache is not None:
+        cache.remember(stream_id, (w for w in touched.values() if w.id not in set(to_close)), to_close)
+    return queued
 
 
-def _assign_sessions(session, stream_id, slots, now, members, touched, to_close) -> None:  # noqa: ANN001
+def _assign_sessions(session, stream_id, slots, now, members, touched, to_close, known) -> None:  # noqa: ANN001
     keys = list(dict.fromkeys(k for s in slots for k in s.sessions))
     open_by_key: dict[str, _Open] = {}
+    lookup = []
+    for k in keys:
+        hit = known.get(k)
+        if hit is None:
+            lookup.append(k)
+        else:
+            open_by_key[k] = _Open(hit[0], k, hit[1], hit[1])
     conn = session.connection()
-    for start in range(0, len(keys), _CHUNK):
-        chunk = keys[start : start + _CHUNK]
+    for start in range(0, len(lookup), _CHUNK):
+        chunk = lookup[start : start + _CHUNK]
         if conn.dialect.name == "sqlite":  # plain SQL: building this statement per batch cost more than running it
             rows = conn.exec_driver_sql(
                 "SELECT id, key, n_lines FROM windows WHERE stream_id = ? AND state = 'open' AND kind = 'session' "
@@ -108,23 +193,25 @@ def _assign_sessions(session, stream_id, slots, now, members, touched, to_close)
                     Window.key.in_(chunk))
             ).all()
         for wid, key, n in rows:
-            open_by_key[key] = _Open(wid, key, n)
+            open_by_key[key] = _Open(wid, key, n, n)
     missing = [k for k in keys if k not in open_by_key]
     if missing:
         ids = store.insert_rows(session, Window.__table__, [
             {"stream_id": stream_id, "kind": "session", "key": k[:255], "state": "open", "n_lines": 0,
              "opened_at": now, "last_line_at": now, "attempts": 0} for k in missing])
         for k, wid in zip(missing, ids):
-            open_by_key[k] = _Open(wid, k, 0)
+            open_by_key[k] = _Open(wid, k, 0, 0)
+    add = members.append
     for s in slots:
-        for key in dict.fromkeys(s.sessions):
+        line_id = s.line_id
+        for key in (s.sessions if len(s.sessions) < 2 else dict.fromkeys(s.sessions)):
             w = open_by_key[key]
             if w.n_lines >= MAX_SESSION_LINES:
                 to_close.append(w.id)
-                w = open_by_key[key] = _Open(_new_window(session, stream_id, "session", key, now), key, 0)
-            members.append({"window_id": w.id, "position": w.n_lines, "line_id": s.line_id})
+                touched[w.id] = w
+                w = open_by_key[key] = _Open(_new_window(session, stream_id, "session", key, now), key, 0, 0)
+            add((w.id, w.n_lines, line_id))
             w.n_lines += 1
-            w.touched = True
             touched[w.id] = w
 
 
@@ -152,7 +239,7 @@ def _assign_windows(session, stream_id, cfg: StreamSettings, slots, now, members
         .order_by(Window.id.desc())
         .limit(1)
     ).first()
-    w = _Open(*row) if row else None
+    w = _Open(row[0], row[1], row[2], row[2]) if row else None
     kind = "time" if cfg.window_seconds is not None else "count"
     for s in slots:
         bucket = _bucket(cfg, s, now)
@@ -163,8 +250,8 @@ def _assign_windows(session, stream_id, cfg: StreamSettings, slots, now, members
                 w = None
         if w is None:
             key = f"time:{bucket}" if bucket is not None else f"line:{s.line_id}"
-            w = _Open(_new_window(session, stream_id, kind, key, now), key, 0)
-        members.append({"window_id": w.id, "position": w.n_lines, "line_id": s.line_id})
+            w = _Open(_new_window(session, stream_id, kind, key, now), key, 0, 0)
+        members.append((w.id, w.n_lines, s.line_id))
         w.n_lines += 1
         touched[w.id] = w
         if cfg.window_size is not None and w.n_lines >= cfg.window_size:
@@ -178,6 +265,7 @@ def close(session: Session, window_ids: Sequence[int], now: datetime) -> list[in
     ids = list(dict.fromkeys(window_ids))
     if not ids:
         return []
+    open_sessions(session.get_bind()).forget(ids)
     checkable: set[int] = set()
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]

@@ -1,0 +1,105 @@
+"""Window assignment on a real SQLite file: the remembered open sessions are a hint, the database the truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from server import store, windows
+from server.db import make_engine, upgrade_database
+from server.tables import LogLine, Stream, StreamSettings, Window, WindowLine, utcnow
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    url = f"sqlite:///{tmp_path}/w.db"
+    upgrade_database(url)
+    engine = make_engine(url)
+    with Session(engine) as s:
+        stream = Stream(name="svc", settings={})
+        s.add(stream)
+        s.commit()
+        stream_id = stream.id
+    yield engine, stream_id
+    engine.dispose()
+
+
+CFG = StreamSettings(session_regex=r"k\d")
+
+
+def _post(engine, stream_id: int, keys: list[list[str]], fail: bool = False) -> list[int]:
+    """Store one line per entry (its session keys) and assign them, as ingest does."""
+    now = utcnow()
+    rows = [{"stream_id": stream_id, "received_at": now, "timestamp": None, "level": None, "raw": f"line {k}",
+             "masked": "line", "template_id": 1, "sessions": k, "attributes": None, "rapid_score": 0.0,
+             "rapid_flag": False, "loggpt_flag": None, "severity": "normal"} for k in keys]
+    try:
+        with store.write_session(engine) as session:
+            ids = store.insert_lines(session, rows)
+            windows.assign(session, stream_id, CFG, [windows.LineSlot(i, None, k) for i, k in zip(ids, keys)], now)
+            if fail:
+                raise RuntimeError("the rest of the batch failed")
+    except RuntimeError:
+        if not fail:
+            raise
+    return ids
+
+
+def _sessions(engine) -> dict[tuple[int, str], list[int]]:
+    """(window id, key) -> its line ids by position, for every window."""
+    with Session(engine) as s:
+        out: dict[tuple[int, str], list[int]] = {}
+        for w in s.exec(select(Window).order_by(Window.id)).all():
+            members = s.exec(select(WindowLine).where(WindowLine.window_id == w.id).order_by(WindowLine.position)).all()
+            assert [m.position for m in members] == list(range(len(members))) == list(range(w.n_lines))
+            out[(w.id, w.key)] = [m.line_id for m in members]
+        return out
+
+
+def test_remembered_sessions_carry_on_across_batches(db):
+    engine, sid = db
+    a = _post(engine, sid, [["k1"], ["k2"], ["k1", "k2"]])
+    b = _post(engine, sid, [["k2"], ["k1"]])
+    assert set(windows.open_sessions(engine).by_stream[sid]) == {"k1", "k2"}
+    got = _sessions(engine)
+    assert len(got) == 2  # no second window for a key that was remembered
+    by_key = {key: lines for (_, key), lines in got.items()}
+    assert by_key == {"k1": [a[0], a[2], b[1]], "k2": [a[1], a[2], b[0]]}
+
+
+def test_a_window_closed_behind_its_back_is_not_reused(db):
+    engine, sid = db
+    _post(engine, sid, [["k1"], ["k1"]])
+    with engine.begin() as conn:  # another process closes it: this one's memory is now wrong
+        conn.exec_driver_sql("UPDATE windows SET state = 'queued' WHERE key = 'k1'")
+    late = _post(engine, sid, [["k1"], ["k3"]])
+    got = _sessions(engine)
+    assert len(got) == 3
+    with Session(engine) as s:
+        open_k1 = s.exec(select(Window).where(Window.key == "k1", Window.state == "open")).one()
+        closed_k1 = s.exec(select(Window).where(Window.key == "k1", Window.state == "queued")).one()
+    assert got[(open_k1.id, "k1")] == [late[0]]
+    assert closed_k1.n_lines == 2 and len(got[(closed_k1.id, "k1")]) == 2
+
+
+def test_a_rolled_back_batch_leaves_no_trace_in_the_next(db):
+    engine, sid = db
+    first = _post(engine, sid, [["k1"]])
+    _post(engine, sid, [["k1"], ["k4"]], fail=True)  # remembered k1 at 2 lines and a k4 window that never was
+    after = _post(engine, sid, [["k4"], ["k1"]])
+    got = {key: lines for (_, key), lines in _sessions(engine).items()}
+    assert got == {"k1": [first[0], after[1]], "k4": [after[0]]}
+    with Session(engine) as s:
+        assert s.exec(select(LogLine.id)).all() == sorted(first + after)
+
+
+def test_closing_forgets(db):
+    engine, sid = db
+    _post(engine, sid, [["k1"], ["k2"]])
+    with store.write_session(engine) as session:
+        windows.close_all(session, sid, utcnow())
+    assert windows.open_sessions(engine).by_stream[sid] == {}
+    _post(engine, sid, [["k1"]])
+    assert sorted(key for _, key in _sessions(engine)) == ["k1", "k1", "k2"]
