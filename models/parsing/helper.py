@@ -42,15 +42,23 @@ def _write(f: BinaryIO, obj: Any) -> None:
     f.flush()
 
 
-def _read(f: BinaryIO) -> Any:
-    head = f.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        raise EOFError("the parse helper closed its pipe")
-    (n,) = _LENGTH.unpack(head)
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    """n bytes from a pipe, which may hand them over in pieces; EOFError if it closes first."""
     data = f.read(n)
-    if len(data) < n:
-        raise EOFError("the parse helper closed its pipe mid-frame")
-    return pickle.loads(data)
+    if data is not None and len(data) == n:
+        return data
+    buf = bytearray(data or b"")
+    while len(buf) < n:
+        piece = f.read(n - len(buf))
+        if not piece:
+            raise EOFError("the parse helper closed its pipe")
+        buf += piece
+    return bytes(buf)
+
+
+def _read(f: BinaryIO) -> Any:
+    (n,) = _LENGTH.unpack(_read_exactly(f, _LENGTH.size))
+    return pickle.loads(_read_exactly(f, n))
 
 
 def _preparer(config: dict) -> tuple:
@@ -146,9 +154,13 @@ class PrepareHelper:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
 
-    def prepare(self, parser: Any, lines: Sequence[str], chunk: int = 250) -> Iterator[tuple[Sequence[str], list]]:
-        """(lines of the chunk, `parser.prepare_many` of them) for each chunk of `lines`, in order."""
-        parts = [lines[i : i + chunk] for i in range(0, len(lines), chunk)]
+    def prepare(self, parser: Any, lines: Sequence[str], chunk: int = 250,
+                first: int = 100) -> Iterator[tuple[Sequence[str], list]]:
+        """(lines of the chunk, `parser.prepare_many` of them) for each chunk of `lines`, in order.
+        The first chunk is smaller (`first` lines): the caller waits for it with nothing to do."""
+        first = max(1, min(first, chunk))
+        parts = [lines[:first]] + [lines[i : i + chunk] for i in range(first, len(lines), chunk)]
+        parts = [p for p in parts if len(p)]
         if not parts:
             return
         if not self._lock.acquire(blocking=False):  # another batch has the helper: no waiting for it

@@ -79,3 +79,11 @@ def test_a_busy_helper_is_not_waited_for(helper):
     expected = LogParser(preset="bgl").parse_many(lines)
     with helper._lock:  # another thread's batch holds it
         assert _via_helper(helper, parser, lines) == expected
+
+
+def test_answers_larger_than_a_pipe_arrive_whole(helper):
+    parser = LogParser(preset="hdfs", session_regex=r"blk_-?\d+")
+    lines = [line + " padding" * 200 for line in _lines("hdfs_small.log", 1000)]  # ~1.7 MB answers a pipe splits
+    got = _via_helper(helper, parser, lines, chunk=1000)
+    assert got == LogParser(preset="hdfs", session_regex=r"blk_-?\d+").parse_many(lines)
+    assert helper.counts["server"] == 0 and helper.counts["helper"] == 2
