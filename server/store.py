@@ -13,7 +13,6 @@ one round trip per statement instead of one ORM object per line.
 from __future__ import annotations
 
 import json
-import re
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
@@ -22,6 +21,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Boolean, Float, Integer, String, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -120,14 +120,13 @@ def executemany_sqlite(conn: Any, table: Any, rows: list[dict], extra: dict[str,
     conn.exec_driver_sql(sql, list(zip(*columns)))
 
 
-_PLAIN_KEY = re.compile(r"[\w.:/@+-]*")
-
-
 def _dump_json(value: Any) -> str:
-    """json.dumps, with a fast path for a list of plain strings (a line's session keys)."""
-    if type(value) is list and all(type(k) is str and _PLAIN_KEY.fullmatch(k) for k in value):
-        return '["' + '", "'.join(value) + '"]' if value else "[]"
-    return json.dumps(value)
+    """JSON text of a column value: orjson (a line's session keys at ~0.3 us), json for what orjson
+    refuses (integers over 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:
+        return json.dumps(value)
 
 
 def muted_templates(session: Session, stream_id: int, now: datetime | None = None) -> set[int]:
