@@ -11,7 +11,7 @@ HDFS stream (block-id sessions), posts the first `--train-lines` lines in train 
 - the bare parse rates on the same lines in this process: Drain3's own TemplateMiner with the
   same mask rules, and `models.parsing.LogParser` (what ingest runs per line), each timed
   before the posting and after the queue drained; the ratio uses the faster of the two;
-- the server's peak resident memory (VmHWM) with one trained stream, and after each further
+- the server's peak resident memory (VmHWM, with its parse helper) with one trained stream, and after each further
   trained stream (`--extra-streams`), so the cost per stream can be read off.
 """
 
@@ -40,10 +40,28 @@ SMALL_LOGGPT = {"n_layer": 2, "n_head": 4, "n_embd": 64, "max_epochs": 3}  # fie
 
 
 def peak_rss_mb(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) of a process in MB, from /proc."""
-    status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    values = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("VmRSS", "VmHWM"))}
-    return values["VmRSS"] / 1024, values["VmHWM"] / 1024
+    """(current RSS, peak RSS) in MB of a process and its children (the parse helper), from /proc.
+    The peak is the sum of each process's own peak: an upper bound on the peak of the whole."""
+    current = peak = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:  # exited meanwhile
+            continue
+        values = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("VmRSS", "VmHWM"))}
+        current += values["VmRSS"] / 1024
+        peak += values["VmHWM"] / 1024
+    return current, peak
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
 
 
 class BareDrain3:
@@ -229,7 +247,7 @@ def main() -> int:
               f"{ingest_rate / rate['logparser']:.0%} of it")
         print("LogGPT worker: off (--no-worker)" if args.no_worker else
               f"LogGPT worker drained the queue {drain:.1f} s after the last batch")
-        print(f"server memory with one trained stream: RSS {rss_one[0]:.0f} MB, peak {rss_one[1]:.0f} MB")
+        print(f"server memory (with its parse helper) with one trained stream: RSS {rss_one[0]:.0f} MB, peak {rss_one[1]:.0f} MB")
         chunks = {line.split('"')[1]: float(line.split()[-1]) for line in c.text("/metrics").splitlines()
                   if line.startswith("logsense_parse_chunks{")}
         print(f"ingest chunks masked in the parse helper process: {chunks.get('helper', 0):.0f}, "

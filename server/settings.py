@@ -88,8 +88,9 @@ def settings_table_markdown() -> str:
         default = "sqlite:///{data_dir}/logsense.db" if name == "database_url" else field.default
         if hasattr(default, "get_secret_value"):
             default = default.get_secret_value()
-        if default == "":
-            rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | (empty) | {field.description} |")
+        if default == "" or default is None:
+            shown = "(empty)" if default == "" else "(unset)"
+            rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
             continue
         if isinstance(default, bool):
             default = str(default).lower()

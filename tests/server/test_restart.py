@@ -31,6 +31,13 @@ def _env(**extra: str) -> dict:
     return env
 
 
+def _state(pid: int) -> str:
+    try:
+        return next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return "gone zombie"
+
+
 def _serve(data_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
@@ -85,8 +92,15 @@ def test_sigkill_with_queued_windows_loses_nothing(tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while len(acked) < 500 and time.monotonic() < deadline:
             time.sleep(0.01)
+        helpers = [int(c) for t in Path(f"/proc/{proc.pid}/task").glob("*")
+                   for c in (t / "children").read_text().split()]  # the parse helper
+        assert helpers or (os.cpu_count() or 1) < 2, "a multi-core machine: the server runs a parse helper"
         os.kill(proc.pid, signal.SIGKILL)  # mid-stream: a request is likely in flight
         proc.wait(10)
+        deadline_helper = time.monotonic() + 10
+        while any(Path(f"/proc/{h}").exists() and "zombie" not in _state(h) for h in helpers):
+            assert time.monotonic() < deadline_helper, "the parse helper outlived its server"
+            time.sleep(0.1)
         stop.set()
         poster.join(30)
     finally:
