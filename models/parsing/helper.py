@@ -36,10 +36,32 @@ _ROOT = str(Path(__file__).resolve().parents[2])  # where `models` can be import
 RESTART_AFTER = 5.0  # seconds before a dead helper is started again
 
 
-def _write(f: BinaryIO, obj: Any) -> None:
+def _frame(obj: Any) -> bytes:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    f.write(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
+
+
+def _write_all(f: BinaryIO, data: bytes) -> None:
+    """All of `data` (an unbuffered pipe may take it in pieces)."""
+    view = memoryview(data)
+    while view:
+        n = f.write(view)
+        view = view[n if n is not None else len(view) :]
     f.flush()
+
+
+def _write(f: BinaryIO, obj: Any) -> None:
+    _write_all(f, _frame(obj))
+
+
+def _grow_pipe(fd: int) -> int:
+    """Ask Linux for a 1 MB pipe buffer (F_SETPIPE_SZ); the size it has."""
+    try:
+        import fcntl
+
+        return fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ: returns the new size
+    except (ImportError, OSError):
+        return 65536  # Linux's default
 
 
 def _read_exactly(f: BinaryIO, n: int) -> bytes:
@@ -106,8 +128,11 @@ class PrepareHelper:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "models.parsing.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env=env, bufsize=0)
-        # A writer thread, so that a batch's frames never wait for the helper to read them
-        # (both pipes full would deadlock the two processes).
+        # A batch's frames go into the pipe at once when they fit (the helper reads them while this
+        # process works); larger ones through a writer thread, so that this process never waits
+        # for the helper to read (both pipes full would deadlock the two processes).
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._pipe_bytes = min(_grow_pipe(self._proc.stdin.fileno()), _grow_pipe(self._proc.stdout.fileno()))
         self._outbox = outbox = queue.SimpleQueue()
         threading.Thread(target=self._send, args=(self._proc.stdin, outbox), name="parse-helper-writer",
                          daemon=True).start()
@@ -117,7 +142,7 @@ class PrepareHelper:
     def _send(pipe: BinaryIO, outbox: queue.SimpleQueue) -> None:
         while (frame := outbox.get()) is not None:
             try:
-                _write(pipe, frame)
+                _write_all(pipe, frame)
             except (OSError, ValueError):  # the helper died: its reader sees EOF
                 return
 
@@ -178,9 +203,17 @@ class PrepareHelper:
             config = parser.config()
             key = json.dumps(config, sort_keys=True)
             assert self._outbox is not None and self._proc is not None and self._proc.stdout is not None
-            for part in parts:
-                self._outbox.put((key, config, list(part)))
-            unread = len(parts)
+            frames = [_frame((key, config, list(part))) for part in parts]
+            if sum(map(len, frames)) <= self._pipe_bytes // 2:  # the pipe is empty between batches: no wait
+                try:
+                    _write_all(self._proc.stdin, b"".join(frames))
+                except (OSError, ValueError) as exc:
+                    self._fail(str(exc))
+                    frames = []
+            else:
+                for frame in frames:
+                    self._outbox.put(frame)
+            unread = len(frames)
             for part in parts:
                 answer = None
                 if unread:
