@@ -250,8 +250,9 @@ def main() -> int:
         print(f"server memory (with its parse helper) with one trained stream: RSS {rss_one[0]:.0f} MB, peak {rss_one[1]:.0f} MB")
         chunks = {line.split('"')[1]: float(line.split()[-1]) for line in c.text("/metrics").splitlines()
                   if line.startswith("logsense_parse_chunks{")}
-        print(f"ingest chunks masked in the parse helper process: {chunks.get('helper', 0):.0f}, "
-              f"in the server process: {chunks.get('server', 0):.0f}")
+        print(f"ingest chunks masked in the parse helper process: {chunks.get('helper', 0):.0f}, in the server "
+              f"process: {chunks.get('server', 0):.0f} (each batch's first), {chunks.get('fallback', 0):.0f} "
+              f"(helper busy or down)")
         anomalies = c.ok("GET", "/api/v1/anomalies?limit=1000&status=any")
         print(f"anomalies stored (first page): {len(anomalies)}")
 

@@ -66,9 +66,9 @@ class Metrics:
             "logsense_model_version", "Live model version (0: none yet).", ["stream", "kind"], registry=r
         )
         self.parse_chunks = Gauge(
-            "logsense_parse_chunks", "Ingest chunks whose header and masking ran in the parse helper process "
-            "(where=helper) or in the server process (where=server: helper busy, restarting or off), since start.",
-            ["where"], registry=r,
+            "logsense_parse_chunks", "Ingest chunks by where their header and masking ran since start: helper (the "
+            "parse helper process), server (each batch's first chunk), fallback (in the server: helper busy, "
+            "restarting or failing).", ["where"], registry=r,
         )
         self.last_training = Gauge(
             "logsense_last_training_timestamp_seconds", "Unix time of the newest trained model version.",

@@ -119,7 +119,8 @@ class PrepareHelper:
         self._proc: subprocess.Popen | None = None
         self._outbox: queue.SimpleQueue | None = None
         self._dead_since: float | None = None
-        self.counts = {"helper": 0, "server": 0}  # chunks prepared where
+        # chunks prepared where: helper; server (each batch's first chunk); fallback (helper busy, dead, failing)
+        self.counts = {"helper": 0, "server": 0, "fallback": 0}
         self.start()
 
     def start(self) -> None:
@@ -180,30 +181,36 @@ class PrepareHelper:
             self._proc.kill()
 
     def prepare(self, parser: Any, lines: Sequence[str], chunk: int = 250,
-                first: int = 100) -> Iterator[tuple[Sequence[str], list]]:
+                first: int = 200) -> Iterator[tuple[Sequence[str], list]]:
         """(lines of the chunk, `parser.prepare_many` of them) for each chunk of `lines`, in order.
-        The first chunk is smaller (`first` lines): the caller waits for it with nothing to do."""
+
+        The first `first` lines are prepared here while the helper starts on the rest: waiting
+        for its first answer would leave this process idle.
+        """
         first = max(1, min(first, chunk))
-        parts = [lines[:first]] + [lines[i : i + chunk] for i in range(first, len(lines), chunk)]
-        parts = [p for p in parts if len(p)]
-        if not parts:
+        head, rest = lines[:first], [lines[i : i + chunk] for i in range(first, len(lines), chunk)]
+        if not len(head):
+            return
+        if not rest:  # a small batch: not worth a round trip
+            self.counts["server"] += 1
+            yield head, parser.prepare_many(head)
             return
         if not self._lock.acquire(blocking=False):  # another batch has the helper: no waiting for it
-            self.counts["server"] += len(parts)
-            for part in parts:
+            self.counts["fallback"] += 1 + len(rest)
+            for part in (head, *rest):
                 yield part, parser.prepare_many(part)
             return
         unread = 0
         try:
             if not self._usable():
-                self.counts["server"] += len(parts)
-                for part in parts:
+                self.counts["fallback"] += 1 + len(rest)
+                for part in (head, *rest):
                     yield part, parser.prepare_many(part)
                 return
             config = parser.config()
             key = json.dumps(config, sort_keys=True)
             assert self._outbox is not None and self._proc is not None and self._proc.stdout is not None
-            frames = [_frame((key, config, list(part))) for part in parts]
+            frames = [_frame((key, config, list(part))) for part in rest]
             if sum(map(len, frames)) <= self._pipe_bytes // 2:  # the pipe is empty between batches: no wait
                 try:
                     _write_all(self._proc.stdin, b"".join(frames))
@@ -214,7 +221,9 @@ class PrepareHelper:
                 for frame in frames:
                     self._outbox.put(frame)
             unread = len(frames)
-            for part in parts:
+            self.counts["server"] += 1
+            yield head, parser.prepare_many(head)
+            for part in rest:
                 answer = None
                 if unread:
                     try:
@@ -227,7 +236,7 @@ class PrepareHelper:
                     if isinstance(answer, str):
                         log.warning("parse helper: %s; this chunk parsed in the server process", answer)
                     answer = parser.prepare_many(part)
-                    self.counts["server"] += 1
+                    self.counts["fallback"] += 1
                 else:
                     self.counts["helper"] += 1
                 yield part, answer
