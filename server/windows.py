@@ -130,10 +130,11 @@ def _assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequen
     touched: dict[int, _Open] = {}
     to_close: list[int] = []
 
+    sessions: dict[str, _Open] = {}  # key -> its open session window after this call
     keyed = [s for s in slots if s.sessions]
     if keyed:
         known = cache.by_stream.get(stream_id, {}) if cache is not None else {}
-        _assign_sessions(session, stream_id, keyed, now, members, touched, to_close, known)
+        sessions = _assign_sessions(session, stream_id, keyed, now, members, touched, to_close, known)
     if cfg.session_regex is None:
         plain = [s for s in slots if not s.sessions]
         if plain:
@@ -164,12 +165,13 @@ def _assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequen
             conn.execute(insert(WindowLine.__table__),
                          [{"window_id": w, "position": p, "line_id": i} for w, p, i in members])
     queued = close(session, to_close, now) if to_close else []
-    if cache is not None:
-        cache.remember(stream_id, (w for w in touched.values() if w.id not in set(to_close)), to_close)
+    if cache is not None:  # sessions only: a count or time window is found by its own query
+        closed = set(to_close)
+        cache.remember(stream_id, [w for w in sessions.values() if w.id not in closed], closed)
     return queued
 
 
-def _assign_sessions(session, stream_id, slots, now, members, touched, to_close, known) -> None:  # noqa: ANN001
+def _assign_sessions(session, stream_id, slots, now, members, touched, to_close, known) -> dict[str, _Open]:  # noqa: ANN001
     keys = list(dict.fromkeys(k for s in slots for k in s.sessions))
     open_by_key: dict[str, _Open] = {}
     lookup = []
@@ -213,6 +215,7 @@ def _assign_sessions(session, stream_id, slots, now, members, touched, to_close,
             add((w.id, w.n_lines, line_id))
             w.n_lines += 1
             touched[w.id] = w
+    return open_by_key
 
 
 def _bucket(cfg: StreamSettings, slot: LineSlot, now: datetime) -> int | None:

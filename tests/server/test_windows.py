@@ -103,3 +103,25 @@ def test_closing_forgets(db):
     assert windows.open_sessions(engine).by_stream[sid] == {}
     _post(engine, sid, [["k1"]])
     assert sorted(key for _, key in _sessions(engine)) == ["k1", "k1", "k2"]
+
+
+def test_count_windows_are_not_remembered_as_sessions(db):
+    """A count window is keyed `line:<id>`; a record may name that string as its session."""
+    engine, sid = db
+    cfg = StreamSettings(window_size=3)
+    now = utcnow()
+    with store.write_session(engine) as session:
+        ids = store.insert_lines(session, [{"stream_id": sid, "received_at": now, "raw": f"l{i}", "masked": "l",
+                                            "sessions": [] if i < 2 else ["job"], "severity": "normal"}
+                                           for i in range(3)])
+        windows.assign(session, sid, cfg, [windows.LineSlot(i, None, ("job",) if n == 2 else ())
+                                           for n, i in enumerate(ids)], now)  # one batch: both kinds
+        count_key = f"line:{ids[0]}"
+    assert set(windows.open_sessions(engine).by_stream[sid]) == {"job"}
+    with store.write_session(engine) as session:  # a record whose session is the count window's key
+        late = store.insert_lines(session, [{"stream_id": sid, "received_at": now, "raw": "x", "masked": "x",
+                                             "sessions": [count_key], "severity": "normal"}])
+        windows.assign(session, sid, cfg, [windows.LineSlot(late[0], None, (count_key,))], now)
+    with Session(engine) as s:
+        kinds = {(w.kind, w.key): w.n_lines for w in s.exec(select(Window)).all()}
+    assert kinds == {("count", count_key): 2, ("session", "job"): 1, ("session", count_key): 1}
