@@ -25,6 +25,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -157,8 +158,6 @@ class PrepareHelper:
     def _usable(self) -> bool:
         if self.alive():
             return True
-        import time
-
         if self._dead_since is None:
             self._dead_since = time.monotonic()
         if time.monotonic() - self._dead_since >= RESTART_AFTER:
@@ -173,8 +172,6 @@ class PrepareHelper:
         return False
 
     def _fail(self, why: str) -> None:
-        import time
-
         log.warning("parse helper failed (%s); parsing in the server process until it is restarted", why)
         self._dead_since = time.monotonic()
         if self._proc is not None and self._proc.poll() is None:
