@@ -90,8 +90,8 @@ def insert_rows(session: Session, table: Any, rows: list[dict]) -> list[int]:
 
 def executemany_sqlite(conn: Any, table: Any, rows: list[dict], extra: dict[str, list] | None = None) -> None:
     """INSERT rows with one DB-API executemany, converting column by column: each column's
-    SQLAlchemy bind processor runs once per distinct value, JSON is dumped directly (a list of
-    plain keys without a JSON call). About 3x the speed of Core on the ingest path. Every row
+    SQLAlchemy bind processor runs once per distinct value, JSON is dumped directly (orjson,
+    not the JSON type's processor). About 3x the speed of Core on the ingest path. Every row
     must have the same keys. `extra`: whole columns given as lists (the ids)."""
     extra = extra or {}
     dialect = conn.dialect

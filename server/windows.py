@@ -66,12 +66,11 @@ class OpenSessions:
         self.by_stream: dict[int, dict[str, tuple[int, int]]] = {}
         self.key_of: dict[int, tuple[int, str]] = {}  # window id -> (stream id, key)
 
-    def remember(self, stream_id: int, windows: Iterable[_Open], closed: Iterable[int]) -> None:
+    def remember(self, stream_id: int, windows: Iterable[_Open]) -> None:
         known = self.by_stream.setdefault(stream_id, {})
         for w in windows:
             known[w.key] = (w.id, w.n_lines)
             self.key_of[w.id] = (stream_id, w.key)
-        self.forget(closed)
 
     def forget(self, window_ids: Iterable[int]) -> None:
         for wid in window_ids:
@@ -166,8 +165,8 @@ def _assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequen
                          [{"window_id": w, "position": p, "line_id": i} for w, p, i in members])
     queued = close(session, to_close, now) if to_close else []
     if cache is not None:  # sessions only: a count or time window is found by its own query
-        closed = set(to_close)
-        cache.remember(stream_id, [w for w in sessions.values() if w.id not in closed], closed)
+        closed = set(to_close)  # `close` has forgotten these
+        cache.remember(stream_id, [w for w in sessions.values() if w.id not in closed])
     return queued
 
 

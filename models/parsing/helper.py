@@ -193,16 +193,12 @@ class PrepareHelper:
             yield head, parser.prepare_many(head)
             return
         if not self._lock.acquire(blocking=False):  # another batch has the helper: no waiting for it
-            self.counts["fallback"] += 1 + len(rest)
-            for part in (head, *rest):
-                yield part, parser.prepare_many(part)
+            yield from self._here(parser, (head, *rest))
             return
         unread = 0
         try:
             if not self._usable():
-                self.counts["fallback"] += 1 + len(rest)
-                for part in (head, *rest):
-                    yield part, parser.prepare_many(part)
+                yield from self._here(parser, (head, *rest))
                 return
             config = parser.config()
             key = json.dumps(config, sort_keys=True)
@@ -245,6 +241,12 @@ class PrepareHelper:
                 except (EOFError, OSError, pickle.UnpicklingError) as exc:
                     self._fail(str(exc))
             self._lock.release()
+
+    def _here(self, parser: Any, parts: Sequence[Sequence[str]]) -> Iterator[tuple[Sequence[str], list]]:
+        """Every chunk prepared in this process (the helper busy or down)."""
+        self.counts["fallback"] += len(parts)
+        for part in parts:
+            yield part, parser.prepare_many(part)
 
     def close(self) -> None:
         """Stop the helper (it exits when its stdin closes)."""
