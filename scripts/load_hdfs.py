@@ -135,6 +135,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     ap.add_argument("--no-worker", action="store_true",
                     help="run the server without its LogGPT worker: ingest alone (windows stay queued)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="a server setting for this run, e.g. --set parse_helper=false (as LOGSENSE_NAME)")
     args = ap.parse_args()
 
     with gzip.open(args.data, "rt") if args.data.endswith(".gz") else open(args.data) as f:
@@ -150,6 +152,9 @@ def main() -> int:
     env.update(HF_HUB_OFFLINE="1", LOGSENSE_SCHEDULER_ENABLED="false")
     if args.no_worker:
         env["LOGSENSE_WORKER_ENABLED"] = "false"
+    for item in args.set:
+        name, _, value = item.partition("=")
+        env[f"LOGSENSE_{name.upper()}"] = value
     key = subprocess.run([sys.executable, "-m", "server.cli", "apikey", "create", "load", "--data-dir", str(data_dir)],
                          cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip()
     port = free_port()

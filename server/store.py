@@ -80,7 +80,7 @@ def insert_rows(session: Session, table: Any, rows: list[dict]) -> list[int]:
         # The transaction holds SQLite's write lock (BEGIN IMMEDIATE): nobody else can insert, so
         # explicit ids after the current maximum are safe, and one executemany beats RETURNING
         # (which SQLite can only order by running the statement row by row).
-        first = (conn.execute(select(func.max(table.c.id))).scalar() or 0) + 1
+        first = (conn.exec_driver_sql(f"SELECT max(id) FROM {table.name}").scalar() or 0) + 1
         ids = list(range(first, first + len(rows)))
         executemany_sqlite(conn, table, rows, {"id": ids})
         return ids

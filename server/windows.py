@@ -170,6 +170,15 @@ def _assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequen
     return queued
 
 
+def open_sessions_sql(n_keys: int) -> str:
+    """SQLite: the open session windows of a stream among `n_keys` keys. INDEXED BY, because
+    SQLite's planner otherwise takes ix_windows_state_id and walks every open window of every
+    stream, per batch (2 ms at 4,000 open sessions, growing with them)."""
+    return ("SELECT id, key, n_lines FROM windows INDEXED BY ix_windows_stream_id_key "
+            "WHERE stream_id = ? AND state = 'open' AND kind = 'session' "
+            f"AND key IN ({', '.join('?' * n_keys)})")
+
+
 def _assign_sessions(session, stream_id, slots, now, members, touched, to_close, known) -> dict[str, _Open]:  # noqa: ANN001
     keys = list(dict.fromkeys(k for s in slots for k in s.sessions))
     open_by_key: dict[str, _Open] = {}
@@ -184,9 +193,7 @@ def _assign_sessions(session, stream_id, slots, now, members, touched, to_close,
     for start in range(0, len(lookup), _CHUNK):
         chunk = lookup[start : start + _CHUNK]
         if conn.dialect.name == "sqlite":  # plain SQL: building this statement per batch cost more than running it
-            rows = conn.exec_driver_sql(
-                "SELECT id, key, n_lines FROM windows WHERE stream_id = ? AND state = 'open' AND kind = 'session' "
-                f"AND key IN ({', '.join('?' * len(chunk))})", (stream_id, *chunk)).all()
+            rows = conn.exec_driver_sql(open_sessions_sql(len(chunk)), (stream_id, *chunk)).all()
         else:
             rows = session.execute(
                 select(Window.id, Window.key, Window.n_lines).where(

@@ -125,3 +125,12 @@ def test_count_windows_are_not_remembered_as_sessions(db):
     with Session(engine) as s:
         kinds = {(w.kind, w.key): w.n_lines for w in s.exec(select(Window)).all()}
     assert kinds == {("count", count_key): 2, ("session", "job"): 1, ("session", count_key): 1}
+
+
+def test_the_open_session_lookup_uses_the_key_index(db):
+    """Not the state index, which SQLite (3.40) picks without the hint: it walks every open
+    window of every stream, per batch."""
+    engine, stream_id = db
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + windows.open_sessions_sql(3), (stream_id, "a", "b", "c")).all()
+    assert "ix_windows_stream_id_key" in " ".join(str(r[-1]) for r in plan)
