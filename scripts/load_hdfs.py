@@ -9,8 +9,10 @@ HDFS stream (block-id sessions), posts the first `--train-lines` lines in train 
 
 - ingest lines/s and p50/p99 batch latency of the measured part (client side, whole HTTP round trip);
 - the bare parse rates on the same lines in this process: Drain3's own TemplateMiner with the
-  same mask rules, and `models.parsing.LogParser` (what ingest runs per line), each timed
-  before the posting and after the queue drained; the ratio uses the faster of the two;
+  same mask rules, and `models.parsing.LogParser` (what ingest runs per line), warmed on the
+  train-mode lines. The measured lines go in `--parts` parts; the baselines parse each part
+  just before it is posted, with the server idle, so that each ratio compares neighbours on a
+  machine whose speed drifts. The ratio is of the totals, with each part's beside it;
 - the server's peak resident memory (VmHWM, with its parse helper) with one trained stream, and after each further
   trained stream (`--extra-streams`), so the cost per stream can be read off.
 """
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from server.client import Client, free_port
 
@@ -128,6 +131,8 @@ def main() -> int:
     ap.add_argument("--lines", type=int, default=0, help="use only the first N lines (0: all)")
     ap.add_argument("--train-lines", type=int, default=40_000, help="lines posted in train mode first")
     ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--parts", type=int, default=4,
+                    help="the measured lines in this many parts, each posted right after the baselines parse it")
     ap.add_argument("--concurrency", type=int, default=1, help="batches in flight at once (1: strictly in order)")
     ap.add_argument("--extra-streams", type=int, default=2, help="further trained streams, for memory per stream")
     ap.add_argument("--loggpt-config", default=json.dumps(SMALL_LOGGPT), help="JSON overrides of LogGPTConfig")
@@ -178,14 +183,15 @@ def main() -> int:
 
         def post(i: int) -> float:
             """One batch over a kept-alive connection (one per thread), as a log shipper sends it;
-            timed from encoding the body to decoding the answer."""
+            timed from encoding the body to decoding the answer. JSON through orjson, as cheap as
+            a compiled shipper's (Python's json would add ~2 ms per batch of client time)."""
             if not hasattr(local, "conn"):
                 local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
             t = time.perf_counter()
-            local.conn.request("POST", "/api/v1/streams/HDFS/logs", json.dumps({"lines": rest[i : i + args.batch]}),
+            local.conn.request("POST", "/api/v1/streams/HDFS/logs", orjson.dumps({"lines": rest[i : i + args.batch]}),
                                {"X-API-Key": key, "Content-Type": "application/json"})
             r = local.conn.getresponse()
-            body = json.loads(r.read())
+            body = orjson.loads(r.read())
             elapsed = time.perf_counter() - t
             if r.status != 200:
                 raise RuntimeError(f"batch at line {i}: {r.status} {str(body)[:300]}")
@@ -193,48 +199,60 @@ def main() -> int:
                               for part in r.getheader("Server-Timing", "").split(",") if ";dur=" in part})
             return elapsed
 
-        # The bare baselines run in this process on the same lines, once before the posting and
-        # once after the worker drained its queue (the server idle both times: the second core
-        # may be a hyperthread of the first, so anything running beside a baseline slows it).
-        # The machine's speed drifts with other tenants: the ratio uses the faster of the two.
+        # The bare baselines run in this process on the same lines as the server, interleaved
+        # with the posting: the measured lines are cut into `--parts` parts, and before each
+        # part is posted the baselines parse it (the server idle: its queue drained, since the
+        # second core may share the first one's execution units). The machine's speed drifts
+        # with other tenants by up to 2x within minutes, so each ratio compares neighbours.
+        # The baselines are warm like the trained stream: they have seen the train-mode lines.
         from models.parsing import LogParser
 
-        def bare_rates() -> dict[str, float]:
-            miners = {"drain3": BareDrain3(), "drain3_whole": BareDrain3(whole_lines=True)}
-            rates = {name: len(rest) / m.feed(rest) for name, m in miners.items()}
-            parser = LogParser(preset="hdfs", session_regex=r"blk_-?\d+")
-            rates["logparser"] = len(rest) / bare_parse_seconds(parser, rest)
-            return rates
+        baselines: dict[str, Any] = {"drain3": BareDrain3(), "drain3_whole": BareDrain3(whole_lines=True),
+                                     "logparser": LogParser(preset="hdfs", session_regex=r"blk_-?\d+")}
 
-        before = bare_rates()
-        starts = range(0, len(rest), args.batch)
-        start = time.perf_counter()
-        if args.concurrency == 1:  # one batch in flight: the server sees the lines in file order
-            latencies = [post(i) for i in starts]
-        else:  # like a shipper with N requests in flight: faster, but batches may commit out of order
-            from concurrent.futures import ThreadPoolExecutor
+        def feed(name: str, part: list[str]) -> float:
+            b = baselines[name]
+            return b.feed(part) if isinstance(b, BareDrain3) else bare_parse_seconds(b, part)
 
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                latencies = list(pool.map(post, starts))
-        elapsed = time.perf_counter() - start
-        ingest_rate = len(rest) / elapsed
+        for name in baselines:
+            feed(name, train)
+
+        def wait_idle() -> float:
+            t = time.perf_counter()
+            while not args.no_worker:
+                counts = c.ok("GET", "/api/v1/streams/HDFS/windows?limit=1")["counts"]
+                if counts["queued"] + counts["checking"] == 0:
+                    break
+                time.sleep(0.5)
+            return time.perf_counter() - t
+
+        starts = list(range(0, len(rest), args.batch))
+        n_parts = max(1, min(args.parts, len(starts)))
+        parts = [starts[k * len(starts) // n_parts : (k + 1) * len(starts) // n_parts] for k in range(n_parts)]
+        latencies: list[float] = []
+        per_part = []  # (lines, ingest seconds, {baseline: seconds})
+        for part in parts:
+            lines_of_part = rest[part[0] : part[-1] + args.batch]
+            wait_idle()
+            base = {name: feed(name, lines_of_part) for name in baselines}
+            start = time.perf_counter()
+            if args.concurrency == 1:  # one batch in flight: the server sees the lines in file order
+                latencies += [post(i) for i in part]
+            else:  # like a shipper with N requests in flight: batches may commit out of order
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(args.concurrency) as pool:
+                    latencies += list(pool.map(post, part))
+            per_part.append((len(lines_of_part), time.perf_counter() - start, base))
+        total_lines = sum(n for n, _, _ in per_part)
+        ingest_rate = total_lines / sum(t for _, t, _ in per_part)
+        rate = {name: total_lines / sum(b[name] for _, _, b in per_part) for name in baselines}
         c.ok("POST", "/api/v1/streams/HDFS/flush")
-        t = time.perf_counter()
-        while not args.no_worker:
-            counts = c.ok("GET", "/api/v1/streams/HDFS/windows?limit=1")["counts"]
-            if counts["queued"] + counts["checking"] == 0:
-                break
-            time.sleep(0.5)
-        drain = time.perf_counter() - t
+        drain = wait_idle()
         rss_one = peak_rss_mb(proc.pid)
-        after = bare_rates()
-        rate = {name: max(before[name], after[name]) for name in before}
         lat = np.array(latencies) * 1000
 
-        def both(name: str) -> str:
-            return f"{before[name]:,.0f} before, {after[name]:,.0f} after"
-
-        print(f"ingest (trained stream, {len(rest)} lines, {len(latencies)} batches of {args.batch}, "
+        print(f"ingest (trained stream, {total_lines} lines, {len(latencies)} batches of {args.batch}, "
               f"{args.concurrency} in flight): "
               f"{ingest_rate:,.0f} lines/s; batch latency p50 {np.percentile(lat, 50):.0f} ms, "
               f"p99 {np.percentile(lat, 99):.0f} ms")
@@ -242,14 +260,18 @@ def main() -> int:
             med = {k: float(np.median([m.get(k, np.nan) for m in server_ms])) for k in server_ms[0]}
             print(f"  server side (Server-Timing, median per batch): {', '.join(f'{k} {v:.0f} ms' for k, v in med.items())};"
                   f" the rest of the round trip is HTTP and the client's JSON")
-        print(f"bare Drain3 (drain3.TemplateMiner, same mask rules, message part, same lines, one thread; "
-              f"{both('drain3')}): {rate['drain3']:,.0f} lines/s -> ingest is {ingest_rate / rate['drain3']:.0%} of it")
-        print(f"  (the same on whole lines, header included ({both('drain3_whole')}): {rate['drain3_whole']:,.0f} "
-              f"lines/s -> ingest is {ingest_rate / rate['drain3_whole']:.0%} of it; the message part above is the "
-              f"baseline we hold to)")
-        print(f"bare LogParser (header, masking, Drain3, session keys: the parse ingest itself runs; "
-              f"{both('logparser')}): {rate['logparser']:,.0f} lines/s -> ingest is "
-              f"{ingest_rate / rate['logparser']:.0%} of it")
+
+        def parts_of(name: str) -> str:
+            return " / ".join(f"{n / t:,.0f} vs {n / b[name]:,.0f} ({(n / t) / (n / b[name]):.0%})"
+                              for n, t, b in per_part)
+
+        print(f"bare Drain3 (drain3.TemplateMiner, same mask rules, message part, same lines, one thread, warm): "
+              f"{rate['drain3']:,.0f} lines/s -> ingest is {ingest_rate / rate['drain3']:.0%} of it; "
+              f"by part, ingest vs Drain3: {parts_of('drain3')}")
+        print(f"  (the same on whole lines, header included: {rate['drain3_whole']:,.0f} lines/s -> ingest is "
+              f"{ingest_rate / rate['drain3_whole']:.0%} of it; the message part above is the baseline we hold to)")
+        print(f"bare LogParser (header, masking, Drain3, session keys: the parse ingest itself runs): "
+              f"{rate['logparser']:,.0f} lines/s -> ingest is {ingest_rate / rate['logparser']:.0%} of it")
         print("LogGPT worker: off (--no-worker)" if args.no_worker else
               f"LogGPT worker drained the queue {drain:.1f} s after the last batch")
         print(f"server memory (with its parse helper) with one trained stream: RSS {rss_one[0]:.0f} MB, peak {rss_one[1]:.0f} MB")

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api import anomalies, data, ingest, jobs, models, streams
 from server.api.deps import current_key
-from server.db import make_engine, upgrade_database
+from server.db import Checkpointer, make_engine, upgrade_database
 from server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from server.settings import Settings
 
@@ -50,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade_database(settings.database_url)
         app.state.engine = make_engine(settings.database_url)
+        sqlite = app.state.engine.dialect.name == "sqlite"
+        app.state.checkpointer = Checkpointer(app.state.engine).start() if sqlite else None  # WAL off the commit path
         if settings.dev_mode:
             log.warning(DEV_MODE_BANNER)
         _start_background(app)
@@ -59,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             _stop_background(app)
+            if app.state.checkpointer is not None:
+                app.state.checkpointer.stop()
             app.state.engine.dispose()
 
     app = FastAPI(

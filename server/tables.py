@@ -242,6 +242,7 @@ class Window(SQLModel, table=True):
     __table_args__ = (
         Index("ix_windows_stream_id_key", "stream_id", "key"),
         Index("ix_windows_state_id", "state", "id"),
+        Index("ix_windows_stream_id_state_id", "stream_id", "state", "id"),  # pending windows after an id
     )
     id: int | None = Field(default=None, primary_key=True)
     stream_id: int = _stream_fk()
@@ -276,7 +277,10 @@ class Anomaly(SQLModel, table=True):
     """Something an operator should look at: a flagged line, or a window LogGPT flagged."""
 
     __tablename__ = "anomalies"
-    __table_args__ = (Index("ix_anomalies_stream_id_status_created_at", "stream_id", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_anomalies_stream_id_status_created_at", "stream_id", "status", "created_at"),
+        Index("ix_anomalies_stream_id_status_id", "stream_id", "status", "id"),  # a status's anomalies after an id
+    )
     id: int | None = Field(default=None, primary_key=True)
     stream_id: int = _stream_fk()
     line_id: int | None = Field(

@@ -1,9 +1,10 @@
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlmodel import Session, select
 
-from server.db import make_engine, upgrade_database
+from server.db import Checkpointer, make_engine, upgrade_database
 from server.tables import ApiKey, LogLine, Stream, Window, WindowLine
 
 
@@ -42,4 +43,31 @@ def test_deleting_a_stream_cascades_and_times_come_back_in_utc(tmp_path: Path) -
         assert s.exec(select(LogLine)).all() == [] and s.exec(select(WindowLine)).all() == []
         assert s.exec(select(Window)).all() == []
         assert len(s.exec(select(ApiKey)).all()) == 1  # unrelated rows stay
+    engine.dispose()
+
+
+def _file_grows(path: Path, engine, seconds: float) -> bool:
+    """Commit ~1 MB; does the database file itself (not its WAL) take it within `seconds`?"""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS blobs (b BLOB)")
+    size = path.stat().st_size
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO blobs VALUES (randomblob(1000000))")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.stat().st_size > size + 500_000:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_checkpointer_moves_the_wal_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "k.db"
+    engine = make_engine(f"sqlite:///{path}")
+    assert not _file_grows(path, engine, 0.5)  # under the autocheckpoint threshold: it stays in the WAL
+    checkpointer = Checkpointer(engine, every=0.05).start()
+    try:
+        assert _file_grows(path, engine, 5.0)
+    finally:
+        checkpointer.stop()
     engine.dispose()
