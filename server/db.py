@@ -17,10 +17,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
-# The migrations folder sits next to the `server` package: found from the repo and from an
-# editable install alike (a wheel would need it shipped as package data).
 log = logging.getLogger("logsense.db")
 
+# The migrations folder sits next to the `server` package: found from the repo and from an
+# editable install alike (a wheel would need it shipped as package data).
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000

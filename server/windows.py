@@ -173,7 +173,7 @@ def _assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequen
 def open_sessions_sql(n_keys: int) -> str:
     """SQLite: the open session windows of a stream among `n_keys` keys. INDEXED BY, because
     SQLite's planner otherwise takes ix_windows_state_id and walks every open window of every
-    stream, per batch (2 ms at 4,000 open sessions, growing with them)."""
+    stream, per batch (1.6 ms at 4,000 open sessions, growing with them)."""
     return ("SELECT id, key, n_lines FROM windows INDEXED BY ix_windows_stream_id_key "
             "WHERE stream_id = ? AND state = 'open' AND kind = 'session' "
             f"AND key IN ({', '.join('?' * n_keys)})")
