@@ -15,19 +15,20 @@ from __future__ import annotations
 import json
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Boolean, Float, Integer, String, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import JSON, Boolean, Float, Integer, String, and_, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from models.parsing.sessions import canonical_order
-from server.tables import Anomaly, LogLine, TemplateMute, Window, WindowLine, utcnow
+from server.tables import SLOT_SECONDS, Anomaly, LineCount, LogLine, TemplateMute, Window, WindowLine, utcnow
 
 _LOCKS: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -67,8 +68,37 @@ def is_held_back(window_id: int) -> bool:
 
 
 def insert_lines(session: Session, rows: list[dict]) -> list[int]:
-    """Insert log_lines rows (dicts of column values); their ids in the order given."""
-    return insert_rows(session, LogLine.__table__, rows)
+    """Insert log_lines rows (dicts of column values); their ids in the order given. Counts them
+    in line_counts too (the lines of one batch share a slot: one upsert)."""
+    ids = insert_rows(session, LogLine.__table__, rows)
+    count_lines(session, Counter((r["stream_id"], slot_of(r["received_at"])) for r in rows))
+    return ids
+
+
+def slot_of(when: datetime) -> int:
+    """The line_counts slot of a time (naive means UTC, as stored)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp()) // SLOT_SECONDS
+
+
+_COUNT_LINES = text("INSERT INTO line_counts (stream_id, slot, n) VALUES (:stream_id, :slot, :n) "
+                    "ON CONFLICT (stream_id, slot) DO UPDATE SET n = line_counts.n + excluded.n")  # SQLite and PostgreSQL
+
+
+def count_lines(session: Session, counts: dict[tuple[int, int], int]) -> None:
+    """Add to line_counts: {(stream id, slot): lines}."""
+    if counts:
+        session.connection().execute(_COUNT_LINES, [{"stream_id": sid, "slot": slot, "n": n}
+                                                    for (sid, slot), n in counts.items()])
+
+
+def line_totals(session: Session, since: datetime | None = None) -> dict[int, int]:
+    """Lines per stream id (received at or after `since`, to the slot), from line_counts."""
+    q = select(LineCount.stream_id, func.sum(LineCount.n)).group_by(LineCount.stream_id)
+    if since is not None:
+        q = q.where(LineCount.slot >= slot_of(since))
+    return {sid: int(n) for sid, n in session.execute(q).all()}
 
 
 def insert_rows(session: Session, table: Any, rows: list[dict]) -> list[int]:

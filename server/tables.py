@@ -273,6 +273,20 @@ class WindowLine(SQLModel, table=True):
     )
 
 
+class LineCount(SQLModel, table=True):
+    """Lines received per stream and 10-second slot of `received_at`, kept by `store.insert_lines`
+    (one upsert per batch). The overview's rate, totals and charts read these instead of
+    counting lines, so they cost the same at a billion lines as at a thousand."""
+
+    __tablename__ = "line_counts"
+    stream_id: int = Field(foreign_key="streams.id", ondelete="CASCADE", primary_key=True)
+    slot: int = Field(primary_key=True)  # epoch seconds of received_at // SLOT_SECONDS
+    n: int = Field(default=0, nullable=False)
+
+
+SLOT_SECONDS = 10  # LineCount's resolution
+
+
 class Anomaly(SQLModel, table=True):
     """Something an operator should look at: a flagged line, or a window LogGPT flagged."""
 

@@ -1,4 +1,5 @@
-"""Server-rendered SVG charts (no JavaScript, no outside requests): lines and anomalies over time."""
+"""Server-rendered SVG charts (no JavaScript, no outside requests): lines (from line_counts) and
+anomalies over time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import Integer, cast, extract, func, literal_column, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from server.tables import Anomaly, LogLine
+from server.tables import SLOT_SECONDS, Anomaly, LineCount
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 BUCKETS = 60
@@ -57,6 +58,18 @@ def _epoch_bucket(column, dialect: str, start: int, width: int):  # noqa: ANN001
     return func.floor((extract("epoch", column) - start_sql) / width_sql)
 
 
+def _line_counts(db: Session, stream_id: int, start: datetime, width: int) -> dict[int, int]:
+    """Lines per bucket from line_counts (buckets start on a whole slot: widths are multiples of it)."""
+    first = int(start.timestamp())
+    out: dict[int, int] = {}
+    rows = db.execute(select(LineCount.slot, LineCount.n).where(
+        LineCount.stream_id == stream_id, LineCount.slot >= first // SLOT_SECONDS)).all()
+    for slot, n in rows:
+        b = (slot * SLOT_SECONDS - first) // width
+        out[b] = out.get(b, 0) + n
+    return out
+
+
 def _counts(db: Session, model, column, stream_id: int, start: datetime, width: int) -> dict[int, int]:  # noqa: ANN001
     dialect = db.get_bind().dialect.name
     bucket = _epoch_bucket(column, dialect, int(start.timestamp()), width).label("b")
@@ -72,7 +85,7 @@ def stream_chart(engine: Engine, stream_id: int, range_name: str, now: datetime 
     end_epoch = (int(now.timestamp()) // width + 1) * width  # the current bucket is the last one
     start = datetime.fromtimestamp(end_epoch - width * BUCKETS, timezone.utc)
     with Session(engine) as db:
-        lines = _counts(db, LogLine, LogLine.received_at, stream_id, start, width)
+        lines = _line_counts(db, stream_id, start, width)
         anomalies = _counts(db, Anomaly, Anomaly.created_at, stream_id, start, width)
     max_lines, max_anoms = max(lines.values(), default=0), max(anomalies.values(), default=0)
     step = (WIDTH - LEFT - RIGHT) / BUCKETS

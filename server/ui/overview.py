@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from server import store
-from server.tables import Anomaly, Job, LogLine, ModelVersion, Stream
+from server.tables import Anomaly, Job, ModelVersion, Stream
 from server.ui.charts import RANGES, Chart, stream_chart
 from server.ui.core import OperatorDep, UiError, render
 
@@ -39,10 +39,8 @@ def cards(request: Request, range_name: str) -> list[StreamCard]:
     now = datetime.now(timezone.utc)
     with Session(engine) as db:
         streams = db.execute(select(Stream).order_by(Stream.name)).scalars().all()
-        totals = dict(db.execute(select(LogLine.stream_id, func.count(LogLine.id)).group_by(LogLine.stream_id)).all())
-        recent = dict(db.execute(select(LogLine.stream_id, func.count(LogLine.id))
-                                 .where(LogLine.received_at >= now - timedelta(seconds=RATE_SECONDS))
-                                 .group_by(LogLine.stream_id)).all())
+        totals = store.line_totals(db)
+        recent = store.line_totals(db, since=now - timedelta(seconds=RATE_SECONDS))  # to the 10 s slot
         opens: dict[tuple[int, str], int] = {
             (s, sev): n for s, sev, n in db.execute(
                 select(Anomaly.stream_id, Anomaly.severity, func.count(Anomaly.id))

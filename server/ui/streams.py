@@ -16,11 +16,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import Session
 
+from server import store
 from server.api import streams as streams_api
-from server.tables import FORMAT_PRESETS, Job, LogLine, Stream, StreamSettings
+from server.tables import FORMAT_PRESETS, Job, Stream, StreamSettings
 from server.training import MODES, start_training
 from server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
 
@@ -116,7 +117,7 @@ def _validation_errors(errors: list[dict], strip: int) -> dict[str, str]:
 def _rows(request: Request) -> list[dict]:
     with Session(request.app.state.engine) as db:
         streams = db.execute(select(Stream).order_by(Stream.name)).scalars().all()
-        counts = dict(db.execute(select(LogLine.stream_id, func.count(LogLine.id)).group_by(LogLine.stream_id)).all())
+        counts = store.line_totals(db)
         rows = []
         for s in streams:
             job = db.execute(select(Job).where(Job.stream_id == s.id).order_by(Job.id.desc())).scalars().first()

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, func, select
 
+from server import store
 from server.app import create_app
 from server.auth import create_api_key
 from server.tables import LogLine
@@ -36,8 +37,11 @@ def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
 
 
 def _stored(app) -> int:
+    """Lines in the database; line_counts (what the overview reads) must agree."""
     with Session(app.state.engine) as session:
-        return session.exec(select(func.count(LogLine.id))).one()
+        n = session.exec(select(func.count(LogLine.id))).one()
+        assert sum(store.line_totals(session).values()) == n
+        return n
 
 
 def _is_4xx_with_message(r, code: int | None = None) -> None:

@@ -54,3 +54,39 @@ def test_migrations_render_for_postgresql() -> None:
     assert "CREATE TABLE log_lines" in sql and "BIGSERIAL" in sql  # line ids are 64-bit there
     assert "ON DELETE CASCADE" in sql
     assert "PRAGMA" not in sql and "AUTOINCREMENT" not in sql
+
+
+def test_line_counts_are_filled_from_the_lines_already_stored(tmp_path: Path) -> None:
+    """Migration 0003 counts the lines of a database that had none of it, per stream and slot."""
+    from datetime import datetime, timezone
+
+    from sqlmodel import Session, select
+
+    from server import store
+    from server.tables import LineCount, LogLine, Stream
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    upgrade_database(url, "0002")
+    engine = make_engine(url)
+    t0 = datetime(2026, 11, 30, 12, 0, 5, tzinfo=timezone.utc)  # slots: 12:00:00-09 twice, 12:00:10 once
+    t1 = datetime(2026, 11, 30, 12, 0, 12, tzinfo=timezone.utc)
+    with engine.begin() as conn:  # the tables as 0002 left them: no line_counts yet
+        conn.exec_driver_sql("INSERT INTO streams (id, name, settings, created_at, updated_at) "
+                             "VALUES (1, 'a', '{}', '2026-11-30', '2026-11-30'), (2, 'b', '{}', '2026-11-30', '2026-11-30')")
+        for stream_id, when in ((1, t0), (1, t0), (1, t1), (2, t1)):
+            conn.exec_driver_sql(
+                "INSERT INTO log_lines (stream_id, received_at, raw, masked, sessions, severity) "
+                "VALUES (?, ?, 'x', 'x', '[]', 'normal')", (stream_id, when.replace(tzinfo=None).isoformat(" ")))
+    engine.dispose()
+    upgrade_database(url)
+    engine = make_engine(url)
+    with Session(engine) as s:
+        got = {(c.stream_id, c.slot): c.n for c in s.exec(select(LineCount)).all()}
+        assert got == {(1, store.slot_of(t0)): 2, (1, store.slot_of(t1)): 1, (2, store.slot_of(t1)): 1}
+        assert store.line_totals(s) == {1: 3, 2: 1} == {sid: len(s.exec(select(LogLine).where(LogLine.stream_id == sid)).all())
+                                                        for sid in (1, 2)}
+        assert store.line_totals(s, since=t1) == {1: 1, 2: 1}
+        s.delete(s.get(Stream, 2))
+        s.commit()
+        assert store.line_totals(s) == {1: 3}  # cascades with the stream
+    engine.dispose()

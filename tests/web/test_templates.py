@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from server import store
 from server.app import create_app
 from server.settings import Settings
 from server.tables import Anomaly, Feedback, Job, LogLine, ModelVersion, Stream, TemplateMute
@@ -49,6 +50,7 @@ def add_anomaly(app, stream_id: int, template_id: int, when: datetime, raw: str,
         line = LogLine(stream_id=stream_id, raw=raw, masked=re.sub(r"\d+", "<NUM>", raw), template_id=template_id,
                        severity=severity, rapid_score=0.6, rapid_flag=True, received_at=when)
         s.add(line)
+        store.count_lines(s, {(stream_id, store.slot_of(when)): 1})  # as store.insert_lines does
         s.commit()
         a = Anomaly(stream_id=stream_id, line_id=line.id, template_id=template_id, kind=kind, severity=severity,
                     status=status, reasons={"rapid_score": 0.6, "rapid_threshold": 0.2}, created_at=when,
