@@ -275,7 +275,7 @@ class WindowLine(SQLModel, table=True):
 
 class LineCount(SQLModel, table=True):
     """Lines received per stream and 10-second slot of `received_at`, kept by `store.insert_lines`
-    (one upsert per batch). The overview's rate, totals and charts read these instead of
+    (a batch's lines share one slot: one upsert per insert). The overview's rate, totals and charts read these instead of
     counting lines, so they cost the same at a billion lines as at a thousand."""
 
     __tablename__ = "line_counts"
