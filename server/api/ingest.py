@@ -276,7 +276,6 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
     n_templates = model.n_templates()
     rows: list[dict] = []
     ids: list[int] = []
-    slots_sessions = []
     chunks = model.parse_chunks([it.message for it in items], getattr(state, "parse_helper", None))
     with store.write_session(state.engine) as session, closing(chunks):
         for parsed in chunks:
@@ -301,12 +300,11 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
                     "rapid_score": None if v is None else v.score, "rapid_flag": None if v is None else v.flag,
                     "loggpt_flag": None, "severity": "train" if v is None else combine(v.flag, False),
                 })
-                slots_sessions.append((ts, sessions))
             ids.extend(store.insert_lines(session, chunk_rows))
             rows.extend(chunk_rows)
         if train:
             state.registry.mark_dirty(stream.id)
-        slots = [windows.LineSlot(i, ts, s) for i, (ts, s) in zip(ids, slots_sessions)]
+        slots = [windows.LineSlot(i, r["timestamp"], r["sessions"]) for i, r in zip(ids, rows)]
         queued = windows.assign(session, stream.id, cfg, slots, now)
         in_window = _lines_in_windows(cfg, slots)
         if not train:
