@@ -233,19 +233,24 @@ class StreamModel:
                 yield parser.finish_many(part, prepared)
 
     def score(self, parsed: Sequence) -> list[LineVerdict]:
-        """RAPID verdict per parsed line: score, flag (score > threshold, template not refuted), exact."""
+        """RAPID verdict per parsed line: score, flag (score > threshold, template not refuted), exact.
+        Lines with the same masked text and template share one (read-only) verdict object."""
         texts = [p.masked for p in parsed]
         if not texts:
             return []
         unique = list(dict.fromkeys(texts))
         by_text = dict(zip(unique, self.rapid.score(unique).tolist()))
         threshold, refuted = self.rapid_threshold, self.refuted_templates
+        verdicts: dict[tuple[str, int | None], LineVerdict] = {}  # a batch repeats a few hundred texts
         out = []
         for p, text in zip(parsed, texts):
-            s = float(by_text[text])
-            exact = s == 0.0 and self.rapid.is_normal(text)
-            flag = s > threshold and not exact and p.template_id not in refuted
-            out.append(LineVerdict(score=s, flag=bool(flag), exact=bool(exact)))
+            v = verdicts.get((text, p.template_id))
+            if v is None:
+                s = float(by_text[text])
+                exact = s == 0.0 and self.rapid.is_normal(text)
+                flag = s > threshold and not exact and p.template_id not in refuted
+                v = verdicts[text, p.template_id] = LineVerdict(score=s, flag=bool(flag), exact=bool(exact))
+            out.append(v)
         return out
 
     def learn_normal(self, masked_texts: Sequence[str], templates: Sequence[int] = (), index: bool = True) -> None:

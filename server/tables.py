@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field as PField, field_validator, model_validator
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -216,6 +216,9 @@ class LogLine(SQLModel, table=True):
     __table_args__ = (
         Index("ix_log_lines_stream_id_id", "stream_id", "id"),
         Index("ix_log_lines_stream_id_severity", "stream_id", "severity"),
+        # lines an operator labelled (ingest writes none: free for ingest)
+        Index("ix_log_lines_labelled", "stream_id", "label", sqlite_where=text("label IS NOT NULL"),
+              postgresql_where=text("label IS NOT NULL")),
     )
     id: int | None = Field(default=None, sa_column=Column(LineId, primary_key=True, autoincrement=True))
     stream_id: int = _stream_fk()
@@ -284,7 +287,21 @@ class LineCount(SQLModel, table=True):
     n: int = Field(default=0, nullable=False)
 
 
-SLOT_SECONDS = 10  # LineCount's resolution
+SLOT_SECONDS = 10  # LineCount's and TemplateCount's resolution
+
+
+class TemplateCount(SQLModel, table=True):
+    """Lines per stream, template and 10-second slot of `received_at`, kept by `store.insert_lines`
+    (one upsert per template and batch). The anomaly detail page reads its reasons from here ("new
+    template", "never in training data", "burst") instead of counting a template's lines."""
+
+    __tablename__ = "template_counts"
+    stream_id: int = Field(foreign_key="streams.id", ondelete="CASCADE", primary_key=True)
+    template_id: int = Field(primary_key=True)
+    slot: int = Field(primary_key=True)  # epoch seconds of received_at // SLOT_SECONDS
+    n: int = Field(default=0, nullable=False)
+    n_train: int = Field(default=0, nullable=False)  # of them train-mode lines (their severity never changes)
+    first_line_id: int = Field(sa_column=Column(LineId, nullable=False))  # the slot's first line of the template
 
 
 class Anomaly(SQLModel, table=True):

@@ -274,6 +274,7 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
     train = cfg.train_mode
     now = utcnow()
     n_templates = model.n_templates()
+    stream_id = stream.id  # an ORM attribute: read once, not per line
     rows: list[dict] = []
     ids: list[int] = []
     chunks = model.parse_chunks([it.message for it in items], getattr(state, "parse_helper", None))
@@ -288,17 +289,20 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
                 state.registry.save_parser(stream.id)
                 n_templates = model.n_templates()
             chunk_rows = []
+            add = chunk_rows.append
             for it, p, v in zip(items[len(rows) :], parsed, verdicts):
-                sessions = it.sessions if it.sessions is not None else list(p.sessions or ())
                 ts = it.timestamp if it.timestamp is not None else p.timestamp
                 if ts is not None and not math.isfinite(ts):
                     ts = None
-                chunk_rows.append({
-                    "stream_id": stream.id, "received_at": now, "timestamp": ts,
-                    "level": (p.level or None) and str(p.level)[:16], "raw": it.message, "masked": p.masked,
-                    "template_id": p.template_id, "sessions": sessions, "attributes": it.attributes,
-                    "rapid_score": None if v is None else v.score, "rapid_flag": None if v is None else v.flag,
-                    "loggpt_flag": None, "severity": "train" if v is None else combine(v.flag, False),
+                level = p.level
+                add({
+                    "stream_id": stream_id, "received_at": now, "timestamp": ts,
+                    "level": (level if len(level) <= 16 else level[:16]) if level else None,
+                    "raw": it.message, "masked": p.masked, "template_id": p.template_id,
+                    "sessions": it.sessions if it.sessions is not None else list(p.sessions),
+                    "attributes": it.attributes, "rapid_score": None if v is None else v.score,
+                    "rapid_flag": None if v is None else v.flag, "loggpt_flag": None,
+                    "severity": "train" if v is None else combine(v.flag, False),
                 })
             ids.extend(store.insert_lines(session, chunk_rows))
             rows.extend(chunk_rows)

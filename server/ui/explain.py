@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from server import store
@@ -28,6 +28,7 @@ HOUR_MIN_NORMALS = 200  # "unusual hour" needs this many normal lines to compare
 HOUR_MAX_SHARE = 0.01  # ... and the hour holding under this share of them
 HOUR_SAMPLE = 5000  # newest normal lines the hour profile is built from
 OTHER_NORMALS = 3  # normal lines of the same template shown beside RAPID's nearest
+OTHER_NORMALS_SAMPLE = 500  # ... picked among the newest normal lines of the template
 
 
 @dataclass
@@ -113,14 +114,11 @@ def _rapid(detail: Detail, registry: Any, db: Session) -> None:
         detail.rapid_error = f"{type(exc).__name__}: {exc}"
         return
     if line.template_id is not None:
-        nearest = detail.rapid.nearest_text
-        rows = db.execute(
-            select(LogLine.masked).where(
-                LogLine.stream_id == line.stream_id, LogLine.template_id == line.template_id,
-                or_(LogLine.severity == "train", LogLine.label == "normal"), LogLine.masked != line.masked,
-            ).group_by(LogLine.masked).order_by(func.max(LogLine.id).desc()).limit(OTHER_NORMALS + 1)
-        ).scalars().all()
-        detail.other_normals = [t for t in rows if t != nearest][:OTHER_NORMALS]
+        skip = {detail.rapid.nearest_text, line.masked}
+        rows = store.newest_normal_lines(db, line.stream_id, (LogLine.id, LogLine.masked), OTHER_NORMALS_SAMPLE,
+                                         line.template_id)
+        texts = dict.fromkeys(masked for _, masked in rows if masked not in skip)  # newest first, distinct
+        detail.other_normals = list(texts)[:OTHER_NORMALS]
 
 
 # --------------------------------------------------------------------------- LogGPT
@@ -205,21 +203,22 @@ def _reasons(detail: Detail, db: Session, gap_seconds: float, tz_name: str) -> l
         out.append({"kind": "rapid", "text": words[0].upper() + words[1:] + "."})
 
     if line is not None and line.template_id is not None:
-        tid = line.template_id
-        base = select(func.count(LogLine.id)).where(LogLine.stream_id == line.stream_id, LogLine.template_id == tid)
-        earlier = db.execute(base.where(LogLine.id < line.id)).scalar() or 0
-        normal = db.execute(base.where(or_(LogLine.severity == "train", LogLine.label == "normal"))).scalar() or 0
-        if earlier == 0:
+        # From template_counts (lines per template and 10-second slot), not by counting the
+        # stream's lines: the page costs the same at a billion lines as at a thousand.
+        tid, sid = line.template_id, line.stream_id
+        at = _aware(line.received_at)
+        slot = store.slot_of(at)
+        first = store.template_first_line(db, sid, tid)
+        if first is None or first >= line.id:
             out.append({"kind": "new-template", "text": f"New template: this is the first line of template E{tid} "
                                                         "the stream has seen."})
-        elif normal == 0:
+        elif not store.template_has_normal(db, sid, tid):
+            earlier = store.template_lines_before(db, sid, tid, line.id, slot)
             out.append({"kind": "new-template", "text": f"Template E{tid} never occurred in normal or training "
                                                         f"data ({earlier} earlier line(s), none of them normal)."})
-        at = _aware(line.received_at)
-        recent = db.execute(base.where(LogLine.received_at > at - timedelta(seconds=gap_seconds),
-                                       LogLine.received_at <= at)).scalar() or 0
-        day_before = db.execute(base.where(LogLine.received_at > at - timedelta(days=1),
-                                           LogLine.received_at <= at - timedelta(seconds=gap_seconds))).scalar() or 0
+        gap_start = store.slot_of(at - timedelta(seconds=gap_seconds))  # to the slot: +-10 s
+        recent = store.template_lines(db, sid, tid, gap_start, slot)
+        day_before = store.template_lines(db, sid, tid, store.slot_of(at - timedelta(days=1)), gap_start)
         expected = day_before * gap_seconds / max(86400.0 - gap_seconds, 1.0)
         if recent >= BURST_MIN_LINES and recent > BURST_FACTOR * max(expected, 0.2):
             out.append({"kind": "burst", "text": f"Burst of a template: {recent} lines of E{tid} in the "
@@ -261,15 +260,12 @@ def _unusual_hour(db: Session, line: LogLine, tz_name: str) -> str | None:
     def when(ts: float | None, received: datetime) -> datetime:
         return datetime.fromtimestamp(ts, timezone.utc) if ts is not None else _aware(received)
 
-    rows = db.execute(
-        select(LogLine.timestamp, LogLine.received_at).where(
-            LogLine.stream_id == line.stream_id, or_(LogLine.severity == "train", LogLine.label == "normal"))
-        .order_by(LogLine.id.desc()).limit(HOUR_SAMPLE)
-    ).all()
+    rows = store.newest_normal_lines(db, line.stream_id, (LogLine.id, LogLine.timestamp, LogLine.received_at),
+                                     HOUR_SAMPLE)
     if len(rows) < HOUR_MIN_NORMALS:
         return None
     hour = when(line.timestamp, line.received_at).astimezone(tz).hour
-    same = sum(1 for ts, rec in rows if when(ts, rec).astimezone(tz).hour == hour)
+    same = sum(1 for _, ts, rec in rows if when(ts, rec).astimezone(tz).hour == hour)
     share = same / len(rows)
     if share >= HOUR_MAX_SHARE:
         return None

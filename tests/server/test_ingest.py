@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 from sqlmodel import Session, func, select
 
 from server import store
@@ -37,10 +38,18 @@ def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
 
 
 def _stored(app) -> int:
-    """Lines in the database; line_counts (what the overview reads) must agree."""
+    """Lines in the database; line_counts (what the overview reads) and template_counts (what the
+    anomaly page reads) must agree with them."""
     with Session(app.state.engine) as session:
         n = session.exec(select(func.count(LogLine.id))).one()
         assert sum(store.line_totals(session).values()) == n
+        by_template = session.execute(text(
+            "SELECT stream_id, template_id, count(*), sum(severity = 'train'), min(id) FROM log_lines "
+            "WHERE template_id IS NOT NULL GROUP BY 1, 2 ORDER BY 1, 2")).all()
+        counted = session.execute(text(
+            "SELECT stream_id, template_id, sum(n), sum(n_train), min(first_line_id) FROM template_counts "
+            "GROUP BY 1, 2 ORDER BY 1, 2")).all()
+        assert [tuple(r) for r in counted] == [tuple(r) for r in by_template]
         return n
 
 

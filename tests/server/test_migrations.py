@@ -6,7 +6,7 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 import server.tables  # noqa: F401
@@ -89,4 +89,49 @@ def test_line_counts_are_filled_from_the_lines_already_stored(tmp_path: Path) ->
         s.delete(s.get(Stream, 2))
         s.commit()
         assert store.line_totals(s) == {1: 3}  # cascades with the stream
+    engine.dispose()
+
+
+def test_template_counts_are_filled_from_the_lines_already_stored(tmp_path: Path) -> None:
+    """Migration 0004 counts the lines of each template per slot, with the train-mode ones and the
+    slot's first line; the anomaly page's questions are then answered from the counts."""
+    from datetime import datetime, timezone
+
+    from sqlmodel import Session, select
+
+    from server import store
+    from server.tables import Stream, TemplateCount
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    upgrade_database(url, "0003")
+    engine = make_engine(url)
+    t0 = datetime(2026, 11, 30, 12, 0, 5, tzinfo=timezone.utc)
+    t1 = datetime(2026, 11, 30, 12, 0, 12, tzinfo=timezone.utc)  # the next slot
+    with engine.begin() as conn:  # the tables as 0003 left them: no template_counts yet
+        conn.exec_driver_sql("INSERT INTO streams (id, name, settings, created_at, updated_at) "
+                             "VALUES (1, 'a', '{}', '2026-11-30', '2026-11-30'), (2, 'b', '{}', '2026-11-30', '2026-11-30')")
+        lines = [(1, t0, 7, "train"), (1, t0, 7, "normal"), (1, t1, 7, "watch"), (1, t1, 8, "watch"),
+                 (1, t1, None, "normal"), (2, t1, 7, "normal")]  # ids 1..6
+        for stream_id, when, tid, severity in lines:
+            conn.exec_driver_sql(
+                "INSERT INTO log_lines (stream_id, received_at, raw, masked, template_id, sessions, severity) "
+                "VALUES (?, ?, 'x', 'x', ?, '[]', ?)", (stream_id, when.replace(tzinfo=None).isoformat(" "), tid, severity))
+    engine.dispose()
+    upgrade_database(url)
+    engine = make_engine(url)
+    s0, s1 = store.slot_of(t0), store.slot_of(t1)
+    with Session(engine) as s:
+        got = {(c.stream_id, c.template_id, c.slot): (c.n, c.n_train, c.first_line_id)
+               for c in s.exec(select(TemplateCount)).all()}
+        assert got == {(1, 7, s0): (2, 1, 1), (1, 7, s1): (1, 0, 3), (1, 8, s1): (1, 0, 4), (2, 7, s1): (1, 0, 6)}
+        assert store.template_first_line(s, 1, 8) == 4 and store.template_first_line(s, 1, 9) is None
+        assert store.template_lines_before(s, 1, 7, 3, s1) == 2  # both lines of the earlier slot
+        assert store.template_lines_before(s, 1, 7, 2, s0) == 1  # the slot's first line, by a scan
+        assert store.template_lines(s, 1, 7, s0, s1) == 1 and store.template_lines(s, 1, 7, s0 - 1, s1) == 3
+        assert store.template_has_normal(s, 1, 7) and not store.template_has_normal(s, 1, 8)
+        s.execute(text("UPDATE log_lines SET label = 'normal' WHERE id = 4"))  # an operator refuted it
+        assert store.template_has_normal(s, 1, 8)
+        s.delete(s.get(Stream, 2))
+        s.commit()
+        assert {c.stream_id for c in s.exec(select(TemplateCount)).all()} == {1}  # cascades with the stream
     engine.dispose()
