@@ -353,14 +353,17 @@ def normal_window_ids(session: Session, stream_id: int, after_window_id: int = 0
     """Windows that are normal training data: every line train-mode or labeled normal by an operator
     (or the window refuted as a whole), and nothing in them confirmed anomalous."""
     c = Window.__table__.c
-    bad_lines = (
-        select(WindowLine.window_id)
+    # Per window, stop at its first line that is not normal data (NOT EXISTS): a NOT IN over every
+    # such line of the stream took 1.1 s at 1.1M lines, this 0.25 s (post-training windows fail at their first line).
+    has_bad_line = (
+        select(WindowLine.line_id)
         .join(LogLine, LogLine.id == WindowLine.line_id)
         .where(
-            LogLine.stream_id == stream_id,
+            WindowLine.window_id == c.id,
             or_(LogLine.label == "anomaly", and_(LogLine.severity != "train", or_(LogLine.label.is_(None),
                                                                                    LogLine.label != "normal"))),
         )
+        .exists()
     )
     rows = session.execute(
         select(c.id)
@@ -369,7 +372,7 @@ def normal_window_ids(session: Session, stream_id: int, after_window_id: int = 0
             c.id > after_window_id,
             c.n_lines > 0,
             or_(c.label.is_(None), c.label != "anomaly"),
-            or_(c.label == "normal", c.id.not_in(bad_lines)),
+            or_(c.label == "normal", ~has_bad_line),
         )
         .order_by(c.id)
     ).all()

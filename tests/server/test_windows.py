@@ -134,3 +134,31 @@ def test_the_open_session_lookup_uses_the_key_index(db):
     with engine.connect() as conn:
         plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + windows.open_sessions_sql(3), (stream_id, "a", "b", "c")).all()
     assert "ix_windows_stream_id_key" in " ".join(str(r[-1]) for r in plan)
+
+
+def test_normal_window_ids_are_the_windows_of_normal_data_only(db) -> None:
+    """Training data: every line train-mode or labelled normal, or the window refuted as a whole;
+    never a window with a line or a label confirmed anomalous (store.normal_window_ids)."""
+    engine, sid = db
+    now = utcnow()
+    cases = {  # key -> (severities of its lines, labels of its lines, window label)
+        "k1": (["train", "train"], [None, None], None),  # normal
+        "k2": (["train", "normal"], [None, None], None),  # an unchecked live line
+        "k3": (["train", "watch"], [None, "normal"], None),  # refuted line: normal
+        "k4": (["train", "train"], [None, "anomaly"], None),  # confirmed anomalous line
+        "k5": (["watch", "watch"], [None, None], "normal"),  # refuted window: normal
+        "k6": (["train", "train"], [None, None], "anomaly"),  # confirmed window
+    }
+    with store.write_session(engine) as session:
+        for key, (severities, labels, window_label) in cases.items():
+            ids = store.insert_lines(session, [
+                {"stream_id": sid, "received_at": now, "raw": key, "masked": key, "template_id": 1, "sessions": [key],
+                 "severity": sev, "label": label} for sev, label in zip(severities, labels)])
+            windows.assign(session, sid, CFG, [windows.LineSlot(i, None, [key]) for i in ids], now)
+        session.execute(Window.__table__.update().where(Window.__table__.c.key == "k5").values(label="normal"))
+        session.execute(Window.__table__.update().where(Window.__table__.c.key == "k6").values(label="anomaly"))
+    with Session(engine) as s:
+        by_key = {w.key: w.id for w in s.exec(select(Window)).all()}
+        assert store.normal_window_ids(s, sid) == sorted(by_key[k] for k in ("k1", "k3", "k5"))
+        assert store.normal_window_ids(s, sid, after_window_id=by_key["k3"]) == [by_key["k5"]]
+        assert store.confirmed_anomaly_window_ids(s, sid) == sorted(by_key[k] for k in ("k4", "k6"))
