@@ -135,10 +135,11 @@ def line_totals(session: Session, since: datetime | None = None) -> dict[int, in
 
 
 def template_first_line(session: Session, stream_id: int, template_id: int) -> int | None:
-    """The id of the stream's first line of a template (None: no line has it), from template_counts."""
+    """The id of the stream's first line of a template (None: no line has it): its earliest
+    slot's, from template_counts (one index seek, however long the template's history)."""
     c = TemplateCount
-    return session.execute(select(func.min(c.first_line_id)).where(
-        c.stream_id == stream_id, c.template_id == template_id)).scalar()
+    return session.execute(select(c.first_line_id).where(c.stream_id == stream_id, c.template_id == template_id)
+                           .order_by(c.slot).limit(1)).scalar()
 
 
 def template_lines(session: Session, stream_id: int, template_id: int, after_slot: int, to_slot: int) -> int:
@@ -167,8 +168,8 @@ def template_has_normal(session: Session, stream_id: int, template_id: int) -> b
     """Has any line of the template been normal data: train-mode (template_counts) or labelled
     normal by an operator (through ix_log_lines_labelled)?"""
     c = TemplateCount
-    if session.execute(select(func.coalesce(func.sum(c.n_train), 0)).where(
-            c.stream_id == stream_id, c.template_id == template_id)).scalar():
+    if session.execute(select(c.slot).where(c.stream_id == stream_id, c.template_id == template_id, c.n_train > 0)
+                       .limit(1)).first() is not None:  # train mode comes first: found in the earliest slots
         return True
     return session.execute(select(LogLine.id).where(
         LogLine.stream_id == stream_id, LogLine.label == "normal", LogLine.template_id == template_id).limit(1)
@@ -178,8 +179,9 @@ def template_has_normal(session: Session, stream_id: int, template_id: int) -> b
 def newest_normal_lines(session: Session, stream_id: int, columns: Sequence[Any], limit: int,
                         template_id: int | None = None) -> list[Any]:
     """The newest known-normal lines (train-mode, or labelled normal), newest first: rows of
-    `columns` (the first must be LogLine.id). Two index walks (severity, label) merged, so the
-    cost is `limit` rows, not the stream's history."""
+    `columns` (the first must be LogLine.id). Two index walks (severity, label) merged: the cost
+    is `limit` rows (for one template: at most the train-mode lines walked to find them), not
+    the stream's history."""
     out = []
     for cond in (LogLine.severity == "train", LogLine.label == "normal"):
         q = select(*columns).where(LogLine.stream_id == stream_id, cond)
