@@ -23,7 +23,7 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Boolean, Float, Integer, String, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import JSON, Boolean, Float, Integer, String, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -208,13 +208,19 @@ def insert_rows(session: Session, table: Any, rows: list[dict]) -> list[int]:
         # (which SQLite can only order by running the statement row by row).
         first = (conn.exec_driver_sql(f"SELECT max(id) FROM {table.name}").scalar() or 0) + 1
         ids = list(range(first, first + len(rows)))
-        executemany_sqlite(conn, table, rows, {"id": ids})
-        return ids
-    stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)  # Core: no ORM bookkeeping per row
-    return list(conn.execute(stmt, rows).scalars().all())
+    else:
+        # PostgreSQL: the ids from the table's sequence in one round trip, then one pipelined
+        # executemany. INSERT ... RETURNING through SQLAlchemy's insertmanyvalues built one
+        # statement of 13,000 placeholders per batch, which psycopg re-parsed in Python each time
+        # (2,400 lines/s of ingest).
+        ids = sorted(conn.exec_driver_sql(
+            f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) FROM generate_series(1, {len(rows)})"
+        ).scalars().all())
+    executemany_rows(conn, table, rows, {"id": ids})
+    return ids
 
 
-def executemany_sqlite(conn: Any, table: Any, rows: list[dict], extra: dict[str, list] | None = None) -> None:
+def executemany_rows(conn: Any, table: Any, rows: list[dict], extra: dict[str, list] | None = None) -> None:
     """INSERT rows with one DB-API executemany, converting column by column: each column's
     SQLAlchemy bind processor runs once per distinct value, JSON is dumped directly (orjson,
     not the JSON type's processor). About 3x the speed of Core on the ingest path. Every row
@@ -246,9 +252,21 @@ def executemany_sqlite(conn: Any, table: Any, rows: list[dict], extra: dict[str,
                 values = [None if v is None else done[v] if v in done else done.setdefault(v, proc(v))
                           for v in values]
         columns.append(values)
-    names = [c.name for c in present]
-    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    conn.exec_driver_sql(sql, list(zip(*columns)))
+    insert_tuples(conn, table.name, [c.name for c in present], list(zip(*columns)))
+
+
+def insert_tuples(conn: Any, table_name: str, names: Sequence[str], tuples: list[tuple]) -> None:
+    """Rows as tuples of DB-API values into `table_name` (`names`: its columns, trusted text).
+    SQLite: one executemany. PostgreSQL: one COPY (row-by-row INSERTs, even pipelined, cost
+    ~0.2 ms each on the server)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"INSERT INTO {table_name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                             tuples)
+        return
+    with conn.connection.dbapi_connection.cursor() as cur:  # psycopg, inside this transaction
+        with cur.copy(f"COPY {table_name} ({', '.join(names)}) FROM STDIN") as copy:
+            for row in tuples:
+                copy.write_row(row)
 
 
 def _dump_json(value: Any) -> str:
@@ -271,11 +289,7 @@ def insert_anomalies(session: Session, rows: list[dict]) -> None:
     """Insert anomalies rows (dicts of column values, the same keys in each)."""
     if not rows:
         return
-    conn = session.connection()
-    if conn.dialect.name == "sqlite":  # a batch can flag hundreds of lines: one plain executemany
-        executemany_sqlite(conn, Anomaly.__table__, rows)
-    else:
-        conn.execute(insert(Anomaly.__table__), rows)
+    executemany_rows(session.connection(), Anomaly.__table__, rows)  # a batch can flag hundreds of lines
 
 
 def update_lines(session: Session, rows: list[dict]) -> None:

@@ -158,11 +158,7 @@ def _assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequen
                 [{"_id": w.id, "n_lines": w.n_lines, "last_line_at": now} for w in touched.values()],
             )
     if members:
-        if sqlite:
-            conn.exec_driver_sql("INSERT INTO window_lines (window_id, position, line_id) VALUES (?, ?, ?)", members)
-        else:
-            conn.execute(insert(WindowLine.__table__),
-                         [{"window_id": w, "position": p, "line_id": i} for w, p, i in members])
+        store.insert_tuples(conn, "window_lines", ("window_id", "position", "line_id"), members)
     queued = close(session, to_close, now) if to_close else []
     if cache is not None:  # sessions only: a count or time window is found by its own query
         closed = set(to_close)  # `close` has forgotten these
