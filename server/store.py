@@ -263,10 +263,17 @@ def insert_tuples(conn: Any, table_name: str, names: Sequence[str], tuples: list
         conn.exec_driver_sql(f"INSERT INTO {table_name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                              tuples)
         return
-    with conn.connection.dbapi_connection.cursor() as cur:  # psycopg, inside this transaction
+    cur = conn.connection.dbapi_connection.cursor()  # inside this transaction
+    try:
+        if not hasattr(cur, "copy"):  # not psycopg 3 (e.g. psycopg2): its executemany
+            cur.executemany(f"INSERT INTO {table_name} ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})",
+                            tuples)
+            return
         with cur.copy(f"COPY {table_name} ({', '.join(names)}) FROM STDIN") as copy:
             for row in tuples:
                 copy.write_row(row)
+    finally:
+        cur.close()
 
 
 def _dump_json(value: Any) -> str:
