@@ -154,7 +154,7 @@ def main() -> int:
 
     tmp = None
     data_dir = Path(args.data_dir) if args.data_dir else Path(tmp := tempfile.mkdtemp(prefix="logsense-load-"))
-    data_dir.mkdir(parents=True, exist_ok=True)  # a --data-dir that does not exist yet (and holds no DB with a database_url)
+    data_dir.mkdir(parents=True, exist_ok=True)  # a new --data-dir: with a database_url nothing else creates it
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGSENSE_")}
     env.update(HF_HUB_OFFLINE="1", LOGSENSE_SCHEDULER_ENABLED="false")
     if args.no_worker:

@@ -204,7 +204,7 @@ def _reasons(detail: Detail, db: Session, gap_seconds: float, tz_name: str) -> l
 
     if line is not None and line.template_id is not None:
         # From template_counts (lines per template and 10-second slot), not by counting the
-        # stream's lines: the page costs the same at a billion lines as at a thousand.
+        # stream's lines: the cost grows with the template's slots, not with the stream's history.
         tid, sid = line.template_id, line.stream_id
         at = _aware(line.received_at)
         slot = store.slot_of(at)

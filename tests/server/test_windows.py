@@ -150,7 +150,7 @@ def test_normal_window_ids_are_the_windows_of_normal_data_only(db) -> None:
         "k6": (["train", "train"], [None, None], "anomaly"),  # confirmed window
     }
     with store.write_session(engine) as session:
-        for key, (severities, labels, window_label) in cases.items():
+        for key, (severities, labels, _window_label) in cases.items():  # window labels: below
             ids = store.insert_lines(session, [
                 {"stream_id": sid, "received_at": now, "raw": key, "masked": key, "template_id": 1, "sessions": [key],
                  "severity": sev, "label": label} for sev, label in zip(severities, labels)])
