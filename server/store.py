@@ -70,19 +70,17 @@ def is_held_back(window_id: int) -> bool:
 
 def insert_lines(session: Session, rows: list[dict]) -> list[int]:
     """Insert log_lines rows (dicts of column values); their ids in the order given. Counts them
-    in line_counts too (the lines of one batch share a slot: one upsert)."""
+    in line_counts and template_counts too (the lines of one batch share a slot: one upsert per
+    stream, and per template)."""
     ids = insert_rows(session, LogLine.__table__, rows)
     slots = {when: slot_of(when) for when in {r["received_at"] for r in rows}}  # one per batch, not per line
-    counts: Counter = Counter()
-    for (stream_id, received_at), n in Counter(map(itemgetter("stream_id", "received_at"), rows)).items():
-        counts[stream_id, slots[received_at]] += n
-    count_lines(session, counts)
+    count_lines(session, Counter((r["stream_id"], slots[r["received_at"]]) for r in rows))
     count_templates(session, ids, rows, slots)
     return ids
 
 
 def slot_of(when: datetime) -> int:
-    """The line_counts slot of a time (naive means UTC, as stored)."""
+    """The slot of a time in line_counts and template_counts (naive means UTC, as stored)."""
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return int(when.timestamp()) // SLOT_SECONDS

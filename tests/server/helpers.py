@@ -5,10 +5,14 @@ from __future__ import annotations
 import csv
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 HDFS_LOG = FIXTURES / "server_hdfs.log"
@@ -70,3 +74,25 @@ def post_lines(client: TestClient, auth: dict, stream: str, lines: list[str], ba
         assert r.status_code == 200, r.text
         out.extend(r.json()["lines"])
     return out
+
+
+@contextmanager
+def selects_on(engine: Engine, table: str) -> Iterator[list[tuple[str, tuple]]]:
+    """The (statement, parameters) of every SELECT from `table` run on `engine` inside the block."""
+    seen: list[tuple[str, tuple]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+
+
+def query_plan(engine: Engine, statement: str, parameters: tuple) -> str:
+    """SQLite's EXPLAIN QUERY PLAN of a captured statement, its steps joined by " | "."""
+    with engine.connect() as conn:
+        return " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))

@@ -9,28 +9,17 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+
+from .helpers import query_plan, selects_on
 
 
 def _explained(app: FastAPI, client: TestClient, auth: dict, path: str, table: str) -> str:
-    """The query plan of the SELECT on `table` that GET `path` runs."""
-    engine = app.state.engine
-    seen: list[tuple[str, tuple]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        if statement.lstrip().upper().startswith("SELECT") and f"FROM {table}" in statement and "ORDER BY" in statement:
-            seen.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
+    """The query plan of the paged SELECT on `table` (the last with an ORDER BY) that GET `path` runs."""
+    with selects_on(app.state.engine, table) as seen:
         assert client.get(path, headers=auth).status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    assert seen, f"GET {path} ran no paged SELECT on {table}"
-    statement, parameters = seen[-1]
-    with engine.connect() as conn:
-        rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
-    return " | ".join(str(r[-1]) for r in rows)
+    paged = [(st, p) for st, p in seen if "ORDER BY" in st]
+    assert paged, f"GET {path} ran no paged SELECT on {table}"
+    return query_plan(app.state.engine, *paged[-1])
 
 
 def test_pending_windows_and_anomalies_are_listed_through_their_indexes(app, client, auth):

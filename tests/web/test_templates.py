@@ -396,31 +396,21 @@ def test_detail_page_reads_template_counts_not_the_streams_history(ui) -> None:
     label index); none walks every line of the stream, as the template counts did before migration
     0004 (2.3 s at 1.1M lines). The plans are SQLite's for the page's real SQL."""
     client, app = ui
-    from sqlalchemy import event
+    from tests.server.helpers import query_plan, selects_on
 
     sid = add_stream(app, "planned")
     first = add_anomaly(app, sid, 61, BASE, "081110 1 1 INFO odd 1")
     later = add_anomaly(app, sid, 61, BASE + timedelta(seconds=30), "081110 1 1 INFO odd 2")
     same_slot = add_anomaly(app, sid, 61, BASE + timedelta(seconds=30), "081110 1 1 INFO odd 3")
-    seen: list[tuple[str, tuple]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        if statement.lstrip().upper().startswith("SELECT") and "FROM log_lines" in statement:
-            seen.append((statement, parameters))
-
-    event.listen(app.state.engine, "before_cursor_execute", capture)
-    try:
+    with selects_on(app.state.engine, "log_lines") as seen:
         html = client.get(f"/anomalies/{later}").text
-    finally:
-        event.remove(app.state.engine, "before_cursor_execute", capture)
     assert "Template E61 never occurred in normal or training data (1 earlier line(s), none of them normal)" in html
     assert "(2 earlier line(s)" in client.get(f"/anomalies/{same_slot}").text  # one of them in its own slot
     assert "New template: this is the first line of template E61" in client.get(f"/anomalies/{first}").text
     assert len(seen) >= 5, seen
-    with app.state.engine.connect() as conn:
-        for statement, parameters in seen:
-            plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
-            assert "SCAN log_lines" not in plan and "ix_log_lines_stream_id_id (stream_id=?)" not in plan, (statement, plan)
+    for statement, parameters in seen:
+        plan = query_plan(app.state.engine, statement, parameters)
+        assert "SCAN log_lines" not in plan and "ix_log_lines_stream_id_id (stream_id=?)" not in plan, (statement, plan)
 
 
 # --------------------------------------------------------------------------- overview, streams, models, jobs
