@@ -71,3 +71,34 @@ def test_the_checkpointer_moves_the_wal_into_the_database_file(tmp_path: Path) -
     finally:
         checkpointer.stop()
     engine.dispose()
+
+
+def test_sqlite_bulk_inserts_go_in_power_of_two_statements_within_the_variable_limit(tmp_path: Path) -> None:
+    """`store.insert_tuples` on SQLite: every row arrives, in order, in multi-row INSERTs of at most
+    512 rows (or what SQLite's variable limit allows), each a power of two, so a few statement
+    texts serve every batch size."""
+    import sqlite3
+
+    from sqlalchemy import event, text
+
+    from server.store import insert_tuples
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'bulk.db'}")
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda conn, cur, st, *a: statements.append(st))
+    rows = [(i, f"line {i}", None if i % 7 else 0.5) for i in range(1, 1001)]
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, raw TEXT NOT NULL, score FLOAT)"))
+        statements.clear()
+        insert_tuples(conn, "t", ("id", "raw", "score"), rows)
+        sizes = [st.count("(?, ?, ?)") for st in statements]
+        assert sizes == [512, 256, 128, 64, 32, 8], sizes  # 1,000 rows
+        assert conn.execute(text("SELECT id, raw, score FROM t ORDER BY id")).all() == rows
+
+        statements.clear()
+        conn.connection.dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 100)  # 33 rows of 3
+        insert_tuples(conn, "t", ("id", "raw", "score"), [(i, "x", None) for i in range(2001, 2071)])
+        assert [st.count("(?, ?, ?)") for st in statements] == [32, 32, 4, 2], statements
+        assert conn.execute(text("SELECT count(*) FROM t WHERE id > 2000")).scalar() == 70
+        insert_tuples(conn, "t", ("id", "raw", "score"), [])  # nothing to do, no statement
+    engine.dispose()
