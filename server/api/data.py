@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from server import store, windows
 from server.api.deps import SessionDep, StreamDep
-from server.tables import LogLine, Window, utcnow
+from server.tables import NOT_NORMAL, LogLine, Window, utcnow
 
 router = APIRouter(prefix="/api/v1/streams", tags=["lines and windows"])
 
@@ -69,6 +69,8 @@ def list_lines(
     q = select(LogLine).where(LogLine.stream_id == stream.id, LogLine.id > after_id)
     if severity is not None:
         q = q.where(LogLine.severity == severity)
+        if severity != "normal":  # through ix_log_lines_not_normal; normal lines are most, found by id
+            q = q.where(NOT_NORMAL)
     rows = session.execute(q.order_by(LogLine.id).limit(limit)).scalars().all()
     return [LineVerdict(**r.model_dump()) for r in rows]
 

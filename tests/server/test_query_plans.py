@@ -29,3 +29,14 @@ def test_pending_windows_and_anomalies_are_listed_through_their_indexes(app, cli
     assert "ix_windows_stream_id_state_id" in plan and "SCAN" not in plan, plan
     plan = _explained(app, client, auth, "/api/v1/anomalies?stream=svc&status=open&limit=10", "anomalies")
     assert "ix_anomalies_stream_id_status_id" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_lines_of_one_severity_are_listed_through_the_partial_index(app, client, auth):
+    """`/lines?severity=` for train, watch or danger walks ix_log_lines_not_normal, which leaves
+    the (many) normal lines out so that ingest inserts less; normal lines are walked by id."""
+    assert client.post("/api/v1/streams", json={"name": "svc"}, headers=auth).status_code == 201
+    for severity in ("train", "watch", "danger"):
+        plan = _explained(app, client, auth, f"/api/v1/streams/svc/lines?severity={severity}&limit=10", "log_lines")
+        assert "ix_log_lines_not_normal" in plan and "TEMP B-TREE" not in plan, (severity, plan)
+    plan = _explained(app, client, auth, "/api/v1/streams/svc/lines?severity=normal&limit=10", "log_lines")
+    assert "ix_log_lines_stream_id_id" in plan and "TEMP B-TREE" not in plan, plan
