@@ -6,8 +6,8 @@ lock serializes writers inside the process, and on SQLite `BEGIN IMMEDIATE` take
 write lock up front, so two processes on one file queue (busy_timeout) instead of deadlocking
 on a read-to-write upgrade. On PostgreSQL it is an ordinary transaction.
 
-Bulk paths (ingest, the worker) use SQLAlchemy Core statements with many parameter sets:
-one round trip per statement instead of one ORM object per line.
+Bulk paths (ingest, the worker) write many rows per statement (`insert_tuples`, Core statements
+with many parameter sets) instead of one ORM object per line.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def insert_rows(session: Session, table: Any, rows: list[dict]) -> list[int]:
     conn = session.connection()
     if conn.dialect.name == "sqlite":
         # The transaction holds SQLite's write lock (BEGIN IMMEDIATE): nobody else can insert, so
-        # explicit ids after the current maximum are safe, and one executemany beats RETURNING
+        # explicit ids after the current maximum are safe, and plain multi-row INSERTs beat RETURNING
         # (which SQLite can only order by running the statement row by row).
         first = (conn.exec_driver_sql(f"SELECT max(id) FROM {table.name}").scalar() or 0) + 1
         ids = list(range(first, first + len(rows)))
@@ -221,7 +221,7 @@ def insert_rows(session: Session, table: Any, rows: list[dict]) -> list[int]:
 
 
 def executemany_rows(conn: Any, table: Any, rows: list[dict], extra: dict[str, list] | None = None) -> None:
-    """INSERT rows in one go (`insert_tuples`: SQLite's executemany, PostgreSQL's COPY), converting
+    """INSERT rows in one go (`insert_tuples`: SQLite's multi-row INSERTs, PostgreSQL's COPY), converting
     column by column: each column's SQLAlchemy bind processor runs once per distinct value, JSON
     is dumped directly (orjson, not the JSON type's processor). About 3x the speed of Core on
     the ingest path. Every row must have the same keys. `extra`: whole columns given as lists (the ids).
