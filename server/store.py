@@ -30,8 +30,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from models.parsing.sessions import canonical_order
-from server.tables import (NOT_NORMAL, SLOT_SECONDS, Anomaly, LineCount, LogLine, TemplateCount, TemplateMute, Window,
-                           WindowLine, utcnow)
+from server.tables import (SLOT_SECONDS, Anomaly, LineCount, LogLine, TemplateCount, TemplateMute, Window, WindowLine,
+                           severity_is, utcnow)
 
 _LOCKS: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -183,7 +183,7 @@ def newest_normal_lines(session: Session, stream_id: int, columns: Sequence[Any]
     is `limit` rows (for one template: at most the train-mode lines walked to find them), not
     the stream's history."""
     out = []
-    for cond in (and_(LogLine.severity == "train", NOT_NORMAL), LogLine.label == "normal"):
+    for cond in (severity_is("train"), LogLine.label == "normal"):
         q = select(*columns).where(LogLine.stream_id == stream_id, cond)
         if template_id is not None:
             q = q.where(LogLine.template_id == template_id)
@@ -445,7 +445,7 @@ def normal_texts(session: Session, stream_id: int, after_line_id: int = 0) -> li
     rows = session.execute(
         select(LogLine.masked)
         .where(LogLine.stream_id == stream_id, LogLine.id > after_line_id,
-               or_(and_(LogLine.severity == "train", NOT_NORMAL), LogLine.label == "normal"))
+               or_(severity_is("train"), LogLine.label == "normal"))
         .distinct()
     ).all()
     return [r[0] for r in rows]

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field as PField, field_validator, model_validator
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint, and_, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -240,9 +240,12 @@ class LogLine(SQLModel, table=True):
     checked_at: datetime | None = _when()
 
 
-# Name it beside `severity == X` for any X but normal: SQLite uses the partial index
-# ix_log_lines_not_normal only when a query states the index's own condition.
-NOT_NORMAL = LogLine.severity != "normal"
+def severity_is(value: str) -> Any:
+    """`LogLine.severity == value`, worded so that SQLite can use ix_log_lines_not_normal: it takes
+    a partial index only when the query states the index's own condition, so for any value but
+    normal the condition goes along."""
+    cond = LogLine.severity == value
+    return cond if value == "normal" else and_(cond, LogLine.severity != "normal")
 
 
 class Window(SQLModel, table=True):

@@ -6,7 +6,7 @@ entries went into the middle of the index (before the watch lines), not at its e
 this index). What the index is for needs only the other severities: the lines of one severity
 (train, watch, danger) newest or oldest first. Normal lines by id are most of the stream and are
 found along ix_log_lines_stream_id_id. Queries name `severity != 'normal'` so that SQLite sees
-the index applies (`server.tables.NOT_NORMAL`).
+the index applies (`server.tables.severity_is`).
 
 Revision ID: 0005
 Revises: 0004

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from server import store, windows
 from server.api.deps import SessionDep, StreamDep
-from server.tables import NOT_NORMAL, LogLine, Window, utcnow
+from server.tables import LogLine, Window, severity_is, utcnow
 
 router = APIRouter(prefix="/api/v1/streams", tags=["lines and windows"])
 
@@ -67,10 +67,8 @@ def list_lines(
 ) -> list[LineVerdict]:
     """Stored lines with their verdicts so far, by id."""
     q = select(LogLine).where(LogLine.stream_id == stream.id, LogLine.id > after_id)
-    if severity is not None:
-        q = q.where(LogLine.severity == severity)
-        if severity != "normal":  # through ix_log_lines_not_normal; normal lines are most, found by id
-            q = q.where(NOT_NORMAL)
+    if severity is not None:  # normal lines (most of them) are found by id, the others by ix_log_lines_not_normal
+        q = q.where(severity_is(severity))
     rows = session.execute(q.order_by(LogLine.id).limit(limit)).scalars().all()
     return [LineVerdict(**r.model_dump()) for r in rows]
 

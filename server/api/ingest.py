@@ -286,7 +286,7 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
             else:
                 verdicts = model.score(parsed)
             if model.n_templates() != n_templates:  # new template ids: on disk before the lines that carry them
-                state.registry.save_parser(stream.id)
+                state.registry.save_parser(stream_id)
                 n_templates = model.n_templates()
             chunk_rows = []
             add = chunk_rows.append
@@ -307,14 +307,14 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, dict]:
             ids.extend(store.insert_lines(session, chunk_rows))
             rows.extend(chunk_rows)
         if train:
-            state.registry.mark_dirty(stream.id)
+            state.registry.mark_dirty(stream_id)
         slots = [windows.LineSlot(i, r["timestamp"], r["sessions"]) for i, r in zip(ids, rows)]
-        queued = windows.assign(session, stream.id, cfg, slots, now)
+        queued = windows.assign(session, stream_id, cfg, slots, now)
         in_window = _lines_in_windows(cfg, slots)
         if not train:
-            muted = store.muted_templates(session, stream.id, now)
+            muted = store.muted_templates(session, stream_id, now)
             anomalies = [
-                {"stream_id": stream.id, "line_id": line_id, "window_id": None, "template_id": row["template_id"],
+                {"stream_id": stream_id, "line_id": line_id, "window_id": None, "template_id": row["template_id"],
                  "kind": "line", "severity": row["severity"],
                  "status": "muted" if row["template_id"] in muted else "open",
                  "reasons": {"rapid_score": row["rapid_score"], "rapid_threshold": model.rapid_threshold},
