@@ -2,8 +2,8 @@
 
     python scripts/ingest_phases.py [--lines 60000] [--train-lines 40000]
 
-Builds the load test's stream in a temporary data directory (HDFS_2pct, block-id sessions, a
-small LogGPT trained on the train-mode lines), with the parse helper as in `logsense serve` and
+Builds the load test's stream (`load_hdfs.setup_stream`: HDFS_2pct, block-id sessions, a small
+LogGPT trained on the train-mode lines) in a temporary data directory, with the parse helper as in `logsense serve` and
 the LogGPT worker off, then runs the request body's parsing, `ingest()` and the answer's JSON for
 each further 1,000-line batch and prints the median per batch of each phase. The phases are
 timed by wrapping the functions ingest calls, so the code measured is the code that runs; what
@@ -29,8 +29,22 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "hdfs" / "HDFS_2pct.log.gz"
-SMALL_LOGGPT = {"n_layer": 2, "n_head": 4, "n_embd": 64, "max_epochs": 1}
+
+from load_hdfs import DEFAULT_DATA, SMALL_LOGGPT, setup_stream  # noqa: E402 (the load test's stream)
+
+
+class InProcessClient:
+    """`server.client.Client.ok` over a FastAPI TestClient, so the load test's `setup_stream`
+    builds the same stream here."""
+
+    def __init__(self, client: Any, key: str):
+        self.client, self.headers = client, {"X-API-Key": key}
+
+    def ok(self, method: str, path: str, body: dict | None = None) -> Any:
+        r = self.client.request(method, path, json=body, headers=self.headers)
+        if r.status_code >= 300:
+            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text[:300]}")
+        return r.json()
 
 
 def timed(acc: dict[str, float], name: str, fn: Any) -> Any:
@@ -99,16 +113,7 @@ def main() -> int:
             time.sleep(0.1)
         with Session(app.state.engine) as session:
             key, _ = create_api_key(session, "phases")
-        h = {"X-API-Key": key}
-        c.post("/api/v1/streams", headers=h, json={"name": "HDFS", "settings": {
-            "format": "hdfs", "session_regex": r"blk_-?\d+", "loggpt_config": SMALL_LOGGPT, "train_mode": True}})
-        for start in range(0, len(train), args.batch):
-            c.post("/api/v1/streams/HDFS/logs", headers=h, json={"lines": train[start : start + args.batch]})
-        c.post("/api/v1/streams/HDFS/flush", headers=h)
-        job = c.post("/api/v1/streams/HDFS/train", headers=h).json()["job_id"]
-        while c.get(f"/api/v1/jobs/{job}", headers=h).json()["state"] not in ("done", "failed"):
-            time.sleep(0.3)
-        c.patch("/api/v1/streams/HDFS", headers=h, json={"settings": {"train_mode": False}})
+        setup_stream(InProcessClient(c, key), "HDFS", train, SMALL_LOGGPT, args.batch)
         with Session(app.state.engine) as session:
             stream = session.exec(select(Stream).where(Stream.name == "HDFS")).one()
             session.expunge(stream)
