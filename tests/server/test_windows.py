@@ -32,12 +32,12 @@ CFG = StreamSettings(session_regex=r"k\d")
 def _post(engine, stream_id: int, keys: list[list[str]], fail: bool = False) -> list[int]:
     """Store one line per entry (its session keys) and assign them, as ingest does."""
     now = utcnow()
-    rows = [{"stream_id": stream_id, "received_at": now, "timestamp": None, "level": None, "raw": f"line {k}",
-             "masked": "line", "template_id": 1, "sessions": k, "attributes": None, "rapid_score": 0.0,
-             "rapid_flag": False, "loggpt_flag": None, "severity": "normal"} for k in keys]
+    columns = {"raw": [f"line {k}" for k in keys], "masked": ["line"] * len(keys), "template_id": [1] * len(keys),
+               "sessions": keys, "rapid_score": [0.0] * len(keys), "rapid_flag": [False] * len(keys),
+               "severity": ["normal"] * len(keys)}
     try:
         with store.write_session(engine) as session:
-            ids = store.insert_lines(session, rows)
+            ids = store.insert_lines(session, stream_id, now, columns)
             windows.assign(session, stream_id, CFG, [windows.LineSlot(i, None, k) for i, k in zip(ids, keys)], now)
             if fail:
                 raise RuntimeError("the rest of the batch failed")
@@ -111,16 +111,15 @@ def test_count_windows_are_not_remembered_as_sessions(db):
     cfg = StreamSettings(window_size=3)
     now = utcnow()
     with store.write_session(engine) as session:
-        ids = store.insert_lines(session, [{"stream_id": sid, "received_at": now, "raw": f"l{i}", "masked": "l",
-                                            "sessions": [] if i < 2 else ["job"], "severity": "normal"}
-                                           for i in range(3)])
+        ids = store.insert_lines(session, sid, now, {"raw": ["l0", "l1", "l2"], "masked": ["l"] * 3,
+                                                     "sessions": [[], [], ["job"]], "severity": ["normal"] * 3})
         windows.assign(session, sid, cfg, [windows.LineSlot(i, None, ("job",) if n == 2 else ())
                                            for n, i in enumerate(ids)], now)  # one batch: both kinds
         count_key = f"line:{ids[0]}"
     assert set(windows.open_sessions(engine).by_stream[sid]) == {"job"}
     with store.write_session(engine) as session:  # a record whose session is the count window's key
-        late = store.insert_lines(session, [{"stream_id": sid, "received_at": now, "raw": "x", "masked": "x",
-                                             "sessions": [count_key], "severity": "normal"}])
+        late = store.insert_lines(session, sid, now, {"raw": ["x"], "masked": ["x"], "sessions": [[count_key]],
+                                                      "severity": ["normal"]})
         windows.assign(session, sid, cfg, [windows.LineSlot(late[0], None, (count_key,))], now)
     with Session(engine) as s:
         kinds = {(w.kind, w.key): w.n_lines for w in s.exec(select(Window)).all()}
@@ -151,9 +150,10 @@ def test_normal_window_ids_are_the_windows_of_normal_data_only(db) -> None:
     }
     with store.write_session(engine) as session:
         for key, (severities, labels, _window_label) in cases.items():  # window labels: below
-            ids = store.insert_lines(session, [
-                {"stream_id": sid, "received_at": now, "raw": key, "masked": key, "template_id": 1, "sessions": [key],
-                 "severity": sev, "label": label} for sev, label in zip(severities, labels)])
+            n = len(severities)
+            ids = store.insert_lines(session, sid, now, {
+                "raw": [key] * n, "masked": [key] * n, "template_id": [1] * n, "sessions": [[key]] * n,
+                "severity": severities, "label": labels})
             windows.assign(session, sid, CFG, [windows.LineSlot(i, None, [key]) for i in ids], now)
         session.execute(Window.__table__.update().where(Window.__table__.c.key == "k5").values(label="normal"))
         session.execute(Window.__table__.update().where(Window.__table__.c.key == "k6").values(label="anomaly"))

@@ -47,9 +47,9 @@ def add_stream(app, name: str, **settings) -> int:  # noqa: ANN001
 def add_anomaly(app, stream_id: int, template_id: int, when: datetime, raw: str, *, severity: str = "watch",  # noqa: ANN001
                 status: str = "open", kind: str = "line") -> int:
     with Session(app.state.engine) as s:
-        (line_id,) = store.insert_lines(s, [{  # as ingest stores lines (and their line and template counts)
-            "stream_id": stream_id, "received_at": when, "raw": raw, "masked": re.sub(r"\d+", "<NUM>", raw),
-            "template_id": template_id, "sessions": [], "severity": severity, "rapid_score": 0.6, "rapid_flag": True}])
+        (line_id,) = store.insert_lines(s, stream_id, when, {  # as ingest stores lines (and their line and template counts)
+            "raw": [raw], "masked": [re.sub(r"\d+", "<NUM>", raw)], "template_id": [template_id], "sessions": [[]],
+            "severity": [severity], "rapid_score": [0.6], "rapid_flag": [True]})
         s.commit()
         a = Anomaly(stream_id=stream_id, line_id=line_id, template_id=template_id, kind=kind, severity=severity,
                     status=status, reasons={"rapid_score": 0.6, "rapid_threshold": 0.2}, created_at=when,
