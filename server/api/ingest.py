@@ -50,7 +50,7 @@ MAX_SESSION_KEYS = 64  # explicit session keys per record
 
 @dataclass
 class Item:
-    """One line to store: from a raw line or a record."""
+    """One record's line to store, with the fields a record may give."""
 
     index: int
     message: str
@@ -61,9 +61,16 @@ class Item:
 
 @dataclass
 class Batch:
-    items: list[Item] = field(default_factory=list)
+    """The storable lines of a request, column by column, and why the others are not."""
+
+    indexes: list[int] = field(default_factory=list)  # each line's position in the request
+    messages: list[str] = field(default_factory=list)
+    records: list[Item] | None = None  # a records body: each line's record (its own timestamp, sessions, attributes)
     errors: list[dict] = field(default_factory=list)
-    records: bool = False  # items from records: they may carry a timestamp, sessions, attributes
+
+    def add(self, index: int, message: str) -> None:
+        self.indexes.append(index)
+        self.messages.append(message)
 
 
 class LineOut(BaseModel):
@@ -178,11 +185,21 @@ def _add_line(batch: Batch, index: int, text: str, settings: Settings) -> None:
     if problem:
         batch.errors.append(_error(index, problem))
     else:
-        batch.items.append(Item(index, text))
+        batch.add(index, text)
+
+
+def _all_clean(entries: list, settings: Settings) -> bool:
+    """Would `_check_text` pass every entry? Checked in bulk (C loops, ~0.2 us a line instead of
+    ~1.2) for the usual batch: strings, none blank, all ASCII (a byte a character) without NUL,
+    none over max_line_bytes. False means: look at each line."""
+    if set(map(type, entries)) != {str} or not all(entries) or any(map(str.isspace, entries)):
+        return False
+    joined = "\n".join(entries)
+    return joined.isascii() and "\x00" not in joined and max(map(len, entries)) <= settings.max_line_bytes
 
 
 def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
-    """The request body as items and per-item errors; a 4xx for a body that cannot be read at all."""
+    """The request body as storable lines and per-line errors; a 4xx for a body that cannot be read at all."""
     media = content_type.split(";", 1)[0].strip().lower()
     batch = Batch()
     if media in ("text/plain", ""):
@@ -205,7 +222,7 @@ def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
                     batch.errors.append(_error(i, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
                     continue
                 _add_line(batch, i, text, settings)
-            if not batch.items and not batch.errors:
+            if not batch.messages and not batch.errors:
                 raise HTTPException(422, "empty batch: no lines in the body")
             return batch
     if media != "application/json" and not media.endswith("+json"):
@@ -230,7 +247,7 @@ def _loads_strictly(body: bytes) -> Any:
 
 
 def _entries(data: Any, settings: Settings, batch: Batch) -> Batch:
-    """The items and per-item errors of a decoded JSON body."""
+    """The storable lines and per-line errors of a decoded JSON body."""
     if not isinstance(data, dict):
         raise HTTPException(422, 'the body must be a JSON object: {"lines": [...]} or {"records": [...]}')
     unknown = set(data) - {"lines", "records"}
@@ -239,7 +256,6 @@ def _entries(data: Any, settings: Settings, batch: Batch) -> Batch:
     if ("lines" in data) == ("records" in data):
         raise HTTPException(422, "send exactly one of 'lines' and 'records'")
     name = "lines" if "lines" in data else "records"
-    batch.records = name == "records"
     entries = data[name]
     if not isinstance(entries, list):
         raise HTTPException(422, f"'{name}' must be a list")
@@ -247,6 +263,11 @@ def _entries(data: Any, settings: Settings, batch: Batch) -> Batch:
         raise HTTPException(422, f"empty batch: '{name}' is an empty list")
     if len(entries) > settings.max_lines_per_batch:
         raise _too_many(len(entries), settings)
+    if name == "lines" and _all_clean(entries, settings):  # the usual batch: no line needs a closer look
+        batch.indexes, batch.messages = list(range(len(entries))), list(entries)
+        return batch
+    if name == "records":
+        batch.records = []
     for i, entry in enumerate(entries):
         if name == "lines":
             if not isinstance(entry, str):
@@ -255,7 +276,9 @@ def _entries(data: Any, settings: Settings, batch: Batch) -> Batch:
             _add_line(batch, i, entry, settings)
         else:
             try:
-                batch.items.append(_record(i, entry, settings))
+                item = _record(i, entry, settings)
+                batch.add(i, item.message)
+                batch.records.append(item)
             except ValueError as exc:
                 batch.errors.append(_error(i, str(exc)))
     return batch
@@ -275,13 +298,12 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, bytes]:
     state = app.state
     cfg = stream.config()
     model = state.registry.get(stream)  # ModelsUnavailable -> 503
-    items = batch.items
     train = cfg.train_mode
     now = utcnow()
     n_templates = model.n_templates()
     stream_id = stream.id  # an ORM attribute: read once, not per line
     out = Lines()
-    chunks = model.parse_chunks([it.message for it in items], getattr(state, "parse_helper", None))
+    chunks = model.parse_chunks(batch.messages, getattr(state, "parse_helper", None))
     with store.write_session(state.engine) as session, closing(chunks):
         for parsed in chunks:
             if train:
@@ -293,7 +315,7 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, bytes]:
                 state.registry.save_parser(stream_id)
                 n_templates = model.n_templates()
             done = len(out.ids)
-            columns = _columns(items[done : done + len(parsed)], parsed, verdicts, batch.records)
+            columns = _columns(parsed, verdicts, None if batch.records is None else batch.records[done : done + len(parsed)])
             out.add(store.insert_lines(session, stream_id, now, columns), columns)
         if train:
             state.registry.mark_dirty(stream_id)
@@ -328,22 +350,23 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, bytes]:
 _SEVERITY = {flag: combine(flag, False) for flag in (False, True)}  # before LogGPT has checked the line
 
 
-def _columns(items: list[Item], parsed: list, verdicts: list | None, records: bool) -> dict[str, list]:
-    """The log_lines columns of a chunk: its items, their ParsedLines, their RAPID verdicts (None:
-    train mode). `records`: the items may carry their own timestamp, sessions and attributes."""
+def _columns(parsed: list, verdicts: list | None, records: list[Item] | None) -> dict[str, list]:
+    """The log_lines columns of a chunk: its ParsedLines, their RAPID verdicts (None: train mode),
+    their records if the body had records (their own timestamp, sessions and attributes win)."""
     raw, timestamps, levels, _, masked, template_ids, sessions, _ = zip(*parsed)
     timestamps = [t if t is None or math.isfinite(t) else None for t in timestamps]
     sessions = list(sessions)
-    attributes = [None] * len(items)
-    for k, it in enumerate(items if records else ()):  # a record's own timestamp, sessions and attributes win
-        if it.timestamp is not None:
-            timestamps[k] = it.timestamp if math.isfinite(it.timestamp) else None
+    n = len(parsed)
+    attributes = [None] * n
+    for k, it in enumerate(records or ()):
+        if it.timestamp is not None:  # finite: `_timestamp` checked it
+            timestamps[k] = it.timestamp
         if it.sessions is not None:
             sessions[k] = it.sessions
         attributes[k] = it.attributes
     if verdicts is None:
-        scores = flags = [None] * len(items)
-        severities = ["train"] * len(items)
+        scores = flags = [None] * n
+        severities = ["train"] * n
     else:
         scores = [v.score for v in verdicts]
         flags = [v.flag for v in verdicts]
@@ -386,11 +409,11 @@ def _answer(model: Any, stream_name: str, train: bool, batch: Batch, out: Lines,
     """The answer's JSON, and the lines per severity (for the metrics, counted once committed)."""
     texts = {tid: model.template(tid) for tid in set(out.template_ids)}
     lines = [
-        {"index": it.index, "id": line_id, "template_id": tid, "template": texts[tid],
+        {"index": index, "id": line_id, "template_id": tid, "template": texts[tid],
          "rapid_score": None if score is None else round(score, 6), "rapid_flag": flag, "severity": severity,
          "pending": (not train) and pending}
-        for it, line_id, tid, score, flag, severity, pending in zip(
-            batch.items, out.ids, out.template_ids, out.scores, out.flags, out.severities, in_window)
+        for index, line_id, tid, score, flag, severity, pending in zip(
+            batch.indexes, out.ids, out.template_ids, out.scores, out.flags, out.severities, in_window)
     ]
     answer = {"stream": stream_name, "train_mode": train, "accepted": len(out.ids), "rejected": len(batch.errors),
               "queued_windows": queued, "lines": lines, "errors": batch.errors}
@@ -454,7 +477,7 @@ async def post_logs(name: str, request: Request) -> Response:
     stream = await run_in_threadpool(lookup)  # 404 before reading a large body
     body = await request.body()
     batch = parse_body(body, request.headers.get("content-type", ""), settings)
-    if not batch.items:
+    if not batch.messages:
         return JSONResponse({"detail": "no line could be stored", "errors": batch.errors,
                              "message": "; ".join(f"{e['index']}: {e['error']}" for e in batch.errors[:10])},
                             status_code=422)

@@ -121,6 +121,37 @@ def test_partly_bad_batch_stores_the_good_lines(served) -> None:
     assert _stored(app) == 3
 
 
+@pytest.mark.parametrize("odd", ["", " ", "\t\r", "a\x00b", "\u00e9" * 20, "\u00e9" * 40, "x" * 64, "x" * 65, 7,
+                                 None, "\udc80"])
+def test_the_bulk_check_of_a_batch_agrees_with_the_check_of_each_line(odd, monkeypatch) -> None:
+    """A batch of plain lines is checked in bulk (`_all_clean`); one odd line among them sends
+    the batch through the per-line checks, which say the same of every line."""
+    import json
+
+    import orjson
+
+    from server.api import ingest as api
+    from server.settings import Settings
+
+    settings = Settings(_env_file=None, max_line_bytes=64)
+    clean = [LINE[:64], "x" * 16, "short one"]
+    body = json.dumps({"lines": [*clean, odd]}).encode()  # json: it can write a lone surrogate
+    batch = api.parse_body(body, "application/json", settings)
+    problem = api._check_text(odd, settings) if isinstance(odd, str) else "a line must be a string"
+    assert batch.indexes == [0, 1, 2, *([] if problem else [3])]
+    assert batch.messages == [*clean, *([] if problem else [odd])]
+    assert [e["index"] for e in batch.errors] == ([3] if problem else [])
+    if problem:
+        assert batch.errors[0]["error"].startswith(problem.split(" (")[0])
+
+    def per_line(*_):  # a batch of clean lines must not need it
+        raise AssertionError("checked line by line")
+
+    monkeypatch.setattr(api, "_check_text", per_line)
+    batch = api.parse_body(orjson.dumps({"lines": clean * 100}), "application/json", settings)
+    assert batch.messages == clean * 100 and batch.indexes == list(range(300)) and not batch.errors
+
+
 def test_oversized_batches_and_bodies(served) -> None:
     client, auth, app = served
     r = client.post("/api/v1/streams/hdfs/logs", headers=auth, json={"lines": [LINE] * 51})
