@@ -219,7 +219,7 @@ class StreamModel:
         with self._parse_lock:
             return self.parser.parse_many(lines, learn=learn)
 
-    def parse_chunks(self, lines: Sequence[str], helper: Any = None, chunk: int = 250) -> Iterator[list]:
+    def parse_chunks(self, lines: Sequence[str], helper: Any = None, chunk: int = 300) -> Iterator[list]:
         """`parse` chunk by chunk. With a `models.parsing.helper.PrepareHelper`, the header, masking
         and session keys of later chunks run in the helper process while the caller works on
         the chunk it got. Holds the parse lock until exhausted or closed (use `closing`)."""

@@ -6,7 +6,7 @@ stays with the caller. Frames are pickles on the helper's stdin and stdout; the 
 when its stdin closes, so it never outlives its parent.
 
     helper = PrepareHelper()
-    for lines_part, prepared in helper.prepare(parser, lines, chunk=250):
+    for lines_part, prepared in helper.prepare(parser, lines, chunk=300):
         parsed = parser.finish_many(lines_part, prepared)   # == parser.parse_many(lines_part)
 
 The answers never depend on the helper: while it is busy with another thread's batch, or once
@@ -177,12 +177,14 @@ class PrepareHelper:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.kill()
 
-    def prepare(self, parser: Any, lines: Sequence[str], chunk: int = 250,
-                first: int = 200) -> Iterator[tuple[Sequence[str], list]]:
+    def prepare(self, parser: Any, lines: Sequence[str], chunk: int = 300,
+                first: int = 300) -> Iterator[tuple[Sequence[str], list]]:
         """(lines of the chunk, `parser.prepare_many` of them) for each chunk of `lines`, in order.
 
         The first `first` lines are prepared here while the helper starts on the rest: waiting
-        for its first answer would leave this process idle.
+        for its first answer would leave this process idle. 300 and 300: with 200 here and
+        chunks of 250 there, the server waited ~5.7 ms per 1,000-line batch for the helper's
+        answers (ingest in one process, batches alternated: 43.1 against 46.3 ms per batch).
         """
         first = max(1, min(first, chunk))
         head, rest = lines[:first], [lines[i : i + chunk] for i in range(first, len(lines), chunk)]
