@@ -34,14 +34,17 @@ api_key_header = APIKeyHeader(
 
 
 def current_key(
-    session: SessionDep,
+    request: Request,
     settings: SettingsDep,
     x_api_key: Annotated[str | None, Depends(api_key_header)] = None,
 ) -> ApiKey | None:
-    """The caller's key row; None in dev mode without a key. Every /api route depends on this."""
+    """The caller's key row (loaded, detached); None in dev mode without a key. Every /api route
+    depends on this. Its own short session, not `SessionDep`: a generator dependency costs two
+    more thread hops per request, and ingest, which needs no session of its own, paid them."""
     if settings.dev_mode and not x_api_key:
         return None
-    return verify_api_key(session, x_api_key)  # a key sent in dev mode is still checked
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        return verify_api_key(session, x_api_key)  # a key sent in dev mode is still checked
 
 
 CurrentKey = Annotated[ApiKey | None, Depends(current_key)]
