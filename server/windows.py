@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -45,7 +46,7 @@ class _Open:
     id: int
     key: str
     n_lines: int
-    n_before: int  # n_lines in the database when this call began
+    n_before: int  # n_lines in the database before this call's UPDATE (a new session: as inserted)
 
 
 class _Stale(Exception):
@@ -199,16 +200,11 @@ def _assign_sessions(session, stream_id, slots, now, members, touched, to_close,
         for wid, key, n in rows:
             open_by_key[key] = _Open(wid, key, n, n)
     missing = [k for k in keys if k not in open_by_key]
-    if missing:
-        ids = store.insert_rows(session, Window.__table__, [
-            {"stream_id": stream_id, "kind": "session", "key": k[:255], "state": "open", "n_lines": 0,
-             "opened_at": now, "last_line_at": now, "attempts": 0} for k in missing])
-        for k, wid in zip(missing, ids):
-            open_by_key[k] = _Open(wid, k, 0, 0)
+    fresh = _open_sessions(session, stream_id, missing, slots, now, open_by_key) if missing else set()
     add = members.append
     for s in slots:
         line_id = s.line_id
-        for key in (s.sessions if len(s.sessions) < 2 else dict.fromkeys(s.sessions)):
+        for key in _distinct(s.sessions):
             w = open_by_key[key]
             if w.n_lines >= MAX_SESSION_LINES:
                 to_close.append(w.id)
@@ -217,7 +213,30 @@ def _assign_sessions(session, stream_id, slots, now, members, touched, to_close,
             add((w.id, w.n_lines, line_id))
             w.n_lines += 1
             touched[w.id] = w
+    for wid in fresh:  # inserted with the lines they got: nothing to update
+        if touched[wid].n_lines == touched[wid].n_before:
+            del touched[wid]
     return open_by_key
+
+
+def _distinct(keys: Sequence[str]) -> Iterable[str]:
+    return keys if len(keys) < 2 else dict.fromkeys(keys)
+
+
+def _open_sessions(session, stream_id, keys, slots, now, open_by_key) -> set[int]:  # noqa: ANN001
+    """Insert new session windows for `keys`, each already counting the lines of `slots` it will
+    get, into `open_by_key`; their ids. Counted up front, the ~70 new sessions of a 1,000-line
+    HDFS batch need no UPDATE after their lines are assigned (the ~30 older ones still do)."""
+    wanted = set(keys)
+    counts = Counter(k for s in slots for k in _distinct(s.sessions) if k in wanted)
+    ids = store.insert_rows(session, Window.__table__, [
+        {"stream_id": stream_id, "kind": "session", "key": k[:255], "state": "open",
+         "n_lines": min(counts[k], MAX_SESSION_LINES), "opened_at": now, "last_line_at": now, "attempts": 0}
+        for k in keys])
+    for k, wid in zip(keys, ids):
+        n = min(counts[k], MAX_SESSION_LINES)
+        open_by_key[k] = _Open(wid, k, 0, n)  # n_lines counts up to n as the lines are assigned
+    return set(ids)
 
 
 def _bucket(cfg: StreamSettings, slot: LineSlot, now: datetime) -> int | None:

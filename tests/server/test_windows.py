@@ -105,6 +105,22 @@ def test_closing_forgets(db):
     assert sorted(key for _, key in _sessions(engine)) == ["k1", "k1", "k2"]
 
 
+def test_a_session_longer_than_its_limit_goes_on_in_a_new_window(db, monkeypatch):
+    """A new session is inserted already counting the lines this batch gives it (no UPDATE
+    after): also when the batch fills it and the rest of its lines open the next one."""
+    monkeypatch.setattr(windows, "MAX_SESSION_LINES", 3)
+    engine, sid = db
+    a = _post(engine, sid, [["k1"]] * 7 + [["k1", "k2"]])  # k1: 3 + 3 + 2 lines, k2: 1
+    b = _post(engine, sid, [["k2"], ["k1"], ["k1"]])  # k1's third window fills up, k2 goes on
+    got = _sessions(engine)  # checks every window's n_lines against its positions
+    with Session(engine) as s:
+        states = [(w.key, w.state, w.n_lines) for w in s.exec(select(Window).order_by(Window.id)).all()]
+    assert states == [("k1", "queued", 3), ("k2", "open", 2), ("k1", "queued", 3), ("k1", "queued", 3),
+                      ("k1", "open", 1)]
+    assert [lines for (_, key), lines in got.items() if key == "k1"] == [a[0:3], a[3:6], [a[6], a[7], b[1]], [b[2]]]
+    assert [lines for (_, key), lines in got.items() if key == "k2"] == [[a[7], b[0]]]
+
+
 def test_count_windows_are_not_remembered_as_sessions(db):
     """A count window is keyed `line:<id>`; a record may name that string as its session."""
     engine, sid = db
