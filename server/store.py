@@ -71,20 +71,21 @@ def is_held_back(window_id: int) -> bool:
 
 
 def insert_lines(session: Session, stream_id: int, received_at: datetime, columns: dict[str, Sequence]) -> list[int]:
-    """Insert one batch of log_lines, given column by column (`columns`: name -> one value per
-    line; `raw`, `masked` and `severity` at least); their ids in order. Counts them in line_counts
-    and template_counts too (a batch is one slot: one upsert for the stream, one per template).
+    """Insert log_lines of one stream received at one time, given column by column (`columns`:
+    name -> one value per line; `raw`, `masked` and `severity` at least); their ids in order.
+    Counts them in line_counts and template_counts too (they share a slot: one upsert for the
+    stream, one per template).
 
-    Column by column because one dict per line, and taking it apart again for the INSERT, cost
-    ingest about three times the Python of building the rows' tuples from columns (measured
-    per 1,000 lines: ~5 against ~1.4 ms)."""
+    Column by column: a dict per line, taken apart again for the INSERT, cost ingest 7.5 ms of
+    Python per 1,000 HDFS lines, building the rows' tuples from columns 1.3 (microbenchmark)."""
     n = len(columns["raw"])
     if not n:
         return []
     conn = session.connection()
     table = LogLine.__table__
     ids = _new_ids(conn, table.name, n)
-    names, values = ["id", "stream_id", "received_at"], [ids, repeat(stream_id), repeat(_db_value(conn, table.c.received_at, received_at))]
+    names = ["id", "stream_id", "received_at"]
+    values = [ids, repeat(stream_id), repeat(_db_value(conn, table.c.received_at, received_at))]
     for name, column in columns.items():
         if all(v is None for v in column):  # NULL all the same: SQLite binds fewer parameters
             continue

@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from sqlmodel import Session
 
 from models.ensemble import combine
+from models.parsing import ParsedLine
 from server import store, windows
 from server.api.deps import get_stream
 from server.registry import ModelsUnavailable
@@ -353,9 +354,9 @@ _SEVERITY = {flag: combine(flag, False) for flag in (False, True)}  # before Log
 def _columns(parsed: list, verdicts: list | None, records: list[Item] | None) -> dict[str, list]:
     """The log_lines columns of a chunk: its ParsedLines, their RAPID verdicts (None: train mode),
     their records if the body had records (their own timestamp, sessions and attributes win)."""
-    raw, timestamps, levels, _, masked, template_ids, sessions, _ = zip(*parsed)
-    timestamps = [t if t is None or math.isfinite(t) else None for t in timestamps]
-    sessions = list(sessions)
+    fields = dict(zip(ParsedLine._fields, zip(*parsed)))  # each field of the chunk's lines, as a tuple
+    timestamps = [t if t is None or math.isfinite(t) else None for t in fields["timestamp"]]
+    sessions = list(fields["sessions"])
     n = len(parsed)
     attributes = [None] * n
     for k, it in enumerate(records or ()):
@@ -371,8 +372,9 @@ def _columns(parsed: list, verdicts: list | None, records: list[Item] | None) ->
         scores = [v.score for v in verdicts]
         flags = [v.flag for v in verdicts]
         severities = [_SEVERITY[f] for f in flags]
-    return {"timestamp": timestamps, "level": [lv[:16] if lv else None for lv in levels], "raw": list(raw),
-            "masked": list(masked), "template_id": list(template_ids), "sessions": sessions,
+    return {"timestamp": timestamps, "level": [lv[:16] if lv else None for lv in fields["level"]],
+            "raw": list(fields["raw"]), "masked": list(fields["masked"]), "template_id": list(fields["template_id"]),
+            "sessions": sessions,
             "attributes": attributes, "rapid_score": scores, "rapid_flag": flags, "severity": severities}
 
 
@@ -464,7 +466,8 @@ async def post_logs(name: str, request: Request) -> Response:
     """Store a batch of log lines; each line's verdict so far comes back in the same answer.
 
     The `Server-Timing` header says where the time went: `read` (body and checks), `store`
-    (parse, score, insert, windows, commit) and `total`, in milliseconds.
+    (parse, score, insert, windows, commit, and the answer's JSON, built during the commit) and
+    `total`, in milliseconds.
     """
     start = time.perf_counter()
     state = request.app.state
