@@ -200,7 +200,7 @@ def _assign_sessions(session, stream_id, slots, now, members, touched, to_close,
         for wid, key, n in rows:
             open_by_key[key] = _Open(wid, key, n, n)
     missing = [k for k in keys if k not in open_by_key]
-    fresh = _open_sessions(session, stream_id, missing, slots, now, open_by_key) if missing else set()
+    fresh = _insert_new_sessions(session, stream_id, missing, slots, now, open_by_key) if missing else set()
     add = members.append
     for s in slots:
         line_id = s.line_id
@@ -214,7 +214,8 @@ def _assign_sessions(session, stream_id, slots, now, members, touched, to_close,
             w.n_lines += 1
             touched[w.id] = w
     for wid in fresh:  # inserted with the lines they got: nothing to update
-        if touched[wid].n_lines == touched[wid].n_before:
+        w = touched.get(wid)
+        if w is not None and w.n_lines == w.n_before:
             del touched[wid]
     return open_by_key
 
@@ -223,7 +224,7 @@ def _distinct(keys: Sequence[str]) -> Iterable[str]:
     return keys if len(keys) < 2 else dict.fromkeys(keys)
 
 
-def _open_sessions(session, stream_id, keys, slots, now, open_by_key) -> set[int]:  # noqa: ANN001
+def _insert_new_sessions(session, stream_id, keys, slots, now, open_by_key) -> set[int]:  # noqa: ANN001
     """Insert new session windows for `keys`, each already counting the lines of `slots` it will
     get, into `open_by_key`; their ids. Counted up front, the ~70 new sessions of a 1,000-line
     HDFS batch need no UPDATE after their lines are assigned (the ~30 older ones still do)."""
