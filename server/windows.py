@@ -230,13 +230,12 @@ def _insert_new_sessions(session, stream_id, keys, slots, now, open_by_key) -> s
     HDFS batch need no UPDATE after their lines are assigned (the ~30 older ones still do)."""
     wanted = set(keys)
     counts = Counter(k for s in slots for k in _distinct(s.sessions) if k in wanted)
+    n_lines = {k: min(counts[k], MAX_SESSION_LINES) for k in keys}
     ids = store.insert_rows(session, Window.__table__, [
-        {"stream_id": stream_id, "kind": "session", "key": k[:255], "state": "open",
-         "n_lines": min(counts[k], MAX_SESSION_LINES), "opened_at": now, "last_line_at": now, "attempts": 0}
-        for k in keys])
+        {"stream_id": stream_id, "kind": "session", "key": k[:255], "state": "open", "n_lines": n_lines[k],
+         "opened_at": now, "last_line_at": now, "attempts": 0} for k in keys])
     for k, wid in zip(keys, ids):
-        n = min(counts[k], MAX_SESSION_LINES)
-        open_by_key[k] = _Open(wid, k, 0, n)  # n_lines counts up to n as the lines are assigned
+        open_by_key[k] = _Open(wid, k, 0, n_lines[k])  # n_lines counts up to n_before as the lines are assigned
     return set(ids)
 
 
