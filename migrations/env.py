@@ -8,7 +8,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlmodel import SQLModel
 
-import server.tables  # noqa: F401  (registers every table on SQLModel.metadata)
+import logsense.server.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 
 config = context.config
 if config.config_file_name is not None:  # run by hand with alembic.ini: use its logging setup
@@ -19,7 +19,7 @@ target_metadata = SQLModel.metadata
 def _url() -> str:
     url = config.attributes.get("url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        from server.settings import Settings
+        from logsense.server.settings import Settings
 
         url = Settings().database_url
     return url
@@ -27,7 +27,7 @@ def _url() -> str:
 
 def _render_item(type_: str, obj, autogen_context):  # noqa: ANN001
     """Render server.tables.UtcDateTime as plain sa.DateTime(): migrations must not import app code."""
-    if type_ == "type" and isinstance(obj, server.tables.UtcDateTime):
+    if type_ == "type" and isinstance(obj, logsense.server.tables.UtcDateTime):
         return "sa.DateTime()"
     return False
 
@@ -59,7 +59,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from server.db import make_engine
+    from logsense.server.db import make_engine
 
     engine = make_engine(_url())
     try:

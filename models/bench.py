@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.datasets import DATASETS, DatasetMissing, load_dataset, load_loghub
-from models.experiments import RunConfig, run_lines, run_sessions
+from logsense.models.datasets import DATASETS, DatasetMissing, load_dataset, load_loghub
+from logsense.models.experiments import RunConfig, run_lines, run_sessions
 
 ORDER = [
     "ensemble", "ensemble_or", "rapid", "rapid_session", "loggpt", "deeplog", "iforest",
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"logsense bench: {exc}", file=sys.stderr)
         return 2
     cfg = RunConfig(protocol=args.protocol, target_fpr=args.target_fpr, seed=args.seed, feedback=args.feedback, quick=args.quick, rl_steps=args.rl_steps)
-    from models.embedding import load_embedder
+    from logsense.models.embedding import load_embedder
 
     started = time.perf_counter()
     embedder = load_embedder()

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.baselines.deeplog import DeepLog, DeepLogConfig
-from models.baselines.floors import SeverityRule
-from models.baselines.iforest import IForestDetector
-from models.loggpt import LogGPT, LogGPTConfig
-from models.rapid import RapidScorer, session_text
+from logsense.models.baselines.deeplog import DeepLog, DeepLogConfig
+from logsense.models.baselines.floors import SeverityRule
+from logsense.models.baselines.iforest import IForestDetector
+from logsense.models.loggpt import LogGPT, LogGPTConfig
+from logsense.models.rapid import RapidScorer, session_text
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Items:
 
     def top_levels(self) -> list[str | None]:
         """One level per item: the most severe of its lines (for the ensemble's gate)."""
-        from models.ensemble import SEVERE_LEVELS
+        from logsense.models.ensemble import SEVERE_LEVELS
 
         out = []
         for levels in self.levels:
@@ -148,7 +148,7 @@ class RapidLinePart(Part):
 
     def __init__(self, embedder, k: int = 5, name: str = "rapid", index_feedback: bool = True):
         super().__init__(name)
-        from models.rapid import RapidConfig
+        from logsense.models.rapid import RapidConfig
 
         self.scorer = RapidScorer(embedder, RapidConfig(k=k))
         self.index_feedback = index_feedback
@@ -174,7 +174,7 @@ class RapidSessionPart(Part):
 
     def __init__(self, embedder, k: int = 5, index_feedback: bool = True):
         super().__init__("rapid_session")
-        from models.rapid import RapidConfig
+        from logsense.models.rapid import RapidConfig
 
         self.scorer = RapidScorer(embedder, RapidConfig(k=k))
         self.index_feedback = index_feedback

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.evaluation import threshold_at_fpr
+from logsense.models.evaluation import threshold_at_fpr
 
 SEVERE_LEVELS = ("FATAL", "FAILURE", "SEVERE", "CRITICAL", "ERROR", "PANIC")
 RAPID_PARTS = ("rapid", "rapid_session")  # parts that count as "RAPID flags"

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from models.datasets import LogDataset
-from models.detectors import (
+from logsense.models.datasets import LogDataset
+from logsense.models.detectors import (
     FloorPart,
     IForestPart,
     Items,
@@ -28,9 +28,9 @@ from models.detectors import (
     SeverityPart,
     make_sequence_models,
 )
-from models.baselines.floors import UnseenSession, UnseenTemplate
-from models.ensemble import Ensemble, EnsembleConfig, choose_policy
-from models.evaluation import (
+from logsense.models.baselines.floors import UnseenSession, UnseenTemplate
+from logsense.models.ensemble import Ensemble, EnsembleConfig, choose_policy
+from logsense.models.evaluation import (
     Split,
     auprc,
     binary_metrics,
@@ -41,9 +41,9 @@ from models.evaluation import (
     simulate_operator,
     threshold_at_fpr,
 )
-from models.parsing import LogParser
-from models.parsing.sessions import canonical_order, count_windows, time_windows
-from models.rapid import session_text
+from logsense.models.parsing import LogParser
+from logsense.models.parsing.sessions import canonical_order, count_windows, time_windows
+from logsense.models.rapid import session_text
 
 
 @dataclass

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.sequence import BOS, EOS, PAD, CheckResult, Miss, NextKeyModel, Scored, Vocabulary  # noqa: F401
+from logsense.models.sequence import BOS, EOS, PAD, CheckResult, Miss, NextKeyModel, Scored, Vocabulary  # noqa: F401
 
 __all__ = ["LogGPT", "LogGPTConfig", "CheckResult", "Miss", "Vocabulary"]
 

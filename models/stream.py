@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from models.parsing.miner import write_json as _write_json
+from logsense.models.parsing.miner import write_json as _write_json
 
 FORMAT = "logsense.stream"
 VERSION = 1
@@ -115,7 +115,7 @@ class _Detector:
 
 def _check_result(misses: list) -> Any:
     """A CheckResult with only `misses` kept."""
-    from models.sequence import CheckResult
+    from logsense.models.sequence import CheckResult
 
     return CheckResult(anomalous=bool(misses), misses=misses)
 
@@ -127,7 +127,7 @@ def _report(progress: Progress | None, fraction: float, message: str) -> None:
 
 def threshold_at_rate(scores: Sequence[float], target_fpr: float) -> float:
     """The smallest threshold t with mean(scores > t) <= target_fpr; the default with no scores."""
-    from models.evaluation import threshold_at_fpr
+    from logsense.models.evaluation import threshold_at_fpr
 
     if len(scores) == 0:
         return DEFAULT_RAPID_THRESHOLD
@@ -138,7 +138,7 @@ class StreamModel:
     """Parser, RAPID scorers, LogGPT and thresholds of one stream."""
 
     def __init__(self, config: StreamConfig | None, embedder: Any):
-        from models.rapid import RapidConfig, RapidScorer
+        from logsense.models.rapid import RapidConfig, RapidScorer
 
         self.config = config or StreamConfig()
         self.embedder = embedder
@@ -155,7 +155,7 @@ class StreamModel:
 
     @staticmethod
     def _new_parser(config: StreamConfig):
-        from models.parsing import LogParser
+        from logsense.models.parsing import LogParser
 
         return LogParser(
             preset=config.preset, regex=config.regex, mask_rules=config.mask_rules, session_regex=config.session_regex
@@ -304,7 +304,7 @@ class StreamModel:
     # ------------------------------------------------------------------ training
 
     def _loggpt_config(self):
-        from models.loggpt import LogGPTConfig
+        from logsense.models.loggpt import LogGPTConfig
 
         known = set(LogGPTConfig.__dataclass_fields__)
         unknown = sorted(set(self.config.loggpt) - known)
@@ -331,7 +331,7 @@ class StreamModel:
 
     def _rebuild_rapid(self, data: TrainingData, progress: Progress | None) -> tuple[Any, float, dict]:
         """A new line core set from the training lines, its threshold calibrated on the held-back lines."""
-        from models.rapid import RapidConfig, RapidScorer
+        from logsense.models.rapid import RapidConfig, RapidScorer
 
         rapid = RapidScorer(self.embedder, RapidConfig(k=self.config.rapid_k))
         _report(progress, 0.05, "embedding normal lines for RAPID")
@@ -350,7 +350,7 @@ class StreamModel:
 
     def fit_candidate(self, data: TrainingData, progress: Progress | None = None) -> Candidate:
         """Train LogGPT from scratch and rebuild RAPID; the live detectors are untouched."""
-        from models.loggpt import LogGPT
+        from logsense.models.loggpt import LogGPT
 
         if not data.train_seqs:
             raise ValueError("no normal training windows: post lines in train mode first")
@@ -460,8 +460,8 @@ class StreamModel:
     def load(cls, path: str | os.PathLike, embedder: Any, config: StreamConfig | None = None) -> "StreamModel":
         """Read what `save` wrote (missing pieces start empty). `config` overrides the saved one.
         The LogGPT is not loaded here: call `use_version` with the live version's directory."""
-        from models.parsing import LogParser
-        from models.rapid import RapidScorer
+        from logsense.models.parsing import LogParser
+        from logsense.models.rapid import RapidScorer
 
         path = Path(path)
         meta = json.loads((path / "stream.json").read_text())
@@ -487,7 +487,7 @@ class StreamModel:
     def use_version(self, path: str | os.PathLike) -> None:
         """Make the LogGPT, K and RAPID threshold saved in `path` (by `save_version`) live: rollback,
         restart. The parser and the RAPID core sets stay: what was learned since is kept."""
-        from models.loggpt import LogGPT
+        from logsense.models.loggpt import LogGPT
 
         path = Path(path)
         meta = json.loads((path / "version.json").read_text())

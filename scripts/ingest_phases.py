@@ -95,13 +95,13 @@ def main() -> int:
     from fastapi.testclient import TestClient
     from sqlmodel import Session, select
 
-    import server.api.ingest as ingest_api
-    from models.stream import StreamModel
-    from server import store, windows
-    from server.app import create_app
-    from server.auth import create_api_key
-    from server.settings import Settings
-    from server.tables import Stream
+    import logsense.server.api.ingest as ingest_api
+    from logsense.models.stream import StreamModel
+    from logsense.server import store, windows
+    from logsense.server.app import create_app
+    from logsense.server.auth import create_api_key
+    from logsense.server.settings import Settings
+    from logsense.server.tables import Stream
 
     with gzip.open(args.data, "rt") if args.data.endswith(".gz") else open(args.data) as f:
         lines = [line.rstrip("\n") for line in f]

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from server.client import Client, free_port
+from logsense.server.client import Client, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "hdfs" / "HDFS_2pct.log.gz"
@@ -79,7 +79,7 @@ class BareDrain3:
         from drain3.masking import MaskingInstruction
         from drain3.template_miner_config import TemplateMinerConfig
 
-        from models.parsing.masking import DEFAULT_RULES, PRESET_RULES
+        from logsense.models.parsing.masking import DEFAULT_RULES, PRESET_RULES
 
         config = TemplateMinerConfig()
         config.masking_instructions = [MaskingInstruction(PRESET_RULES[n][0], PRESET_RULES[n][1].strip("<>"))
@@ -162,12 +162,12 @@ def main() -> int:
     for item in args.set:
         name, _, value = item.partition("=")
         env[f"LOGSENSE_{name.upper()}"] = value
-    key = subprocess.run([sys.executable, "-m", "server.cli", "apikey", "create", "load", "--data-dir", str(data_dir)],
+    key = subprocess.run([sys.executable, "-m", "logsense.server.cli", "apikey", "create", "load", "--data-dir", str(data_dir)],
                          cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout.strip()
     port = free_port()
     log = open(data_dir / "server.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "logsense.server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
         cwd=REPO, env={**env, "LOGSENSE_LOG_LEVEL": "warning"}, stdout=log, stderr=subprocess.STDOUT)
     c = Client(port, key)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still stop the server (finally below)
@@ -210,7 +210,7 @@ def main() -> int:
         # second core may share the first one's execution units). The machine's speed drifts
         # with other tenants by up to 2x within minutes, so each ratio compares neighbours.
         # The baselines are warm like the trained stream: they have seen the train-mode lines.
-        from models.parsing import LogParser
+        from logsense.models.parsing import LogParser
 
         baselines: dict[str, Any] = {"drain3": BareDrain3(), "drain3_whole": BareDrain3(whole_lines=True),
                                      "logparser": LogParser(preset="hdfs", session_regex=r"blk_-?\d+")}

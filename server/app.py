@@ -24,11 +24,11 @@ from sqlalchemy import text
 from sqlmodel import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.api import anomalies, data, ingest, jobs, models, streams
-from server.api.deps import current_key
-from server.db import Checkpointer, make_engine, upgrade_database
-from server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
-from server.settings import Settings
+from logsense.server.api import anomalies, data, ingest, jobs, models, streams
+from logsense.server.api.deps import current_key
+from logsense.server.db import Checkpointer, make_engine, upgrade_database
+from logsense.server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
+from logsense.server.settings import Settings
 
 log = logging.getLogger("logsense")
 
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in (streams.router, ingest.router, data.router, models.router, anomalies.router, jobs.router):
         include_api(app, router)
-    from server.ui import install_ui
+    from logsense.server.ui import install_ui
 
     install_ui(app)  # the operator web UI: pages, /static, sessions, security headers
     return app
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _forget_open_sessions(app: FastAPI, stream_id: int) -> None:
     """A deleted stream's remembered open sessions (`windows.OpenSessions`) go too."""
-    from server import store, windows
+    from logsense.server import store, windows
 
     engine = app.state.engine
     with store.write_lock(engine):
@@ -104,10 +104,10 @@ def _forget_open_sessions(app: FastAPI, stream_id: int) -> None:
 
 def _start_background(app: FastAPI) -> None:
     """The detector registry (loading in a background thread), the LogGPT worker, the scheduler."""
-    from server.registry import Registry
+    from logsense.server.registry import Registry
 
     settings: Settings = app.state.settings
-    from server.training import fail_interrupted
+    from logsense.server.training import fail_interrupted
 
     fail_interrupted(app)  # one process per data directory; jobs of a dead one cannot resume
     registry = app.state.registry = Registry(settings, app.state.engine)
@@ -117,7 +117,7 @@ def _start_background(app: FastAPI) -> None:
     registry.start()
     app.state.parse_helper = None
     if settings.parse_helper or (settings.parse_helper is None and (os.cpu_count() or 1) > 1):
-        from models.parsing.helper import PrepareHelper
+        from logsense.models.parsing.helper import PrepareHelper
 
         try:
             app.state.parse_helper = PrepareHelper()
@@ -125,13 +125,13 @@ def _start_background(app: FastAPI) -> None:
             log.warning("parse helper not started (%s): ingest parses in the server process", exc)
     app.state.worker = None
     if settings.worker_enabled:
-        from server.worker import Worker
+        from logsense.server.worker import Worker
 
         app.state.worker = Worker(app)
         app.state.worker.start()
     app.state.scheduler = None
     if settings.scheduler_enabled:
-        from server.scheduler import Scheduler
+        from logsense.server.scheduler import Scheduler
 
         app.state.scheduler = Scheduler(app)
         app.state.scheduler.start()
@@ -252,7 +252,7 @@ def _add_exception_handlers(app: FastAPI) -> None:
         )
         return JSONResponse({"detail": errors, "message": message}, status_code=code)
 
-    from server.registry import ModelsUnavailable
+    from logsense.server.registry import ModelsUnavailable
 
     @app.exception_handler(ModelsUnavailable)
     async def on_models_unavailable(request: Request, exc: ModelsUnavailable) -> JSONResponse:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from fastapi import HTTPException, status
 from sqlmodel import Session, select
 
-from server.tables import ApiKey, utcnow
+from logsense.server.tables import ApiKey, utcnow
 
 KEY_PREFIX = "ls_"
 PREFIX_LEN = len(KEY_PREFIX) + 8  # "ls_" + 8 random chars: enough to tell keys apart in a list

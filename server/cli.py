@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from server.settings import Settings
+from logsense.server.settings import Settings
 
 
 def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
@@ -60,7 +60,7 @@ def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
     add_bench_arguments, import_error = None, None
     if include_bench:
         try:
-            from models.bench import add_arguments as add_bench_arguments
+            from logsense.models.bench import add_arguments as add_bench_arguments
         except Exception as exc:  # noqa: BLE001 (any import failure disables only bench)
             import_error = exc
     if import_error is None:
@@ -82,7 +82,7 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _prepared(settings: Settings):  # noqa: ANN202 (an Engine)
-    from server.db import make_engine, upgrade_database
+    from logsense.server.db import make_engine, upgrade_database
 
     upgrade_database(settings.database_url)
     return make_engine(settings.database_url)
@@ -91,8 +91,8 @@ def _prepared(settings: Settings):  # noqa: ANN202 (an Engine)
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from server.app import create_app
-    from server.db import upgrade_database
+    from logsense.server.app import create_app
+    from logsense.server.db import upgrade_database
 
     settings = _settings(args, host=args.host, port=args.port, dev_mode=args.dev)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -104,7 +104,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_apikey_create(args: argparse.Namespace) -> int:
     from sqlmodel import Session
 
-    from server.auth import create_api_key
+    from logsense.server.auth import create_api_key
 
     engine = _prepared(_settings(args))
     with Session(engine) as session:
@@ -119,7 +119,7 @@ def run_apikey_create(args: argparse.Namespace) -> int:
 def run_apikey_list(args: argparse.Namespace) -> int:
     from sqlmodel import Session, select
 
-    from server.tables import ApiKey
+    from logsense.server.tables import ApiKey
 
     engine = _prepared(_settings(args))
     with Session(engine) as session:
@@ -136,7 +136,7 @@ def run_apikey_list(args: argparse.Namespace) -> int:
 def run_apikey_revoke(args: argparse.Namespace) -> int:
     from sqlmodel import Session
 
-    from server.auth import revoke_api_key
+    from logsense.server.auth import revoke_api_key
 
     engine = _prepared(_settings(args))
     with Session(engine) as session:
@@ -151,7 +151,7 @@ def run_user_create(args: argparse.Namespace) -> int:
 
     from sqlmodel import Session
 
-    from server.users import check_password, check_username, create_user
+    from logsense.server.users import check_password, check_username, create_user
 
     try:
         check_username(args.username)
@@ -181,7 +181,7 @@ def run_user_create(args: argparse.Namespace) -> int:
 def run_db_upgrade(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from server.db import upgrade_database
+    from logsense.server.db import upgrade_database
 
     settings = _settings(args)
     upgrade_database(settings.database_url)
@@ -190,14 +190,14 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from models.bench import run
+    from logsense.models.bench import run
 
     return run(args)
 
 
 def _bench_unavailable(exc: Exception) -> Callable[[argparse.Namespace], int]:
     def fail(_args: argparse.Namespace) -> int:
-        print(f"logsense bench is unavailable: models.bench failed to import: {type(exc).__name__}: {exc}",
+        print(f"logsense bench is unavailable: logsense.models.bench failed to import: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 2
 

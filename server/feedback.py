@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from server import store
-from server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine, utcnow
+from logsense.server import store
+from logsense.server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine, utcnow
 
 LABELS = ("normal", "anomaly")
 SCOPES = ("line", "template")
@@ -109,7 +109,7 @@ def apply_feedback(
         registry = app.state.registry
         model = registry.get(stream)
         if window_texts:
-            from models.rapid import session_text
+            from logsense.models.rapid import session_text
 
             model.learn_normal_sessions([session_text(t) for t in window_texts])
         if anomaly.kind != "window" and masked is not None:

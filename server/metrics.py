@@ -23,7 +23,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.tables import ModelVersion, Stream, Window
+from logsense.server.tables import ModelVersion, Stream, Window
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
 

@@ -29,9 +29,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from server import store
-from server.settings import Settings
-from server.tables import Anomaly, Feedback, ModelVersion, Stream, StreamSettings, Window
+from logsense.server import store
+from logsense.server.settings import Settings
+from logsense.server.tables import Anomaly, Feedback, ModelVersion, Stream, StreamSettings, Window
 
 log = logging.getLogger("logsense.registry")
 
@@ -46,7 +46,7 @@ class ModelsUnavailable(RuntimeError):
 
 def stream_config(cfg: StreamSettings) -> Any:
     """A stream's settings as the detectors' `StreamConfig`."""
-    from models.stream import StreamConfig
+    from logsense.models.stream import StreamConfig
 
     rules = None
     if cfg.mask_rules is not None:
@@ -84,7 +84,7 @@ class Registry:
 
     def _load_all(self) -> None:
         try:
-            from models.embedding import load_embedder
+            from logsense.models.embedding import load_embedder
 
             self._embedder = load_embedder(self.settings.device)
             with Session(self.engine) as session:
@@ -158,8 +158,8 @@ class Registry:
             return model
 
     def _load(self, stream_id: int, config: Any, embedder: Any) -> Any:
-        from models.rapid import session_text
-        from models.stream import StreamModel
+        from logsense.models.rapid import session_text
+        from logsense.models.stream import StreamModel
 
         live = self.live_dir(stream_id)
         if (live / "stream.json").exists():

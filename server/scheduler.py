@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from server.tables import Stream
+from logsense.server.tables import Stream
 
 log = logging.getLogger("logsense.scheduler")
 
@@ -67,7 +67,7 @@ class SchedulerLock:
 
 def nightly(app: Any, stream_id: int) -> None:
     """The scheduled job: a nightly training job for one stream (fine-tune, validate, maybe promote)."""
-    from server.training import start_training
+    from logsense.server.training import start_training
 
     try:
         start_training(app, stream_id, "nightly")

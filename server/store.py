@@ -29,8 +29,8 @@ from sqlalchemy import JSON, Boolean, Float, Integer, String, and_, bindparam, f
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from models.parsing.sessions import canonical_order
-from server.tables import (SLOT_SECONDS, Anomaly, LineCount, LogLine, TemplateCount, UtcDateTime, Window, WindowLine,
+from logsense.models.parsing.sessions import canonical_order
+from logsense.server.tables import (SLOT_SECONDS, Anomaly, LineCount, LogLine, TemplateCount, UtcDateTime, Window, WindowLine,
                            severity_is, utcnow)
 
 _LOCKS: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = weakref.WeakKeyDictionary()

@@ -152,7 +152,7 @@ class StreamSettings(BaseModel):
     def _check_mask_rules(cls, value: list | None) -> list | None:
         """An unknown preset name is a 422 now, not a failure at every later ingest."""
         if value is not None:
-            from models.parsing.masking import resolve_rules
+            from logsense.models.parsing.masking import resolve_rules
 
             resolve_rules(value)  # ValueError names the rule and the known presets
         return value
@@ -163,7 +163,7 @@ class StreamSettings(BaseModel):
         """Unknown LogGPT fields are refused now, with the known ones named, not at the first training."""
         from dataclasses import fields
 
-        from models.loggpt import LogGPTConfig
+        from logsense.models.loggpt import LogGPTConfig
 
         known = {f.name for f in fields(LogGPTConfig)}
         unknown = sorted(set(value) - known)

@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlmodel import Session
 
-from server import store
-from server.tables import Job, ModelVersion, Stream, utcnow
+from logsense.server import store
+from logsense.server.tables import Job, ModelVersion, Stream, utcnow
 
 log = logging.getLogger("logsense.training")
 
@@ -118,9 +118,9 @@ def fail_interrupted(app: Any) -> int:
 def training_data(session: Session, stream_id: int, after_window_id: int = 0) -> tuple[Any, int]:
     """The stream's `TrainingData` (windows with id > after_window_id, plus every confirmed-normal
     window, for training; held-back ones for validation) and the newest window id in it."""
-    from models.rapid import session_text
-    from models.stream import TrainingData
-    from server.tables import Window
+    from logsense.models.rapid import session_text
+    from logsense.models.stream import TrainingData
+    from logsense.server.tables import Window
 
     all_ids = store.normal_window_ids(session, stream_id)
     refuted = set(session.execute(

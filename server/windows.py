@@ -26,8 +26,8 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from server import store
-from server.tables import LogLine, StreamSettings, Window, WindowLine
+from logsense.server import store
+from logsense.server.tables import LogLine, StreamSettings, Window, WindowLine
 
 MAX_SESSION_LINES = 1000  # a session this long is closed and a new one opened for the same key
 _CHUNK = 5000  # keys per IN (...) query

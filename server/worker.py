@@ -23,10 +23,10 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
-from models.ensemble import combine
-from server import store, windows
-from server.registry import ModelsUnavailable
-from server.tables import Anomaly, Stream, Window, utcnow
+from logsense.models.ensemble import combine
+from logsense.server import store, windows
+from logsense.server.registry import ModelsUnavailable
+from logsense.server.tables import Anomaly, Stream, Window, utcnow
 
 log = logging.getLogger("logsense.worker")
 
@@ -119,7 +119,7 @@ class Worker:
             model = self.app.state.registry.get(stream)
             with Session(engine) as session:
                 lines = store.window_lines(session, window_ids)
-            from models.rapid import session_text
+            from logsense.models.rapid import session_text
 
             seqs = [[-1 if x["template_id"] is None else int(x["template_id"]) for x in lines[w]] for w in window_ids]
             texts = [session_text([x["masked"] for x in lines[w]]) for w in window_ids]
@@ -262,7 +262,7 @@ def pending_lines(session: Session, stream_id: int) -> int:
     """Lines still waiting for a LogGPT check (in an open, queued or checking window)."""
     from sqlalchemy import func
 
-    from server.tables import WindowLine
+    from logsense.server.tables import WindowLine
 
     return session.execute(
         select(func.count(func.distinct(WindowLine.line_id)))

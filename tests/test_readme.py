@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import Settings, settings_table_markdown
+from logsense.server.settings import Settings, settings_table_markdown
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 REGENERATE = (
@@ -23,8 +23,8 @@ def readme() -> str:
 
 def _api_routes(tmp_path: Path) -> set[tuple[str, str]]:
     """(METHOD, path) of every /api route: from the app's OpenAPI schema and from the routers themselves."""
-    from server.api import anomalies, data, ingest, jobs, models, streams
-    from server.app import create_app
+    from logsense.server.api import anomalies, data, ingest, jobs, models, streams
+    from logsense.server.app import create_app
 
     app = create_app(Settings(_env_file=None, data_dir=tmp_path / "data"))  # no lifespan: touches nothing
     found = {

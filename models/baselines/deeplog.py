@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.sequence import BOS, NextKeyModel, Scored
+from logsense.models.sequence import BOS, NextKeyModel, Scored
 
 
 @dataclass

@@ -20,10 +20,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from models.parsing.headers import PRESETS, Header, HeaderParser, parse_timestamp
-from models.parsing.masking import DEFAULT_RULES, PRESET_RULES, Masker
-from models.parsing.miner import TemplateMiner, write_json
-from models.parsing.sessions import SessionKeyer, count_windows, time_windows
+from logsense.models.parsing.headers import PRESETS, Header, HeaderParser, parse_timestamp
+from logsense.models.parsing.masking import DEFAULT_RULES, PRESET_RULES, Masker
+from logsense.models.parsing.miner import TemplateMiner, write_json
+from logsense.models.parsing.sessions import SessionKeyer, count_windows, time_windows
 
 __all__ = [
     "DEFAULT_RULES", "PRESETS", "PRESET_RULES", "Header", "HeaderParser", "LogParser", "Masker", "ParsedLine",

@@ -85,7 +85,7 @@ def _read(f: BinaryIO) -> Any:
 
 
 def _preparer(config: dict) -> tuple:
-    from models.parsing import HeaderParser, Masker, SessionKeyer
+    from logsense.models.parsing import HeaderParser, Masker, SessionKeyer
 
     rules = config.get("mask_rules")
     keyer = SessionKeyer(config["session_regex"]) if config.get("session_regex") else None
@@ -95,7 +95,7 @@ def _preparer(config: dict) -> tuple:
 
 def serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
     """The helper's loop: (config key, config, lines) in, prepared lines (or an error text) out."""
-    from models.parsing import prepare_lines
+    from logsense.models.parsing import prepare_lines
 
     preparers: dict[str, tuple] = {}
     while True:
@@ -128,7 +128,7 @@ class PrepareHelper:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "models.parsing.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-m", "logsense.models.parsing.helper"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             env=env, bufsize=0)
         # A batch's frames go into the pipe at once when they fit (the helper reads them while this
         # process works); larger ones through a writer thread, so that this process never waits

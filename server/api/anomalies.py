@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlmodel import Session
 
-from server.api.deps import CurrentKey, SessionDep, actor_name
-from server.feedback import apply_feedback, mute_template
-from server.tables import Anomaly, LogLine, Stream
+from logsense.server.api.deps import CurrentKey, SessionDep, actor_name
+from logsense.server.feedback import apply_feedback, mute_template
+from logsense.server.tables import Anomaly, LogLine, Stream
 
 router = APIRouter(prefix="/api/v1/anomalies", tags=["anomalies"])
 

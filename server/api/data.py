@@ -14,9 +14,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from server import store, windows
-from server.api.deps import SessionDep, StreamDep
-from server.tables import LogLine, Window, severity_is, utcnow
+from logsense.server import store, windows
+from logsense.server.api.deps import SessionDep, StreamDep
+from logsense.server.tables import LogLine, Window, severity_is, utcnow
 
 router = APIRouter(prefix="/api/v1/streams", tags=["lines and windows"])
 

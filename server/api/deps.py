@@ -9,9 +9,9 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyHeader
 from sqlmodel import Session, select
 
-from server.auth import HEADER, verify_api_key
-from server.settings import Settings
-from server.tables import ApiKey, Stream
+from logsense.server.auth import HEADER, verify_api_key
+from logsense.server.settings import Settings
+from logsense.server.tables import ApiKey, Stream
 
 
 def get_settings(request: Request) -> Settings:

@@ -34,13 +34,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from models.ensemble import combine
-from models.parsing import ParsedLine
-from server import store, windows
-from server.api.deps import get_stream
-from server.registry import ModelsUnavailable
-from server.settings import Settings
-from server.tables import Stream, utcnow
+from logsense.models.ensemble import combine
+from logsense.models.parsing import ParsedLine
+from logsense.server import store, windows
+from logsense.server.api.deps import get_stream
+from logsense.server.registry import ModelsUnavailable
+from logsense.server.settings import Settings
+from logsense.server.tables import Stream, utcnow
 
 log = logging.getLogger("logsense.ingest")
 

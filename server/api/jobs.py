@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from server.api.deps import SessionDep
-from server.tables import Job, Stream
+from logsense.server.api.deps import SessionDep
+from logsense.server.tables import Job, Stream
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 

@@ -10,9 +10,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from server.api.deps import SessionDep, StreamDep
-from server.tables import ModelVersion
-from server.training import rollback, start_training
+from logsense.server.api.deps import SessionDep, StreamDep
+from logsense.server.tables import ModelVersion
+from logsense.server.training import rollback, start_training
 
 router = APIRouter(prefix="/api/v1/streams", tags=["models"])
 

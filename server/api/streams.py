@@ -18,8 +18,8 @@ from sqlalchemy import exists
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from server.api.deps import SessionDep, SettingsDep, StreamDep
-from server.tables import Job, LogLine, ModelVersion, Stream, StreamSettings, Window, utcnow
+from logsense.server.api.deps import SessionDep, SettingsDep, StreamDep
+from logsense.server.tables import Job, LogLine, ModelVersion, Stream, StreamSettings, Window, utcnow
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 

@@ -21,8 +21,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from server.ui.core import STATIC_DIR, LoginRequired, UiError, error_response, is_htmx, is_ui_path, redirect
-from server.ui.security import SecurityHeadersMiddleware, UiSessionMiddleware
+from logsense.server.ui.core import STATIC_DIR, LoginRequired, UiError, error_response, is_htmx, is_ui_path, redirect
+from logsense.server.ui.security import SecurityHeadersMiddleware, UiSessionMiddleware
 
 
 def _wants_html(request: Request) -> bool:
@@ -32,7 +32,7 @@ def _wants_html(request: Request) -> bool:
 
 
 def install_ui(app: FastAPI) -> None:
-    from server.ui import anomalies, jobs, login, models, overview, streams
+    from logsense.server.ui import anomalies, jobs, login, models, overview, streams
 
     for module in (login, overview, anomalies, streams, models, jobs):
         app.include_router(module.router, include_in_schema=False)

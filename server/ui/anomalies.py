@@ -16,11 +16,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlmodel import Session, select
 
-from server.feedback import apply_feedback, mute_template
-from server.registry import ModelsUnavailable
-from server.tables import Anomaly, Stream, utcnow
-from server.ui import queue
-from server.ui.core import CsrfDep, Operator, OperatorDep, UiError, fragment, is_htmx, open_count, redirect, render
+from logsense.server.feedback import apply_feedback, mute_template
+from logsense.server.registry import ModelsUnavailable
+from logsense.server.tables import Anomaly, Stream, utcnow
+from logsense.server.ui import queue
+from logsense.server.ui.core import CsrfDep, Operator, OperatorDep, UiError, fragment, is_htmx, open_count, redirect, render
 
 router = APIRouter()
 
@@ -76,7 +76,7 @@ def nav_count(request: Request, op: OperatorDep) -> Response:
 
 @router.get("/anomalies/{anomaly_id}")
 def detail_page(anomaly_id: int, request: Request, op: OperatorDep) -> Response:
-    from server.ui.explain import load_detail
+    from logsense.server.ui.explain import load_detail
 
     with Session(request.app.state.engine) as db:
         detail = load_detail(db, request.app, anomaly_id)
@@ -168,7 +168,7 @@ async def act(request: Request, op: OperatorDep) -> Response:
         back = f"/anomalies/{ids[0]}" if view == "detail" else "/anomalies"
         return redirect(back)
     if view == "detail":
-        from server.ui.explain import load_detail
+        from logsense.server.ui.explain import load_detail
 
         def load():  # noqa: ANN202
             with Session(request.app.state.engine) as db:

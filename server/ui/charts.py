@@ -10,7 +10,7 @@ from sqlalchemy import Integer, cast, extract, func, literal_column, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from server.tables import SLOT_SECONDS, Anomaly, LineCount
+from logsense.server.tables import SLOT_SECONDS, Anomaly, LineCount
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 BUCKETS = 60

@@ -27,8 +27,8 @@ from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-import web
-from server.tables import Anomaly, User
+from logsense import web
+from logsense.server.tables import Anomaly, User
 
 WEB_DIR = Path(web.__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
@@ -201,7 +201,7 @@ def current_operator(request: Request) -> Operator:
     if settings.dev_mode:
         op = Operator("dev", None, dev=True)
     else:
-        from server.users import password_stamp
+        from logsense.server.users import password_stamp
 
         session = _session(request)
         uid = session.get("uid") if session is not None else None

@@ -17,9 +17,9 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlmodel import Session
 
-from server import store
-from server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine
-from server.ui.core import KIND_WORDS
+from logsense.server import store
+from logsense.server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine
+from logsense.server.ui.core import KIND_WORDS
 
 AROUND = 8  # lines shown before and after the anomalous one
 BURST_MIN_LINES = 5  # a burst needs at least this many lines of the template within the gap ...

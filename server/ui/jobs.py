@@ -7,8 +7,8 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlmodel import Session
 
-from server.tables import JOB_STATES, Job, Stream
-from server.ui.core import OperatorDep, UiError, fragment, render
+from logsense.server.tables import JOB_STATES, Job, Stream
+from logsense.server.ui.core import OperatorDep, UiError, fragment, render
 
 router = APIRouter()
 

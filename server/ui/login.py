@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlmodel import Session
 
-from server.ui.core import CsrfDep, UiError, redirect, render, safe_next
+from logsense.server.ui.core import CsrfDep, UiError, redirect, render, safe_next
 
 router = APIRouter()
 
@@ -56,7 +56,7 @@ def _throttle(request: Request) -> _Throttle:
 
 
 def _no_users(request: Request) -> bool:
-    from server.users import count_users
+    from logsense.server.users import count_users
 
     with Session(request.app.state.engine) as db:
         return count_users(db) == 0
@@ -84,7 +84,7 @@ async def login(request: Request) -> Response:
         raise UiError(429, f"Too many failed logins from {who}; wait a few minutes and try again.")
 
     def check():  # noqa: ANN202
-        from server.users import authenticate
+        from logsense.server.users import authenticate
 
         with Session(request.app.state.engine) as db:
             return authenticate(db, username, password) if username and password else None
@@ -97,7 +97,7 @@ async def login(request: Request) -> Response:
             "no_users": await run_in_threadpool(_no_users, request), "open_total": 0,
         }, status=401)
     throttle.clear(who)
-    from server.users import password_stamp
+    from logsense.server.users import password_stamp
 
     request.session.clear()  # a fresh session: no fixation
     request.session.update({"uid": user.id, "stamp": password_stamp(user), "csrf": secrets.token_urlsafe(32)})

@@ -11,9 +11,9 @@ from fastapi.responses import Response
 from sqlalchemy import select
 from sqlmodel import Session
 
-from server.tables import ModelVersion, Stream
-from server.training import rollback
-from server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+from logsense.server.tables import ModelVersion, Stream
+from logsense.server.training import rollback
+from logsense.server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
 
 router = APIRouter()
 

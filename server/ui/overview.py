@@ -10,10 +10,10 @@ from fastapi.responses import Response
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from server import store
-from server.tables import Anomaly, Job, ModelVersion, Stream
-from server.ui.charts import RANGES, Chart, stream_chart
-from server.ui.core import OperatorDep, UiError, render
+from logsense.server import store
+from logsense.server.tables import Anomaly, Job, ModelVersion, Stream
+from logsense.server.ui.charts import RANGES, Chart, stream_chart
+from logsense.server.ui.core import OperatorDep, UiError, render
 
 router = APIRouter()
 
@@ -67,7 +67,7 @@ def overview(request: Request, op: OperatorDep, range: str = "24h") -> Response:
     if range not in RANGES:
         raise UiError(400, f"range must be one of {', '.join(RANGES)}, not {range[:20]!r}")
     ready = request.app.state.registry.ready_reason() if getattr(request.app.state, "registry", None) else None
-    from server.ui.queue import open_counts
+    from logsense.server.ui.queue import open_counts
 
     with Session(request.app.state.engine) as db:
         opens = open_counts(db)

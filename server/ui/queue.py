@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from server.tables import ANOMALY_STATUSES, Anomaly, LogLine, Stream
-from server.ui.core import UiError, sev_rank
+from logsense.server.tables import ANOMALY_STATUSES, Anomaly, LogLine, Stream
+from logsense.server.ui.core import UiError, sev_rank
 
 PAGE_SIZE = 20  # incidents per page
 MAX_SCAN = 5000  # newest matching anomalies grouped into incidents

@@ -23,8 +23,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.settings import Settings
-from server.ui.core import is_ui_path
+from logsense.server.settings import Settings
+from logsense.server.ui.core import is_ui_path
 
 log = logging.getLogger("logsense.ui")
 

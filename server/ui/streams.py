@@ -19,11 +19,11 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlmodel import Session
 
-from server import store
-from server.api import streams as streams_api
-from server.tables import FORMAT_PRESETS, Job, Stream, StreamSettings
-from server.training import MODES, start_training
-from server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+from logsense.server import store
+from logsense.server.api import streams as streams_api
+from logsense.server.tables import FORMAT_PRESETS, Job, Stream, StreamSettings
+from logsense.server.training import MODES, start_training
+from logsense.server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
 
 router = APIRouter()
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.embedding import load_embedder
+from logsense.models.embedding import load_embedder
 
 HDFS = "Receiving block <BLK> src: /<IP> dest: /<IP>"
 

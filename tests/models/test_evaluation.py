@@ -3,9 +3,9 @@ import inspect
 import numpy as np
 import pytest
 
-import models.ensemble as ensemble
-from models.baselines.floors import UnseenTemplate
-from models.evaluation import (
+from logsense.models import ensemble
+from logsense.models.baselines.floors import UnseenTemplate
+from logsense.models.evaluation import (
     auprc,
     binary_metrics,
     chrono_split,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.loggpt import LogGPT, LogGPTConfig
-from models.sequence import END, UNK, Vocabulary, calibrate_top_k
+from logsense.models.loggpt import LogGPT, LogGPTConfig
+from logsense.models.sequence import END, UNK, Vocabulary, calibrate_top_k
 
 # Two session shapes: 5 6 7 8 (three times as often) and 5 9 8. After 5 the model's top choice
 # is 6; every other step is deterministic.

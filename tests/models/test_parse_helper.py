@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from models.parsing import LogParser
-from models.parsing import helper as helper_mod
-from models.parsing.helper import PrepareHelper
+from logsense.models.parsing import LogParser
+from logsense.models.parsing import helper as helper_mod
+from logsense.models.parsing.helper import PrepareHelper
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

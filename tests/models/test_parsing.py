@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from models.parsing import LogParser, ParsedLine
-from models.parsing.headers import PRESETS, HeaderParser, parse_timestamp
-from models.parsing.masking import DEFAULT_RULES, Masker
-from models.parsing.miner import TemplateMiner
-from models.parsing.sessions import SessionKeyer, count_windows, time_windows
+from logsense.models.parsing import LogParser, ParsedLine
+from logsense.models.parsing.headers import PRESETS, HeaderParser, parse_timestamp
+from logsense.models.parsing.masking import DEFAULT_RULES, Masker
+from logsense.models.parsing.miner import TemplateMiner
+from logsense.models.parsing.sessions import SessionKeyer, count_windows, time_windows
 
 DATA = Path(os.environ.get("LOGSENSE_DATASETS") or Path(__file__).resolve().parents[2].parent / "shared" / "datasets")
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -357,7 +357,7 @@ def test_fixture_bgl_lines() -> None:
 
 
 def test_canonical_order_sorts_ties_of_the_clock_only():
-    from models.parsing.sessions import canonical_order
+    from logsense.models.parsing.sessions import canonical_order
 
     ts = [1.0, 2.0, 2.0, 2.0, 3.0, None, None, 3.0]
     keys = [9, 5, 1, 3, 7, 4, 2, 0]

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from models.embedding import load_embedder
-from models.rapid import FORMAT, RapidConfig, RapidScorer, session_text
+from logsense.models.embedding import load_embedder
+from logsense.models.rapid import FORMAT, RapidConfig, RapidScorer, session_text
 
 RECV = "Receiving block <BLK> src: /<IP> dest: /<IP>"
 NORMALS = [

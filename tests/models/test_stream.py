@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from models.embedding import load_embedder
-from models.rapid import session_text
-from models.stream import StreamConfig, StreamModel, TrainingData
+from logsense.models.embedding import load_embedder
+from logsense.models.rapid import session_text
+from logsense.models.stream import StreamConfig, StreamModel, TrainingData
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "n_positions": 32, "max_epochs": 2, "batch_size": 8,
         "device": "cpu", "seed": 0, "progress": False}

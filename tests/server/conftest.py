@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from server.app import create_app
-from server.auth import create_api_key
-from server.settings import Settings
+from logsense.server.app import create_app
+from logsense.server.auth import create_api_key
+from logsense.server.settings import Settings
 
 
 @pytest.fixture(autouse=True)

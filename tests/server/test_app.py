@@ -1,6 +1,6 @@
 from fastapi.testclient import TestClient
 
-from server.app import create_app
+from logsense.server.app import create_app
 
 from .conftest import make_settings, wait_ready
 

@@ -3,8 +3,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from server.app import create_app
-from server.auth import create_api_key, hash_key, revoke_api_key
+from logsense.server.app import create_app
+from logsense.server.auth import create_api_key, hash_key, revoke_api_key
 
 from .conftest import make_settings
 
@@ -24,7 +24,7 @@ def test_revoked_key_is_refused(client: TestClient, app, api_key: str) -> None:
     with Session(app.state.engine) as s:
         from sqlmodel import select
 
-        from server.tables import ApiKey
+        from logsense.server.tables import ApiKey
 
         row = s.exec(select(ApiKey)).one()
         assert revoke_api_key(s, row.id)

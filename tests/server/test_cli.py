@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server import cli
+from logsense.server import cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,9 +44,9 @@ def test_db_upgrade_uses_the_default_data_dir(tmp_path: Path, capsys) -> None:
 
 
 def test_bench_is_imported_only_for_bench_and_may_fail_alone(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "models.bench", None)  # importing it now raises ImportError
+    monkeypatch.setitem(sys.modules, "logsense.models.bench", None)  # importing it now raises ImportError
     args = cli.build_parser().parse_args(["bench", "--whatever"])
-    assert args.func(args) == 2 and "models.bench failed to import" in capsys.readouterr().err
+    assert args.func(args) == 2 and "logsense.models.bench failed to import" in capsys.readouterr().err
     assert cli.main(["db", "upgrade"]) == 0  # the rest of the CLI works
 
 
@@ -60,7 +60,7 @@ def test_serve_starts_and_is_ready(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGSENSE_")}
     env["PYTHONPATH"] = str(REPO)
-    cmd = [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path / "srv")]
+    cmd = [sys.executable, "-m", "logsense.server.cli", "serve", "--port", str(port), "--data-dir", str(tmp_path / "srv")]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 45

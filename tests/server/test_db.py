@@ -4,8 +4,8 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from server.db import Checkpointer, make_engine, upgrade_database
-from server.tables import ApiKey, LogLine, Stream, Window, WindowLine
+from logsense.server.db import Checkpointer, make_engine, upgrade_database
+from logsense.server.tables import ApiKey, LogLine, Stream, Window, WindowLine
 
 
 def test_sqlite_connections_get_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
@@ -81,7 +81,7 @@ def test_sqlite_bulk_inserts_go_in_power_of_two_statements_within_the_variable_l
 
     from sqlalchemy import event, text
 
-    from server.store import insert_tuples
+    from logsense.server.store import insert_tuples
 
     engine = make_engine(f"sqlite:///{tmp_path / 'bulk.db'}")
     statements: list[str] = []

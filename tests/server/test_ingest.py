@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlmodel import Session, func, select
 
-from server import store
-from server.app import create_app
-from server.auth import create_api_key
-from server.tables import LogLine
+from logsense.server import store
+from logsense.server.app import create_app
+from logsense.server.auth import create_api_key
+from logsense.server.tables import LogLine
 
 from .conftest import make_settings, wait_ready
 
@@ -130,8 +130,8 @@ def test_the_bulk_check_of_a_batch_agrees_with_the_check_of_each_line(odd, monke
 
     import orjson
 
-    from server.api import ingest as api
-    from server.settings import Settings
+    from logsense.server.api import ingest as api
+    from logsense.server.settings import Settings
 
     settings = Settings(_env_file=None, max_line_bytes=64)
     clean = [LINE[:64], "x" * 16, "short one"]
@@ -201,7 +201,7 @@ def test_feedback_while_models_load_is_a_503_that_records_nothing(served, monkey
     assert r.status_code == 200
     anomaly = client.get("/api/v1/anomalies", headers=auth).json()[0]
 
-    from server.registry import ModelsUnavailable
+    from logsense.server.registry import ModelsUnavailable
 
     def loading(_stream):  # noqa: ANN001, ANN202
         raise ModelsUnavailable("detection models are still loading; retry shortly")

@@ -9,12 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from server.app import create_app
-from server.auth import create_api_key
-from server.feedback import apply_feedback, mute_template
-from server.scheduler import Scheduler, SchedulerLock
-from server.tables import Anomaly, Feedback, LogLine, utcnow
-from server.training import rollback, start_training
+from logsense.server.app import create_app
+from logsense.server.auth import create_api_key
+from logsense.server.feedback import apply_feedback, mute_template
+from logsense.server.scheduler import Scheduler, SchedulerLock
+from logsense.server.tables import Anomaly, Feedback, LogLine, utcnow
+from logsense.server.training import rollback, start_training
 
 from .conftest import make_settings, wait_ready
 from .helpers import hdfs_slice, post_lines, tiny_loggpt_config, wait_checked, wait_job

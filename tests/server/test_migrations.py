@@ -9,8 +9,8 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
-import server.tables  # noqa: F401
-from server.db import alembic_config, make_engine, upgrade_database
+import logsense.server.tables  # noqa: F401
+from logsense.server.db import alembic_config, make_engine, upgrade_database
 
 
 def _diff(url: str) -> list:
@@ -62,8 +62,8 @@ def test_line_counts_are_filled_from_the_lines_already_stored(tmp_path: Path) ->
 
     from sqlmodel import Session, select
 
-    from server import store
-    from server.tables import LineCount, LogLine, Stream
+    from logsense.server import store
+    from logsense.server.tables import LineCount, LogLine, Stream
 
     url = f"sqlite:///{tmp_path}/old.db"
     upgrade_database(url, "0002")
@@ -99,8 +99,8 @@ def test_template_counts_are_filled_from_the_lines_already_stored(tmp_path: Path
 
     from sqlmodel import Session, select
 
-    from server import store
-    from server.tables import Stream, TemplateCount
+    from logsense.server import store
+    from logsense.server.tables import Stream, TemplateCount
 
     url = f"sqlite:///{tmp_path}/old.db"
     upgrade_database(url, "0003")

@@ -41,9 +41,9 @@ def test_ingest_on_postgresql_stores_lines_windows_and_counts(pg_url: str, tmp_p
     from sqlalchemy import text
     from sqlmodel import Session
 
-    from server import store
-    from server.app import create_app
-    from server.auth import create_api_key
+    from logsense.server import store
+    from logsense.server.app import create_app
+    from logsense.server.auth import create_api_key
 
     from .conftest import make_settings, wait_ready
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from server.client import Client, free_port
+from logsense.server.client import Client, free_port
 
 from .helpers import HDFS_LOG, tiny_loggpt_config
 
@@ -40,7 +40,7 @@ def _state(pid: int) -> str:
 
 def _serve(data_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "logsense.server.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
         cwd=REPO, env=_env(**env), stdout=open(log, "ab"), stderr=subprocess.STDOUT,
     )
 
@@ -50,7 +50,7 @@ def test_sigkill_with_queued_windows_loses_nothing(tmp_path: Path) -> None:
         pytest.skip("HDFS fixture missing")
     lines = HDFS_LOG.read_text().splitlines()
     data_dir, log = tmp_path / "data", tmp_path / "server.log"
-    key = subprocess.run([sys.executable, "-m", "server.cli", "apikey", "create", "test", "--data-dir", str(data_dir)],
+    key = subprocess.run([sys.executable, "-m", "logsense.server.cli", "apikey", "create", "test", "--data-dir", str(data_dir)],
                          cwd=REPO, env=_env(), capture_output=True, text=True, check=True).stdout.strip()
     port = free_port()
     proc = _serve(data_dir, port, log, LOGSENSE_WORKER_ENABLED="false")

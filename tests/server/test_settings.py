@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from server.settings import Settings, settings_table_markdown
+from logsense.server.settings import Settings, settings_table_markdown
 
 
 def test_defaults_put_sqlite_under_data_dir() -> None:

@@ -1,7 +1,7 @@
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from server.tables import LogLine
+from logsense.server.tables import LogLine
 
 HDFS = {"name": "HDFS", "settings": {"format": "hdfs", "session_regex": r"blk_-?\d+", "train_mode": True}}
 

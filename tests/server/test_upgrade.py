@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from models.rapid import RapidConfig, RapidScorer, session_text
-from server import store
-from server.tables import Stream, Window
+from logsense.models.rapid import RapidConfig, RapidScorer, session_text
+from logsense.server import store
+from logsense.server.tables import Stream, Window
 
 from .helpers import BLK, BLOCK_REGEX, hdfs_slice, post_lines, tiny_loggpt_config, wait_job
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from server import store, windows
-from server.db import make_engine, upgrade_database
-from server.tables import LogLine, Stream, StreamSettings, Window, WindowLine, utcnow
+from logsense.server import store, windows
+from logsense.server.db import make_engine, upgrade_database
+from logsense.server.tables import LogLine, Stream, StreamSettings, Window, WindowLine, utcnow
 
 
 @pytest.fixture

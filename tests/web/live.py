@@ -14,10 +14,10 @@ import httpx
 import uvicorn
 from sqlmodel import Session
 
-from server.app import create_app
-from server.auth import create_api_key
-from server.settings import Settings
-from server.users import create_user
+from logsense.server.app import create_app
+from logsense.server.auth import create_api_key
+from logsense.server.settings import Settings
+from logsense.server.users import create_user
 from tests.server.helpers import hdfs_slice, tiny_loggpt_config, wait_for
 
 USERNAME, PASSWORD = "operator", "correct horse battery"

@@ -16,13 +16,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from server import store
-from server.app import create_app
-from server.settings import Settings
-from server.tables import Anomaly, Feedback, Job, LogLine, ModelVersion, Stream, TemplateMute
-from server.ui.queue import incidents_of
-from server.ui.security import SESSION_COOKIE, secret_key
-from server.users import authenticate, create_user
+from logsense.server import store
+from logsense.server.app import create_app
+from logsense.server.settings import Settings
+from logsense.server.tables import Anomaly, Feedback, Job, LogLine, ModelVersion, Stream, TemplateMute
+from logsense.server.ui.queue import incidents_of
+from logsense.server.ui.security import SESSION_COOKIE, secret_key
+from logsense.server.users import authenticate, create_user
 
 from .conftest import csrf_of, login
 
@@ -338,7 +338,7 @@ def test_detail_page_explains_and_acts(ui) -> None:
 
 def test_detail_of_a_window_anomaly_and_a_burst(ui) -> None:
     client, app = ui
-    from server.tables import Window, WindowLine
+    from logsense.server.tables import Window, WindowLine
 
     sid = add_stream(app, "windowed")
     burst = [add_anomaly(app, sid, 51, BASE + timedelta(seconds=i), f"081110 1 1 INFO flood {i}") for i in range(6)]
@@ -432,7 +432,7 @@ def test_overview_lists_every_stream_with_a_chart(ui) -> None:
 
 def test_chart_counts_lines_and_anomalies_per_bucket(ui) -> None:
     _, app = ui
-    from server.ui.charts import stream_chart
+    from logsense.server.ui.charts import stream_chart
 
     sid = add_stream(app, "charted")
     now = datetime.now(timezone.utc)
@@ -600,7 +600,7 @@ def test_secret_key_is_generated_once_with_0600(tmp_path) -> None:
 def test_user_create_cli(tmp_path, monkeypatch, capsys) -> None:
     import io
 
-    from server import cli
+    from logsense.server import cli
 
     data = str(tmp_path / "cli")
     monkeypatch.setattr("sys.stdin", io.StringIO("a fine password\n"))
@@ -617,8 +617,8 @@ def test_user_create_cli(tmp_path, monkeypatch, capsys) -> None:
     prompts = iter(["typed password", "typed password"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(prompts))
     assert cli.main(["user", "create", "carol", "--data-dir", data]) == 0
-    from server.db import make_engine
-    from server.tables import User
+    from logsense.server.db import make_engine
+    from logsense.server.tables import User
 
     engine = make_engine(f"sqlite:///{data}/logsense.db")
     with Session(engine) as s:
