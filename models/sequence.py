@@ -128,7 +128,7 @@ def calibrate_top_k(max_ranks: Sequence[float], target_fpr: float = 0.01, max_k:
     on those scores with K = t + 1. Unseen keys miss at every K, so when they alone exceed the
     budget no K meets it and the answer is `max_k` (everything the model knows is expected).
     """
-    from logsense.models.evaluation import threshold_at_fpr
+    from logsense.models.policy import threshold_at_fpr
 
     scores = np.asarray(max_ranks, dtype=np.float64)
     if scores.size == 0:

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
-from logsense.models.ensemble import combine
+from logsense.models.policy import combine
 from logsense.server import store, windows
 from logsense.server.registry import ModelsUnavailable
 from logsense.server.tables import Anomaly, Stream, Window, utcnow

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from logsense.models.ensemble import combine
+from logsense.models.policy import combine
 from logsense.models.parsing import ParsedLine
 from logsense.server import store, windows
 from logsense.server.api.deps import get_stream

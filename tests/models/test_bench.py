@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from logsense.models.bench import add_arguments, run
-from logsense.models.datasets import load_loghub
+from logsense.models.bench.datasets import load_loghub
 from logsense.models.embedding import load_embedder
-from logsense.models.ensemble import SEVERE_LEVELS
-from logsense.models.experiments import RunConfig, run_lines, run_sessions
+from logsense.models.bench.ensemble import SEVERE_LEVELS
+from logsense.models.bench.experiments import RunConfig, run_lines, run_sessions
 from logsense.models.parsing import LogParser
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -65,7 +65,7 @@ def test_no_threshold_sees_test_labels_sessions(hdfs, embedder):
     cfg = RunConfig(quick=True)
     first = run_sessions(hdfs, cfg, embedder, progress=False)
     # The test part under chrono is the last 30% of sessions by first line.
-    from logsense.models.experiments import parse_lines, session_items, split_items
+    from logsense.models.bench.experiments import parse_lines, session_items, split_items
 
     _, parsed = parse_lines(hdfs, progress=False)
     items, y, order = session_items(parsed, hdfs.session_labels)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from logsense.models.datasets import (
+from logsense.models.bench.datasets import (
     DATASETS,
     DatasetMissing,
     default_data_dir,

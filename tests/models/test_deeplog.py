@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from logsense.models.baselines.deeplog import DeepLog, DeepLogConfig
+from logsense.models.bench.baselines.deeplog import DeepLog, DeepLogConfig
 from logsense.models.sequence import END
 
 GRAMMAR = ([[5, 6, 7, 8]] * 3 + [[5, 9, 8]]) * 40

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from logsense.models.ensemble import Ensemble, EnsembleConfig, calibrate_jointly, choose_policy, combine, severity
+from logsense.models.bench.ensemble import Ensemble, EnsembleConfig, calibrate_jointly, choose_policy, combine, severity
 
 
 def test_combine_is_and_for_danger_or_for_watch():

@@ -3,9 +3,9 @@ import inspect
 import numpy as np
 import pytest
 
-from logsense.models import ensemble
-from logsense.models.baselines.floors import UnseenTemplate
-from logsense.models.evaluation import (
+from logsense.models.bench import ensemble
+from logsense.models.bench.baselines.floors import UnseenTemplate
+from logsense.models.bench.evaluation import (
     auprc,
     binary_metrics,
     chrono_split,

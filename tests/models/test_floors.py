@@ -1,7 +1,7 @@
 import numpy as np
 
-from logsense.models.baselines.floors import SeverityRule, UnseenSession, UnseenTemplate
-from logsense.models.ensemble import SEVERE_LEVELS
+from logsense.models.bench.baselines.floors import SeverityRule, UnseenSession, UnseenTemplate
+from logsense.models.bench.ensemble import SEVERE_LEVELS
 
 TRAIN = [[1, 2, 3], [1, 2], [2, 3, 3, 3]]
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from logsense.models.baselines.iforest import IForestDetector
+from logsense.models.bench.baselines.iforest import IForestDetector
 
 
 def normal_items(n: int = 300, seed: int = 0) -> list[list[int]]:

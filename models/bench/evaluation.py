@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from logsense.models.policy import threshold_at_fpr  # the product's calibration rule; re-exported
+
 FRACTIONS = (0.6, 0.1, 0.3)  # train / validation / test
 
 
@@ -55,31 +57,6 @@ def random_split(n: int, fractions: Sequence[float] = FRACTIONS, seed: int = 0) 
     perm = np.random.default_rng(seed).permutation(n).astype(np.int64)
     a, b = _cuts(n, fractions)
     return Split(np.sort(perm[:a]), np.sort(perm[a:b]), np.sort(perm[b:]))
-
-
-def threshold_at_fpr(normal_scores: Sequence[float] | np.ndarray, target_fpr: float = 0.01) -> float:
-    """The smallest observed score t such that at most ``target_fpr`` of ``normal_scores`` are > t.
-
-    A detector flags when score > t. Pass the scores of validation items known to be normal; there
-    is deliberately no labels argument, so a threshold chosen here cannot depend on which test
-    items are anomalous. "At most" is exact: at most floor(target_fpr * n) of the n scores exceed
-    t, ties included (if 99.5% of the scores are 0 and the budget is 1%, t = 0). With
-    ``target_fpr=0``, t is the largest score: no validation normal is flagged.
-    Raises ValueError on an empty input, NaN scores or a budget outside [0, 1].
-    """
-    scores = np.sort(np.asarray(normal_scores, dtype=np.float64).ravel())
-    if scores.size == 0:
-        raise ValueError("threshold_at_fpr needs at least one normal score")
-    if np.isnan(scores).any():
-        raise ValueError("threshold_at_fpr: scores contain NaN")
-    if not 0.0 <= target_fpr <= 1.0:
-        raise ValueError(f"target_fpr must be in [0, 1], got {target_fpr}")
-    n = scores.size
-    allowed = math.floor(target_fpr * n + 1e-9)  # how many normals may lie above t
-    values = np.unique(scores)  # ascending candidates
-    above = n - np.searchsorted(scores, values, side="right")  # non-increasing in t
-    ok = np.nonzero(above <= allowed)[0]  # never empty: the largest value has 0 above
-    return float(values[ok[0]])
 
 
 def oracle_threshold(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from logsense.models.baselines.deeplog import DeepLog, DeepLogConfig
-from logsense.models.baselines.floors import SeverityRule
-from logsense.models.baselines.iforest import IForestDetector
+from logsense.models.bench.baselines.deeplog import DeepLog, DeepLogConfig
+from logsense.models.bench.baselines.floors import SeverityRule
+from logsense.models.bench.baselines.iforest import IForestDetector
 from logsense.models.loggpt import LogGPT, LogGPTConfig
 from logsense.models.rapid import RapidScorer, session_text
 
@@ -40,7 +40,7 @@ class Items:
 
     def top_levels(self) -> list[str | None]:
         """One level per item: the most severe of its lines (for the ensemble's gate)."""
-        from logsense.models.ensemble import SEVERE_LEVELS
+        from logsense.models.policy import SEVERE_LEVELS
 
         out = []
         for levels in self.levels:

@@ -11,7 +11,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from logsense.models.ensemble import SEVERE_LEVELS
+from logsense.models.policy import SEVERE_LEVELS
 
 TemplateSeq = Sequence[int | None]  # one template id per line; None = no template matched
 

@@ -35,11 +35,76 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from logsense.models.evaluation import threshold_at_fpr
+from logsense.models.policy import SEVERE_LEVELS, combine, severity, threshold_at_fpr  # noqa: F401 (re-exported)
 
-SEVERE_LEVELS = ("FATAL", "FAILURE", "SEVERE", "CRITICAL", "ERROR", "PANIC")
 RAPID_PARTS = ("rapid", "rapid_session")  # parts that count as "RAPID flags"
 LOGGPT_PARTS = ("loggpt",)  # parts that count as "LogGPT flags"
+
+
+@dataclass
+class EnsembleConfig:
+    target_fpr: float = 0.01  # budget for danger-or-watch together, on validation normals
+    policy: str = "calibrated"  # "calibrated" or "gated" (see choose_policy)
+    gate_levels: tuple[str, ...] = SEVERE_LEVELS  # levels that pass the gate (policy "gated")
+    grid: int = 400  # how finely the common per-part rate is searched
+
+
+def choose_policy(train_levels: list[str | None]) -> str:
+    """'gated' when the stream's training data has severe-level lines, else 'calibrated'.
+
+    A stream that never logs at a severe level (HDFS: INFO and WARN only) cannot be gated:
+    its anomalies are INFO lines in unusual places.
+    """
+    severe = set(SEVERE_LEVELS)
+    return "gated" if any((lvl or "").upper() in severe for lvl in train_levels) else "calibrated"
+
+
+def calibrate_jointly(
+    val_normal_scores: dict[str, np.ndarray],
+    target_fpr: float,
+    fixed: dict[str, float] | None = None,
+    grid: int = 400,
+    eligible: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Per-part thresholds such that the OR of the parts flags <= target_fpr of validation normals.
+
+    The free parts are held at one common per-part rate ``a``; the largest ``a`` whose OR (with
+    the ``fixed`` parts, whose flags count against the same budget) stays within the budget wins.
+    When the fixed parts alone overspend it, the free parts flag no validation normal at all.
+    ``eligible`` marks the items that can be flagged at all (the severity gate); the others
+    never spend the budget and do not drag a threshold down.
+    Takes validation *normal* scores only: no labels, no test data.
+    Returns {part: threshold}; a part flags when its score > threshold.
+    """
+    fixed = dict(fixed or {})
+    arrays = {n: np.asarray(s, dtype=np.float64) for n, s in val_normal_scores.items()}
+    sizes = {len(a) for a in arrays.values()}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError("every part needs one score per validation normal item, and at least one item")
+    size = sizes.pop()
+    eligible = np.ones(size, dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
+    base = np.zeros(size, dtype=bool)
+    for n, t in fixed.items():
+        if n in arrays:
+            base |= (arrays[n] > t) & eligible
+    free = {n: a for n, a in arrays.items() if n not in fixed}
+
+    def at_rate(n: str, rate: float) -> float:
+        a = free[n]
+        pool = a[eligible]
+        if pool.size == 0:  # nothing can be flagged: any threshold at the top is as good
+            return float(a.max())
+        return threshold_at_fpr(pool, min(1.0, rate * size / pool.size))
+
+    best = {n: at_rate(n, 0.0) for n in free}
+    for rate in np.linspace(0.0, target_fpr, grid + 1):
+        thresholds = {n: at_rate(n, float(rate)) for n in free}
+        flagged = base.copy()
+        for n, t in thresholds.items():
+            flagged |= (free[n] > t) & eligible
+        if flagged.mean() <= target_fpr:
+            best = thresholds
+    return {n: float(t) for n, t in {**fixed, **best}.items() if n in arrays}
 
 
 @dataclass

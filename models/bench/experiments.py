@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from logsense.models.datasets import LogDataset
-from logsense.models.detectors import (
+from logsense.models.bench.datasets import LogDataset
+from logsense.models.bench.detectors import (
     FloorPart,
     IForestPart,
     Items,
@@ -28,9 +28,9 @@ from logsense.models.detectors import (
     SeverityPart,
     make_sequence_models,
 )
-from logsense.models.baselines.floors import UnseenSession, UnseenTemplate
-from logsense.models.ensemble import Ensemble, EnsembleConfig, choose_policy
-from logsense.models.evaluation import (
+from logsense.models.bench.baselines.floors import UnseenSession, UnseenTemplate
+from logsense.models.bench.ensemble import Ensemble, EnsembleConfig, choose_policy
+from logsense.models.bench.evaluation import (
     Split,
     auprc,
     binary_metrics,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from logsense.models.datasets import DATASETS, DatasetMissing, load_dataset, load_loghub
-from logsense.models.experiments import RunConfig, run_lines, run_sessions
+from logsense.models.bench.datasets import DATASETS, DatasetMissing, load_dataset, load_loghub
+from logsense.models.bench.experiments import RunConfig, run_lines, run_sessions
 
 ORDER = [
     "ensemble", "ensemble_or", "rapid", "rapid_session", "loggpt", "deeplog", "iforest",
