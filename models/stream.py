@@ -92,6 +92,47 @@ class TrainingData:
 
 
 @dataclass
+class ClosedWindow:
+    """A closed window as training and checking read it: its key and its lines in order."""
+
+    key: str
+    seq: list[int]  # template ids (-1: none)
+    masked: list[str]  # masked lines
+    rapid_flags: list[bool | None] = field(default_factory=list)  # per line (None: train mode)
+
+
+@dataclass
+class WindowVerdict:
+    """LogGPT's and RAPID's verdict on one closed window, as the queue and the lines take it."""
+
+    anomalous: bool  # a window anomaly is raised
+    loggpt: bool  # LogGPT flags it (a miss survived the known-content and refuted-template rules)
+    new_content: bool | None  # no normal session had its content (None: not judged, count/time windows)
+    missed: list[int]  # positions of the lines LogGPT flags (a miss at the end key: the last line)
+    misses: list  # models.sequence.Miss
+    severity: str | None  # the window anomaly's severity (None: not anomalous)
+
+
+def training_data(windows: Sequence[ClosedWindow], anomalies: Sequence[ClosedWindow] = (),
+                  max_val: int = 5000, train_keys: set[str] | None = None) -> TrainingData:
+    """Normal windows -> TrainingData: held-back ones (`models.windowing.is_held_back`, by key)
+    validate, the others train. `train_keys`: only these train (a nightly fine-tune's new ones)."""
+    from logsense.models.rapid import session_text
+    from logsense.models.windowing import is_held_back
+
+    held = [w for w in windows if is_held_back(w.key)][-max_val:]
+    train = [w for w in windows if not is_held_back(w.key) and (train_keys is None or w.key in train_keys)]
+    return TrainingData(
+        train_seqs=[list(w.seq) for w in train],
+        val_seqs=[list(w.seq) for w in held],
+        train_texts=[t for w in train for t in w.masked],
+        val_texts=[t for w in held for t in w.masked],
+        session_texts=[session_text(w.masked) for w in [*train, *held] if w.masked],
+        anomaly_seqs=[list(w.seq) for w in anomalies],
+    )
+
+
+@dataclass
 class Candidate:
     """A trained detector set, not yet live."""
 
@@ -127,7 +168,7 @@ def _report(progress: Progress | None, fraction: float, message: str) -> None:
 
 def threshold_at_rate(scores: Sequence[float], target_fpr: float) -> float:
     """The smallest threshold t with mean(scores > t) <= target_fpr; the default with no scores."""
-    from logsense.models.evaluation import threshold_at_fpr
+    from logsense.models.policy import threshold_at_fpr
 
     if len(scores) == 0:
         return DEFAULT_RAPID_THRESHOLD
@@ -299,6 +340,34 @@ class StreamModel:
             if sessions is not None and self.rapid_session.is_normal(sessions[i]):
                 misses = []
             out.append(_check_result(misses))
+        return out
+
+    def judge(self, windows: Sequence[ClosedWindow]) -> list[WindowVerdict] | None:
+        """Closed windows -> verdicts, or None while LogGPT is untrained (the lines' RAPID verdicts
+        are final then). A window is anomalous when LogGPT misses a key or, in a session stream,
+        when no normal session had its content; its severity: danger when RAPID (the content, or
+        a flagged line LogGPT missed) and LogGPT both flag, else watch."""
+        from logsense.models.policy import combine
+        from logsense.models.rapid import session_text
+
+        texts = [session_text(w.masked) for w in windows]
+        results = self.check([w.seq for w in windows], sessions=texts)
+        if results is None:
+            return None
+        novel = self.session_flags(texts)
+        out = []
+        for i, (w, r) in enumerate(zip(windows, results)):
+            n = len(w.seq)
+            missed = [min(int(m.position), n - 1) for m in r.misses if m.position >= 0 and n]
+            new_content = bool(novel[i]) if novel is not None else None
+            anomalous = bool(r.anomalous) or bool(new_content)
+            severity = None
+            if anomalous:
+                flags = w.rapid_flags or [None] * n
+                rapid = bool(new_content) or any(flags[p] for p in missed)
+                severity = combine(rapid, bool(r.anomalous))
+            out.append(WindowVerdict(anomalous=anomalous, loggpt=bool(r.anomalous), new_content=new_content,
+                                     missed=list(dict.fromkeys(missed)), misses=list(r.misses), severity=severity))
         return out
 
     # ------------------------------------------------------------------ training

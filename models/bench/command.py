@@ -31,7 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="hdfs-2pct", help=f"one of {', '.join(DATASETS)}, or 'custom' with --log")
     parser.add_argument("--data-dir", default=None, help="folder with the labeled data (default: ../shared/datasets or $LOGSENSE_DATASETS)")
     parser.add_argument("--out", default="bench-out", help="folder for results.json, results.md, pr.png")
-    parser.add_argument("--protocol", choices=["chrono", "paper"], default="chrono")
+    parser.add_argument("--protocol", choices=["live", "chrono", "paper"], default="live",
+                        help="live (default): the product replayed as a stream; chrono: items split by time, offline; "
+                             "paper: random split, oracle thresholds")
+    parser.add_argument("--train", choices=["dirty", "clean"], default="dirty",
+                        help="live: post every train-part line in train mode (dirty, default) or withhold anomalies (clean)")
+    parser.add_argument("--idle-timeout", type=float, default=None,
+                        help="live: seconds of log time without a line that close a session (default: the stream default, 300)")
+    parser.add_argument("--train-fraction", type=float, default=0.6, help="live: share of the lines posted in train mode")
     parser.add_argument("--target-fpr", type=float, default=0.01, help="false-positive budget on validation normals")
     parser.add_argument("--feedback", action="store_true", help="also run the simulated operator on the test part")
     parser.add_argument("--extra-normal", action="store_true", help="bgl-2k: add BGL_5000 (all normal) to the training data")
@@ -70,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     except DatasetMissing as exc:
         print(f"logsense bench: {exc}", file=sys.stderr)
         return 2
+    if args.protocol == "live":
+        return run_live_command(args, dataset)
     cfg = RunConfig(protocol=args.protocol, target_fpr=args.target_fpr, seed=args.seed, feedback=args.feedback, quick=args.quick, rl_steps=args.rl_steps)
     from logsense.models.embedding import load_embedder
 
@@ -212,3 +221,80 @@ def plot_pr(curves: dict, path: Path, report: dict) -> None:
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- live
+
+
+LIVE_ORDER = ["rapid", "loggpt", "deeplog", "logbert", "lstm_ae", "iforest", "unseen_template", "unseen_session",
+              "severity_rule"]
+
+
+def run_live_command(args: argparse.Namespace, dataset) -> int:
+    from logsense.models.bench.live import DEFAULT_IDLE_TIMEOUT, LiveConfig, run_live
+    from logsense.models.embedding import load_embedder
+
+    cfg = LiveConfig(train=args.train, train_fraction=args.train_fraction, feedback=args.feedback, quick=args.quick,
+                     seed=args.seed, idle_timeout=args.idle_timeout if args.idle_timeout is not None else DEFAULT_IDLE_TIMEOUT)
+    started = time.perf_counter()
+    out = run_live(dataset, cfg, load_embedder())
+    report = {
+        "dataset": dataset.name,
+        "protocol": "live",
+        "oracle": False,
+        "quick": cfg.quick,
+        "seed": cfg.seed,
+        "cores": os.cpu_count(),
+        "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
+        "seconds": round(time.perf_counter() - started, 1),
+        **out,
+    }
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "results.json", report)
+    markdown = render_live(report)
+    (out_dir / "results.md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}")
+    return 0
+
+
+def render_live(report: dict) -> str:
+    p = report["product"]
+    level = "sessions" if "session" in p else "lines"
+    lines = [
+        f"# LogSense benchmark: {report['dataset']}, live, train {report['train']}",
+        "",
+        report["protocol_text"],
+        f"lines: {report['lines']:,} ({report['lines_posted_in_train_mode']:,} in train mode); windows: {report['windows']:,} "
+        f"(training: {report['training_windows']['train']:,}, held back: {report['training_windows']['held_back']:,}); "
+        f"templates: {report['templates']}; cores: {report['cores']}; run: {report['seconds']} s"
+        + ("; QUICK smoke run, not a result" if report["quick"] else ""),
+        "",
+        f"**Product** ({level}): P {fmt(p['precision'])} R {fmt(p['recall'])} F1 {fmt(p['f1'])}; "
+        f"normal {level} flagged {fmt(p['normal_flagged_rate'])}; queue items per 1,000 lines {fmt(p['queue_items_per_1k_lines'], 1)} "
+        f"({p['queue_items']:,} items, {p['queue_groups']:,} templates); lines: F1 {fmt(p['line']['f1'])}, "
+        f"windows: F1 {fmt(p['window']['f1'])}",
+    ]
+    tm = p.get("train_metrics") or {}
+    lines.append(f"training: K {tm.get('k')}, LogGPT validation FPR {fmt(tm.get('val_fpr'))} on {tm.get('n_val')} held-back "
+                 f"windows; RAPID threshold {fmt(tm.get('rapid_threshold'))}, validation FPR {fmt(tm.get('rapid_val_fpr'))}")
+    fb = p.get("feedback")
+    if fb:
+        lines.append(f"with the simulated operator ({fb['scope']} scope): P {fmt(fb['precision'])} R {fmt(fb['recall'])} "
+                     f"F1 {fmt(fb['f1'])} in {fb['clicks']} clicks ({fb['training_review_clicks']} on the training review)")
+    lines += ["", f"| detector | P | R | F1 | normal flagged | line F1 | window F1 | notes |", "|---|---|---|---|---|---|---|---|"]
+    lines.append(f"| **product** | {fmt(p['precision'])} | {fmt(p['recall'])} | {fmt(p['f1'])} | {fmt(p['normal_flagged_rate'])} "
+                 f"| {fmt(p['line']['f1'])} | {fmt(p['window']['f1'])} | what the server does |")
+    dets = report["detectors"]
+    for name in [n for n in LIVE_ORDER if n in dets] + [n for n in dets if n not in LIVE_ORDER]:
+        d = dets[name]
+        notes = []
+        if "top_k" in d:
+            notes.append(f"K={d['top_k']}")
+        if d.get("note"):
+            notes.append(d["note"])
+        lines.append(f"| {name} | {fmt(d['precision'])} | {fmt(d['recall'])} | {fmt(d['f1'])} | {fmt(d['normal_flagged_rate'])} "
+                     f"| {fmt(d['line']['f1'])} | {fmt(d['window']['f1'])} | {'; '.join(notes)} |")
+    lines.append("")
+    return "\n".join(lines)

@@ -75,11 +75,16 @@ class LogDataset:
 
 
 def default_data_dir() -> Path:
-    """$LOGSENSE_DATASETS, else ``shared/datasets`` beside the repository (``../shared/datasets``)."""
+    """$LOGSENSE_DATASETS, else ``shared/datasets`` beside the repository (``../shared/datasets``) or
+    beside the working directory (an installed package has no repository around it)."""
     env = os.environ.get("LOGSENSE_DATASETS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+    for base in (*Path(__file__).resolve().parents, Path.cwd()):
+        found = base.parent / "shared" / "datasets"
+        if found.is_dir():
+            return found
+    return Path.cwd().parent / "shared" / "datasets"
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, extra_normal: bool = False) -> LogDataset:
