@@ -36,7 +36,6 @@ from logsense.server.tables import (SLOT_SECONDS, Anomaly, LineCount, LogLine, T
 _LOCKS: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
-HELD_BACK_EVERY = 5  # every 5th window (by id) is held back from training, for calibration and validation
 
 
 def write_lock(engine: Engine) -> threading.RLock:
@@ -62,9 +61,13 @@ def write_session(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def is_held_back(window_id: int) -> bool:
-    """Held-back windows never train LogGPT: K, the RAPID threshold and promotions are judged on them."""
-    return window_id % HELD_BACK_EVERY == 0
+def window_keys(session: Session, window_ids: Sequence[int]) -> dict[int, str]:
+    """Window id -> key (the held-back choice reads it)."""
+    out: dict[int, str] = {}
+    ids = list(window_ids)
+    for start in range(0, len(ids), 5000):
+        out.update(session.execute(select(Window.id, Window.key).where(Window.id.in_(ids[start : start + 5000]))).all())
+    return out
 
 
 # --------------------------------------------------------------------------- lines

@@ -256,6 +256,8 @@ class Window(SQLModel, table=True):
         Index("ix_windows_stream_id_key", "stream_id", "key"),
         Index("ix_windows_state_id", "state", "id"),
         Index("ix_windows_stream_id_state_id", "stream_id", "state", "id"),  # pending windows after an id
+        Index("ix_windows_open_last_ts", "stream_id", "last_ts", sqlite_where=text("state = 'open'"),
+              postgresql_where=text("state = 'open'")),  # the idle sweep in log time
     )
     id: int | None = Field(default=None, primary_key=True)
     stream_id: int = _stream_fk()
@@ -264,7 +266,8 @@ class Window(SQLModel, table=True):
     state: str = Field(default="open", max_length=16, nullable=False)  # open/queued/checking/done/failed
     n_lines: int = Field(default=0, nullable=False)
     opened_at: datetime = _created()
-    last_line_at: datetime = _created()  # for the idle timeout
+    last_line_at: datetime = _created()  # arrival of the newest line: the idle timeout of a quiet stream
+    last_ts: float | None = Field(default=None, nullable=True)  # log time of the newest line (models.windowing)
     closed_at: datetime | None = _when()
     checked_at: datetime | None = _when()
     anomalous: bool | None = Field(default=None, nullable=True)

@@ -5,7 +5,7 @@
   (a second one waits for the first).
 - mode `train`: LogGPT from scratch on every normal window (train-mode data and windows an
   operator refuted), the RAPID core set rebuilt from their lines; K and the RAPID threshold
-  calibrated on held-back windows (`store.is_held_back`). Promoted at once.
+  calibrated on held-back windows (`models.windowing.is_held_back`). Promoted at once.
 - mode `nightly`: fine-tunes the live LogGPT on the normal windows new since the live version
   plus every confirmed-normal window, validates it beside the live model on the held-back
   normal windows and the confirmed anomalies, and promotes it only if it is not worse: its
@@ -117,31 +117,27 @@ def fail_interrupted(app: Any) -> int:
 
 def training_data(session: Session, stream_id: int, after_window_id: int = 0) -> tuple[Any, int]:
     """The stream's `TrainingData` (windows with id > after_window_id, plus every confirmed-normal
-    window, for training; held-back ones for validation) and the newest window id in it."""
-    from logsense.models.rapid import session_text
-    from logsense.models.stream import TrainingData
+    window, for training; held-back ones, `models.windowing.is_held_back`, for validation) and the
+    newest window id in it. The split itself is the product's (`models.stream.training_data`)."""
+    from logsense.models.stream import ClosedWindow, training_data as split_training_data
+    from logsense.models.windowing import is_held_back
     from logsense.server.tables import Window
 
     all_ids = store.normal_window_ids(session, stream_id)
     refuted = set(session.execute(
         select(Window.id).where(Window.stream_id == stream_id, Window.label == "normal")
     ).scalars().all())
-    train_ids = [w for w in all_ids if not store.is_held_back(w) and (w > after_window_id or w in refuted)]
-    val_ids = [w for w in all_ids if store.is_held_back(w)][-MAX_VAL_WINDOWS:]
+    keys = store.window_keys(session, all_ids)
+    ids = [w for w in all_ids if is_held_back(keys[w]) or w > after_window_id or w in refuted]
     anomaly_ids = store.confirmed_anomaly_window_ids(session, stream_id)
-    lines = store.window_lines(session, [*train_ids, *val_ids, *anomaly_ids])
+    lines = store.window_lines(session, [*ids, *anomaly_ids])
 
-    def seq(wid: int) -> list[int]:
-        return [-1 if x["template_id"] is None else int(x["template_id"]) for x in lines[wid]]
+    def closed(wid: int) -> ClosedWindow:
+        return ClosedWindow(key=keys.get(wid, ""), seq=[-1 if x["template_id"] is None else int(x["template_id"])
+                                                        for x in lines[wid]],
+                            masked=[x["masked"] for x in lines[wid]])
 
-    data = TrainingData(
-        train_seqs=[seq(w) for w in train_ids],
-        val_seqs=[seq(w) for w in val_ids],
-        train_texts=[x["masked"] for w in train_ids for x in lines[w]],
-        val_texts=[x["masked"] for w in val_ids for x in lines[w]],
-        session_texts=[session_text([x["masked"] for x in lines[w]]) for w in [*train_ids, *val_ids] if lines[w]],
-        anomaly_seqs=[seq(w) for w in anomaly_ids],
-    )
+    data = split_training_data([closed(w) for w in ids], [closed(w) for w in anomaly_ids], max_val=MAX_VAL_WINDOWS)
     return data, max(all_ids, default=after_window_id)
 
 

@@ -1,31 +1,27 @@
 """Lines into windows and sessions, inside the ingest transaction; closed ones join the queue.
 
-- A line with session keys (by the stream's `session_regex`, or a record's explicit `session`)
-  joins the open session of every key; a session closes after `idle_timeout_seconds` without a
-  line (wall clock, checked by the worker), or when it reaches `MAX_SESSION_LINES`.
-- Otherwise, in a stream without `session_regex`, lines go into the stream's one open window,
-  which closes at `window_size` lines or when a line's `window_seconds` bucket (by its own
-  timestamp, else the time it arrived) is later than the window's; an idle window closes too.
-- In a session stream, a line without a key is in no window: its RAPID verdict is final.
+The cutting rules are `logsense.models.windowing.assign` (the benchmark's live replay runs the
+same function): this module hands it the open windows a batch touches, read from the database
+(or remembered, on SQLite), and stores what it answers. After each batch, windows quiet for the
+idle timeout in log time are closed (`models.windowing.is_quiet`); the worker also closes windows
+of streams that went quiet by the wall clock (`close_idle`).
 
 A closed window goes to state `queued` (the durable LogGPT queue), unless every line in it is
 train-mode data: then it is `done` with result `{"skipped": "train"}` and serves as training data.
 """
 
-from __future__ import annotations
-
 import math
 import weakref
-from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from logsense.models import windowing
+from logsense.models.windowing import PLAIN, OpenWindow, WindowSpec
 from logsense.server import store
 from logsense.server.tables import LogLine, StreamSettings, Window, WindowLine
 
@@ -39,14 +35,6 @@ class LineSlot(NamedTuple):
     line_id: int
     timestamp: float | None  # epoch seconds from the line (None: use the arrival time)
     sessions: Sequence[str] = ()
-
-
-@dataclass
-class _Open:
-    id: int
-    key: str
-    n_lines: int
-    n_before: int  # n_lines in the database before this call's UPDATE (a new session: as inserted)
 
 
 class _Stale(Exception):
@@ -64,14 +52,14 @@ class OpenSessions:
     """
 
     def __init__(self) -> None:
-        self.by_stream: dict[int, dict[str, tuple[int, int]]] = {}
+        self.by_stream: dict[int, dict[str, tuple[int, int, float]]] = {}  # key -> (id, n_lines, last_ts)
         self.key_of: dict[int, tuple[int, str]] = {}  # window id -> (stream id, key)
 
-    def remember(self, stream_id: int, windows: Iterable[_Open]) -> None:
+    def remember(self, stream_id: int, windows: Iterable[OpenWindow]) -> None:
         known = self.by_stream.setdefault(stream_id, {})
         for w in windows:
-            known[w.key] = (w.id, w.n_lines)
-            self.key_of[w.id] = (stream_id, w.key)
+            known[w.key] = (w.ref, w.n_lines, w.last_ts)
+            self.key_of[w.ref] = (stream_id, w.key)
 
     def forget(self, window_ids: Iterable[int]) -> None:
         for wid in window_ids:
@@ -98,12 +86,11 @@ def open_sessions(engine: Engine) -> OpenSessions:
     return found
 
 
-def _new_window(session: Session, stream_id: int, kind: str, key: str, now: datetime) -> int:
-    return session.execute(
-        insert(Window).returning(Window.id),
-        [{"stream_id": stream_id, "kind": kind, "key": key[:255], "state": "open", "n_lines": 0,
-          "opened_at": now, "last_line_at": now, "attempts": 0}],
-    ).scalar_one()
+def spec_of(cfg: StreamSettings) -> WindowSpec:
+    """The stream's cutting rules for `models.windowing`."""
+    return WindowSpec(sessions=cfg.session_regex is not None, window_size=cfg.window_size,
+                      window_seconds=cfg.window_seconds, idle_timeout_seconds=cfg.idle_timeout_seconds,
+                      max_session_lines=MAX_SESSION_LINES)
 
 
 def assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequence[LineSlot], now: datetime) -> list[int]:
@@ -124,46 +111,72 @@ def assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequenc
     return queued
 
 
+def _last_ts(value: float | None, now: datetime) -> float:
+    """Migration 0006 filled in every open window's log time; should one lack it, it counts from now."""
+    return float(value) if value is not None else now.timestamp()
+
+
 def _assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequence[LineSlot], now: datetime,
             cache: OpenSessions | None) -> list[int]:
-    members: list[tuple[int, int, int]] = []  # (window id, position, line id)
-    touched: dict[int, _Open] = {}
-    to_close: list[int] = []
-
-    sessions: dict[str, _Open] = {}  # key -> its open session window after this call
-    keyed = [s for s in slots if s.sessions]
-    if keyed:
-        known = cache.by_stream.get(stream_id, {}) if cache is not None else {}
-        sessions = _assign_sessions(session, stream_id, keyed, now, members, touched, to_close, known)
-    if cfg.session_regex is None:
-        plain = [s for s in slots if not s.sessions]
-        if plain:
-            _assign_windows(session, stream_id, cfg, plain, now, members, touched, to_close)
-
+    spec = spec_of(cfg)
     conn = session.connection()
     sqlite = conn.dialect.name == "sqlite"
-    if touched:  # before the members: with remembered sessions, this is the check that they are current
+    open_windows: dict[str, OpenWindow] = {}
+    before: dict[int, int] = {}  # window id -> n_lines in the database (the remembered ones are checked against it)
+    keys = list(dict.fromkeys(k for s in slots for k in s.sessions))
+    if keys:
+        known = cache.by_stream.get(stream_id, {}) if cache is not None else {}
+        _open_sessions_of(session, stream_id, keys, known, open_windows, before, now)
+    if not spec.sessions and any(not s.sessions for s in slots):
+        row = session.execute(
+            select(Window.id, Window.key, Window.kind, Window.n_lines, Window.last_ts)
+            .where(Window.stream_id == stream_id, Window.state == "open", Window.kind.in_(("count", "time")))
+            .order_by(Window.id.desc()).limit(1)
+        ).first()
+        if row is not None:
+            open_windows[PLAIN] = OpenWindow(key=row[1], kind=row[2], n_lines=row[3], last_ts=_last_ts(row[4], now),
+                                             ref=row[0])
+            before[row[0]] = row[3]
+    cut = windowing.assign(open_windows, [windowing.LineSlot(s.timestamp, s.sessions) for s in slots], spec,
+                           now.timestamp(), [s.line_id for s in slots])
+    if cut.opened:  # inserted already counting the lines this batch gives them: no UPDATE for them
+        ids = store.insert_rows(session, Window.__table__, [
+            {"stream_id": stream_id, "kind": w.kind, "key": w.key[:255], "state": "open", "n_lines": w.n_lines,
+             "opened_at": now, "last_line_at": now, "last_ts": w.last_ts, "attempts": 0} for w in cut.opened])
+        for w, wid in zip(cut.opened, ids):
+            w.ref = wid
+    moved = [w for w in cut.touched.values() if w.ref in before]
+    if moved:  # before the members: with remembered sessions, this is the check that they are current
         t = Window.__table__
         if sqlite:  # one DB-API executemany: the ingest path's second-largest cost otherwise
             to_db = t.c.last_line_at.type._cached_bind_processor(conn.dialect)
             stamp = to_db(now) if to_db else now
             done = conn.exec_driver_sql(
-                "UPDATE windows SET n_lines = ?, last_line_at = ? WHERE id = ? AND key = ? AND state = 'open' "
-                "AND n_lines = ?", [(w.n_lines, stamp, w.id, w.key, w.n_before) for w in touched.values()])
-            if cache is not None and done.rowcount != len(touched):
+                "UPDATE windows SET n_lines = ?, last_line_at = ?, last_ts = ? WHERE id = ? AND key = ? "
+                "AND state = 'open' AND n_lines = ?",
+                [(w.n_lines, stamp, w.last_ts, w.ref, w.key[:255], before[w.ref]) for w in moved])
+            if cache is not None and done.rowcount != len(moved):
                 raise _Stale
         else:
             conn.execute(
-                update(t).where(t.c.id == bindparam("_id")).values(n_lines=bindparam("n_lines"),
-                                                                   last_line_at=bindparam("last_line_at")),
-                [{"_id": w.id, "n_lines": w.n_lines, "last_line_at": now} for w in touched.values()],
+                update(t).where(t.c.id == bindparam("_id")).values(
+                    n_lines=bindparam("n_lines"), last_line_at=bindparam("last_line_at"), last_ts=bindparam("last_ts")),
+                [{"_id": w.ref, "n_lines": w.n_lines, "last_line_at": now, "last_ts": w.last_ts} for w in moved],
             )
-    if members:
-        store.insert_tuples(conn, "window_lines", ("window_id", "position", "line_id"), members)
+    if cut.members:
+        store.insert_tuples(conn, "window_lines", ("window_id", "position", "line_id"),
+                            [(w.ref, pos, slots[k].line_id) for w, pos, k in cut.members])
+    to_close = [w.ref for w, _ in cut.closed]
+    if cut.clock is not None:  # the sweep: windows of this stream quiet for the idle timeout in log time
+        cutoff = cut.clock - spec.idle_timeout_seconds
+        to_close += [r[0] for r in conn.exec_driver_sql(
+            "SELECT id FROM windows WHERE stream_id = %s AND state = 'open' AND last_ts < %s"
+            % (("?", "?") if sqlite else ("%(s)s", "%(c)s")),
+            (stream_id, cutoff) if sqlite else {"s": stream_id, "c": cutoff}).all()]
     queued = close(session, to_close, now) if to_close else []
     if cache is not None:  # sessions only: a count or time window is found by its own query
         closed = set(to_close)  # `close` has forgotten these
-        cache.remember(stream_id, [w for w in sessions.values() if w.id not in closed])
+        cache.remember(stream_id, [w for k, w in open_windows.items() if k != PLAIN and w.ref not in closed])
     return queued
 
 
@@ -171,21 +184,22 @@ def open_sessions_sql(n_keys: int) -> str:
     """SQLite: the open session windows of a stream among `n_keys` keys. INDEXED BY, because
     SQLite's planner otherwise takes ix_windows_state_id and walks every open window of every
     stream, per batch (1.6 ms at 4,000 open sessions, growing with them)."""
-    return ("SELECT id, key, n_lines FROM windows INDEXED BY ix_windows_stream_id_key "
+    return ("SELECT id, key, n_lines, last_ts FROM windows INDEXED BY ix_windows_stream_id_key "
             "WHERE stream_id = ? AND state = 'open' AND kind = 'session' "
             f"AND key IN ({', '.join('?' * n_keys)})")
 
 
-def _assign_sessions(session, stream_id, slots, now, members, touched, to_close, known) -> dict[str, _Open]:  # noqa: ANN001
-    keys = list(dict.fromkeys(k for s in slots for k in s.sessions))
-    open_by_key: dict[str, _Open] = {}
+def _open_sessions_of(session: Session, stream_id: int, keys: list[str], known: dict, open_windows: dict,
+                      before: dict, now: datetime) -> None:
+    """The open session of each key that has one, remembered or read, into `open_windows`."""
     lookup = []
     for k in keys:
         hit = known.get(k)
         if hit is None:
             lookup.append(k)
         else:
-            open_by_key[k] = _Open(hit[0], k, hit[1], hit[1])
+            open_windows[k] = OpenWindow(key=k, kind="session", n_lines=hit[1], last_ts=hit[2], ref=hit[0])
+            before[hit[0]] = hit[1]
     conn = session.connection()
     for start in range(0, len(lookup), _CHUNK):
         chunk = lookup[start : start + _CHUNK]
@@ -193,94 +207,13 @@ def _assign_sessions(session, stream_id, slots, now, members, touched, to_close,
             rows = conn.exec_driver_sql(open_sessions_sql(len(chunk)), (stream_id, *chunk)).all()
         else:
             rows = session.execute(
-                select(Window.id, Window.key, Window.n_lines).where(
+                select(Window.id, Window.key, Window.n_lines, Window.last_ts).where(
                     Window.stream_id == stream_id, Window.state == "open", Window.kind == "session",
                     Window.key.in_(chunk))
             ).all()
-        for wid, key, n in rows:
-            open_by_key[key] = _Open(wid, key, n, n)
-    missing = [k for k in keys if k not in open_by_key]
-    fresh = _insert_new_sessions(session, stream_id, missing, slots, now, open_by_key) if missing else set()
-    add = members.append
-    for s in slots:
-        line_id = s.line_id
-        for key in _distinct(s.sessions):
-            w = open_by_key[key]
-            if w.n_lines >= MAX_SESSION_LINES:
-                to_close.append(w.id)
-                touched[w.id] = w
-                w = open_by_key[key] = _Open(_new_window(session, stream_id, "session", key, now), key, 0, 0)
-            add((w.id, w.n_lines, line_id))
-            w.n_lines += 1
-            touched[w.id] = w
-    for wid in fresh:  # inserted with the lines they got: nothing to update
-        w = touched.get(wid)
-        if w is not None and w.n_lines == w.n_before:
-            del touched[wid]
-    return open_by_key
-
-
-def _distinct(keys: Sequence[str]) -> Iterable[str]:
-    return keys if len(keys) < 2 else dict.fromkeys(keys)
-
-
-def _insert_new_sessions(session, stream_id, keys, slots, now, open_by_key) -> set[int]:  # noqa: ANN001
-    """Insert new session windows for `keys`, each already counting the lines of `slots` it will
-    get, into `open_by_key`; their ids. Counted up front, the ~70 new sessions of a 1,000-line
-    HDFS batch need no UPDATE after their lines are assigned (the ~30 older ones still do)."""
-    wanted = set(keys)
-    counts = Counter(k for s in slots for k in _distinct(s.sessions) if k in wanted)
-    n_lines = {k: min(counts[k], MAX_SESSION_LINES) for k in keys}
-    ids = store.insert_rows(session, Window.__table__, [
-        {"stream_id": stream_id, "kind": "session", "key": k[:255], "state": "open", "n_lines": n_lines[k],
-         "opened_at": now, "last_line_at": now, "attempts": 0} for k in keys])
-    for k, wid in zip(keys, ids):
-        open_by_key[k] = _Open(wid, k, 0, n_lines[k])  # n_lines counts up to n_before as the lines are assigned
-    return set(ids)
-
-
-def _bucket(cfg: StreamSettings, slot: LineSlot, now: datetime) -> int | None:
-    if cfg.window_seconds is None:
-        return None
-    ts = slot.timestamp if slot.timestamp is not None and math.isfinite(slot.timestamp) else now.timestamp()
-    return int(ts // cfg.window_seconds)
-
-
-def _window_bucket(key: str) -> int | None:
-    """Time windows are keyed `time:<bucket>`."""
-    if key.startswith("time:"):
-        try:
-            return int(key.split(":", 1)[1])
-        except ValueError:
-            return None
-    return None
-
-
-def _assign_windows(session, stream_id, cfg: StreamSettings, slots, now, members, touched, to_close) -> None:  # noqa: ANN001
-    row = session.execute(
-        select(Window.id, Window.key, Window.n_lines)
-        .where(Window.stream_id == stream_id, Window.state == "open", Window.kind.in_(("count", "time")))
-        .order_by(Window.id.desc())
-        .limit(1)
-    ).first()
-    w = _Open(row[0], row[1], row[2], row[2]) if row else None
-    kind = "time" if cfg.window_seconds is not None else "count"
-    for s in slots:
-        bucket = _bucket(cfg, s, now)
-        if w is not None and bucket is not None:
-            current = _window_bucket(w.key)
-            if current is not None and bucket > current:  # a later bucket: the window is over
-                to_close.append(w.id)
-                w = None
-        if w is None:
-            key = f"time:{bucket}" if bucket is not None else f"line:{s.line_id}"
-            w = _Open(_new_window(session, stream_id, kind, key, now), key, 0, 0)
-        members.append((w.id, w.n_lines, s.line_id))
-        w.n_lines += 1
-        touched[w.id] = w
-        if cfg.window_size is not None and w.n_lines >= cfg.window_size:
-            to_close.append(w.id)
-            w = None
+        for wid, key, n, last_ts in rows:
+            open_windows[key] = OpenWindow(key=key, kind="session", n_lines=n, last_ts=_last_ts(last_ts, now), ref=wid)
+            before[wid] = n
 
 
 def close(session: Session, window_ids: Sequence[int], now: datetime) -> list[int]:
@@ -329,8 +262,6 @@ def close_idle(session: Session, idle_seconds: dict[int, float], now: datetime) 
         if limit is None:
             continue
         if last.tzinfo is None:
-            from datetime import timezone
-
             last = last.replace(tzinfo=timezone.utc)
         if (now - last).total_seconds() >= limit:
             stale.append(wid)

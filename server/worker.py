@@ -23,7 +23,8 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
-from logsense.models.policy import combine
+from logsense.models.policy import line_severity
+from logsense.models.stream import ClosedWindow
 from logsense.server import store, windows
 from logsense.server.registry import ModelsUnavailable
 from logsense.server.tables import Anomaly, Stream, Window, utcnow
@@ -119,12 +120,10 @@ class Worker:
             model = self.app.state.registry.get(stream)
             with Session(engine) as session:
                 lines = store.window_lines(session, window_ids)
-            from logsense.models.rapid import session_text
-
-            seqs = [[-1 if x["template_id"] is None else int(x["template_id"]) for x in lines[w]] for w in window_ids]
-            texts = [session_text([x["masked"] for x in lines[w]]) for w in window_ids]
-            results = model.check(seqs, sessions=texts)
-            novel = model.session_flags(texts) if results is not None else None
+            closed = [ClosedWindow(key="", seq=[-1 if x["template_id"] is None else int(x["template_id"]) for x in lines[w]],
+                                   masked=[x["masked"] for x in lines[w]], rapid_flags=[x["rapid_flag"] for x in lines[w]])
+                      for w in window_ids]
+            verdicts = model.judge(closed)
         except Exception as exc:  # noqa: BLE001
             if not isinstance(exc, ModelsUnavailable):
                 log.exception("checking %d windows of stream %s failed", len(window_ids), stream.name)
@@ -132,7 +131,7 @@ class Worker:
             for _ in window_ids:
                 metrics.windows_checked.labels(stream.name, "failed").inc()
             return
-        self._store(stream, model, window_ids, lines, results, novel)
+        self._store(stream, model, window_ids, lines, verdicts)
 
     def _fail(self, window_ids: list[int], error: str) -> None:
         t = Window.__table__
@@ -143,9 +142,9 @@ class Worker:
                 session.execute(update(t).where(t.c.id == wid).values(state=state, error=error[:2000]))
 
     def _store(self, stream: Stream, model: Any, window_ids: list[int], lines: dict[int, list[dict]],
-               results: list | None, novel: list[bool] | None = None) -> None:
-        """Write window results, line flags and severities, and window anomalies. ``novel``: per
-        window, RAPID's session-level flag (content no normal session had); None: not judged."""
+               verdicts: list | None) -> None:
+        """Write window results, line flags and severities, and window anomalies, as
+        `StreamModel.judge` decided them (None: untrained, the RAPID verdicts stand)."""
         now = utcnow()
         metrics = self.app.state.metrics
         t = Window.__table__
@@ -153,50 +152,40 @@ class Worker:
         version = model.version
         for i, wid in enumerate(window_ids):
             members = lines[wid]
-            if results is None:
+            if verdicts is None:
                 window_rows.append({"_id": wid, "state": "done", "checked_at": now, "anomalous": None,
                                     "model_version": None, "result": {"skipped": "untrained"}})
                 for x in members:
                     line_flags.setdefault(x["id"], (x, False))
                 continue
-            r = results[i]
-            missed = {min(int(m.position), len(members) - 1) for m in r.misses}  # end key: the last line
+            v = verdicts[i]
+            missed = set(v.missed)
             for pos, x in enumerate(members):
                 old = line_flags.get(x["id"], (x, bool(x["loggpt_flag"])))[1]
                 line_flags[x["id"]] = (x, old or pos in missed)
-            misses = [self._miss(model, m, members) for m in r.misses]
-            new_content = bool(novel[i]) if novel is not None else False
-            anomalous = bool(r.anomalous) or new_content
+            misses = [self._miss(model, m, members) for m in v.misses]
             result = {"misses": misses, "k": model.k}
-            if novel is not None:
-                result["new_content"] = new_content
-            window_rows.append({"_id": wid, "state": "done", "checked_at": now, "anomalous": anomalous,
+            if v.new_content is not None:
+                result["new_content"] = v.new_content
+            window_rows.append({"_id": wid, "state": "done", "checked_at": now, "anomalous": v.anomalous,
                                 "model_version": version, "result": result})
-            metrics.windows_checked.labels(stream.name, "anomalous" if anomalous else "normal").inc()
-            if anomalous:
-                # a miss at the end key (position len(members): the session stopped early) points at its last line
-                flagged = [members[min(m.position, len(members) - 1)] for m in r.misses if m.position >= 0 and members]
-                rapid = new_content or any(x["rapid_flag"] for x in flagged)
-                first = flagged[0] if flagged else None  # new content alone: no line is to blame
+            metrics.windows_checked.labels(stream.name, "anomalous" if v.anomalous else "normal").inc()
+            if v.anomalous:
+                first = members[v.missed[0]] if v.missed else None  # new content alone: no line is to blame
                 reasons = {"loggpt_misses": misses, "k": model.k, "model_version": version, "window_lines": len(members)}
-                if new_content:
+                if v.new_content:
                     reasons["new_content"] = "no normal session had this set of events (RAPID, session level)"
                 anomalies.append({
                     "stream_id": stream.id, "line_id": first["id"] if first else None, "window_id": wid,
                     "template_id": first["template_id"] if first else None, "kind": "window",
-                    "severity": combine(rapid, bool(r.anomalous)), "status": "open", "reasons": reasons,
+                    "severity": v.severity, "status": "open", "reasons": reasons,
                     "created_at": now, "updated_at": now,
                 })
 
         line_rows = []
         for line_id, (x, flag) in line_flags.items():
-            if x["label"] == "normal":  # an operator said so: stays normal
-                severity = "normal"
-            elif x["severity"] == "train":
-                severity = "train"
-            else:
-                severity = combine(x["rapid_flag"], flag)
-            line_rows.append({"_id": line_id, "loggpt_flag": flag if results is not None else None,
+            severity = line_severity(x["severity"], x["label"], x["rapid_flag"], flag)
+            line_rows.append({"_id": line_id, "loggpt_flag": flag if verdicts is not None else None,
                               "severity": severity, "checked_at": now})
         with store.write_session(self.app.state.engine) as session:
             muted = store.muted_templates(session, stream.id, now)

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from logsense.models.bench.datasets import LogDataset
 from logsense.models.bench.evaluation import binary_metrics
+from logsense.models.parsing.sessions import canonical_order
 from logsense.models.policy import FLAGGED, Severity, combine, line_severity
 from logsense.models.rapid import session_text
 from logsense.models.stream import ClosedWindow, StreamConfig, StreamModel, training_data
@@ -77,6 +78,7 @@ class LiveStream:
         self.masked: list[str] = []
         self.template: list[int] = []
         self.level: list[str | None] = []
+        self.timestamp: list[float | None] = []
         self.rapid_flag: list[bool | None] = []
         self.loggpt_flag: list[bool] = []
         self.severity: list[str] = []
@@ -92,18 +94,20 @@ class LiveStream:
     def post(self, raw: list[str], source: list[int]) -> None:
         """One batch, as `server.api.ingest.ingest` handles it."""
         model, first = self.model, len(self.source)
-        parsed = [p for chunk in model.parse_chunks(raw, None) for p in chunk]
-        if self.train_mode:
-            model.learn_normal([p.masked for p in parsed])
-            verdicts = None
-        else:
-            verdicts = model.score(parsed)
+        parsed, verdicts = [], None if self.train_mode else []
+        for chunk in model.parse_chunks(raw, None):  # chunk by chunk, as ingest learns and scores
+            parsed += chunk
+            if self.train_mode:
+                model.learn_normal([p.masked for p in chunk])
+            else:
+                verdicts += model.score(chunk)
         for k, p in enumerate(parsed):
             flag = None if verdicts is None else bool(verdicts[k].flag)
             self.source.append(source[k])
             self.masked.append(p.masked)
             self.template.append(-1 if p.template_id is None else int(p.template_id))
             self.level.append(p.level)
+            self.timestamp.append(p.timestamp if p.timestamp is not None and math.isfinite(p.timestamp) else None)
             self.rapid_flag.append(flag)
             self.loggpt_flag.append(False)
             self.severity.append(Severity.TRAIN.value if flag is None else combine(flag, False))
@@ -158,12 +162,13 @@ class LiveStream:
         touched = set()
         for ref, v in zip(refs, verdicts):
             w = self.windows[ref]
+            lines = self._ordered(ref)
             for pos in v.missed:
-                self.loggpt_flag[w.lines[pos]] = True
-            touched.update(w.lines)
+                self.loggpt_flag[lines[pos]] = True
+            touched.update(lines)
             if v.anomalous:
                 w.anomalous = True
-                line = w.lines[v.missed[0]] if v.missed else None
+                line = lines[v.missed[0]] if v.missed else None
                 self.anomalies.append({"kind": "window", "window": ref, "line": line,
                                        "template": self.template[line] if line is not None else None,
                                        "severity": v.severity, "status": "open"})
@@ -171,8 +176,15 @@ class LiveStream:
             self.severity[i] = line_severity(self.severity[i], self.label[i], self.rapid_flag[i], self.loggpt_flag[i])
             self.raised[i] = self.raised[i] or self.severity[i] in FLAGGED
 
-    def _closed(self, ref: int) -> ClosedWindow:
+    def _ordered(self, ref: int) -> list[int]:
+        """A window's lines as the server reads them back (`server.store.window_lines`): arrival
+        order, the lines of one timestamp by template id (`canonical_order`)."""
         lines = self.windows[ref].lines
+        order = canonical_order([self.timestamp[i] for i in lines], [None if self.template[i] < 0 else self.template[i] for i in lines])
+        return [lines[j] for j in order]
+
+    def _closed(self, ref: int) -> ClosedWindow:
+        lines = self._ordered(ref)
         return ClosedWindow(key=self.windows[ref].key, seq=[self.template[i] for i in lines],
                             masked=[self.masked[i] for i in lines], rapid_flags=[self.rapid_flag[i] for i in lines])
 

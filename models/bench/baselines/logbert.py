@@ -194,15 +194,16 @@ class LogBERT:
 
     # -- training ------------------------------------------------------------------------------
     def _loss(self, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-        """(MLKP + alpha * VHM loss, h_DIST (B, C)); `reduction="sum"` sums both terms instead."""
+        """(loss, h_DIST (B, C)). loss = MLKP (mean over masked keys) + alpha * VHM (mean over
+        chunks); with `reduction="none"`, the two sums (2,) instead."""
         h = self.net(x)  # (B, T, C)
         scored = y != IGNORE  # (B, T)
         logits = self.net.head(h[scored])  # (n, V + 1)
-        mlkp = F.cross_entropy(logits, y[scored], reduction="sum") if scored.any() else h.sum() * 0
-        vhm = ((h[:, 0] - self.center) ** 2).sum(1).sum()  # sum over the batch of ||h_DIST - c||^2
-        if reduction == "mean":
-            mlkp, vhm = mlkp / max(int(scored.sum()), 1), vhm / len(x)
-        return mlkp + self.config.alpha * vhm, h[:, 0]
+        mlkp = F.cross_entropy(logits, y[scored], reduction="sum")  # 0 when nothing is scored
+        vhm = ((h[:, 0] - self.center) ** 2).sum()  # sum over the batch of ||h_DIST - c||^2
+        if reduction == "none":
+            return torch.stack([mlkp, vhm]), h[:, 0]
+        return mlkp / max(int(scored.sum()), 1) + self.config.alpha * vhm / len(x), h[:, 0]
 
     @torch.no_grad()
     def _mean_dist_output(self, chunks: list) -> torch.Tensor:
@@ -261,10 +262,13 @@ class LogBERT:
                 val_batches = [self._masked_batch(b, val_rng) for b in self._groups(val_chunks, c.score_batch_size, None)]
 
             @torch.no_grad()
-            def val_loss() -> float:
+            def val_loss() -> float:  # as in training: MLKP per masked key + alpha * VHM per chunk
                 self.net.eval()
-                total = sum(float(self._loss(x, y, "sum")[0]) for x, y in val_batches)
-                return total / len(val_chunks)
+                mlkp, vhm, n = 0.0, 0.0, 0
+                for x, y in val_batches:
+                    terms = self._loss(x, y, "none")[0]
+                    mlkp, vhm, n = mlkp + float(terms[0]), vhm + float(terms[1]), n + int((y != IGNORE).sum())
+                return mlkp / max(n, 1) + c.alpha * vhm / len(val_chunks)
 
             self.history = train_early_stopping(
                 self.net, optimizer, epoch_batches, batch_loss, val_loss if val_batches else None,
