@@ -312,6 +312,21 @@ class StreamModel:
         if texts:
             self.rapid_session.add_normal(texts, index=False)
 
+    def refute(self, line: str | None = None, template: int | None = None, scope: str = "line",
+               windows: Sequence[Sequence[str]] = ()) -> None:
+        """The feedback effect of an operator's "normal", at once: the masked `line` scores 0 from
+        now on; with scope "template", its `template` never flags again; each refuted window
+        (its masked lines) joins the normal session set, so the same content never flags again.
+        (Confirming an anomaly changes no detector: it becomes validation data for promotions.)"""
+        from logsense.models.rapid import session_text
+
+        if windows:
+            self.learn_normal_sessions([session_text(list(w)) for w in windows if len(w)])
+        if line is not None:
+            self.learn_normal([line])
+        if scope == "template" and template is not None:
+            self.learn_normal([], templates=[template])
+
     def session_flags(self, session_texts: Sequence[str]) -> list[bool] | None:
         """RAPID's verdict on closed sessions: flagged when no normal session had the same content
         (an exact lookup, the threshold the benchmark's calibration gives HDFS). None while

@@ -108,14 +108,8 @@ def apply_feedback(
     if label == "normal":  # the live model learns it now; a restart re-reads it from the database
         registry = app.state.registry
         model = registry.get(stream)
-        if window_texts:
-            from logsense.models.rapid import session_text
-
-            model.learn_normal_sessions([session_text(t) for t in window_texts])
-        if anomaly.kind != "window" and masked is not None:
-            model.learn_normal([masked])
-        if scope == "template":
-            model.learn_normal([], templates=[template_id])
+        model.refute(line=masked if anomaly.kind != "window" else None, template=template_id, scope=scope,
+                     windows=window_texts)
         registry.mark_dirty(stream.id)
     app.state.metrics.feedback.labels(stream.name, label).inc()
     return anomaly

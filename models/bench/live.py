@@ -32,7 +32,6 @@ from logsense.models.bench.datasets import LogDataset
 from logsense.models.bench.evaluation import binary_metrics
 from logsense.models.parsing.sessions import canonical_order
 from logsense.models.policy import FLAGGED, Severity, combine, line_severity
-from logsense.models.rapid import session_text
 from logsense.models.stream import ClosedWindow, StreamConfig, StreamModel, training_data
 from logsense.models.windowing import OpenWindow, LineSlot, WindowSpec, assign, quiet
 
@@ -51,6 +50,7 @@ class LiveConfig:
     feedback_scope: str = "template"  # "template" or "line": how a "normal" click is scoped
     quick: bool = False  # small LogGPT (smoke runs and tests, not results)
     seed: int = 0
+    loggpt: dict | None = None  # overrides of LogGPTConfig (None: the stream default, smaller with quick)
 
 
 @dataclass
@@ -202,6 +202,8 @@ def product_settings(dataset: LogDataset, cfg: LiveConfig) -> tuple[StreamConfig
     """What a stream created as the README shows gets for this data: the format preset and, for
     session data, the session regex; every other setting at its default."""
     loggpt = {"max_epochs": 3, "n_layer": 1, "n_embd": 32, "seed": cfg.seed} if cfg.quick else {"seed": cfg.seed}
+    if cfg.loggpt is not None:
+        loggpt = dict(cfg.loggpt)
     config = StreamConfig(preset=dataset.preset, session_regex=dataset.session_regex, loggpt=loggpt)
     spec = WindowSpec(sessions=dataset.session_regex is not None,
                       window_size=None if dataset.session_regex else cfg.window_size,
@@ -263,9 +265,8 @@ def replay(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = True
 
 class _Operator:
     """The simulated operator: works the open queue oldest first, one click per anomaly it opens,
-    answering with the truth. "Normal" goes through the product's feedback effect (`learn_normal`,
-    `learn_normal_sessions`); with template scope it also closes the template's open line anomalies,
-    as `server.feedback` does."""
+    answering with the truth. "Normal" goes through the product's feedback effect
+    (`StreamModel.refute`) and closes what `server.feedback` closes with it."""
 
     def __init__(self, stream: LiveStream, y_line: np.ndarray, scope: str):
         self.stream, self.y_line, self.scope = stream, y_line, scope
@@ -282,7 +283,8 @@ class _Operator:
         return int(any(self.y_line[s.source[i]] for i in s.windows[a["window"]].lines))
 
     def work(self) -> None:
-        s, model = self.stream, self.stream.model
+        """Open the oldest open anomaly, answer it; "normal" acts as `server.feedback` does."""
+        s = self.stream
         while self.cursor < len(s.anomalies):
             a = s.anomalies[self.cursor]
             self.cursor += 1
@@ -293,24 +295,29 @@ class _Operator:
                 a["status"] = "confirmed"
                 continue
             a["status"] = "refuted"
-            if a["kind"] == "line":
-                i = a["line"]
-                template = [a["template"]] if self.scope == "template" else []
-                model.learn_normal([s.masked[i]], templates=template)
-                s.label[i] = "normal"
-                s.severity[i] = line_severity(s.severity[i], "normal", s.rapid_flag[i], s.loggpt_flag[i])
-                if self.scope == "template":
-                    for b in s.anomalies[self.cursor:]:
-                        if b["status"] == "open" and b["kind"] == "line" and b["template"] == a["template"]:
-                            b["status"] = "refuted"
-                            s.label[b["line"]] = "normal"
-                            s.severity[b["line"]] = Severity.NORMAL.value
+            if a["kind"] == "window":
+                windows = [a["window"]]
             else:
-                w = s.windows[a["window"]]
-                model.learn_normal_sessions([session_text([s.masked[i] for i in w.lines])])
-                for i in w.lines:
-                    s.label[i] = "normal"
-                    s.severity[i] = Severity.NORMAL.value
+                i = a["line"]
+                s.label[i] = "normal"
+                s.severity[i] = Severity.NORMAL.value
+                windows = [r for r in s.line_windows[i] if s.windows[r].anomalous] if s.loggpt_flag[i] else []
+            for r in windows:  # a refuted window: its lines lose their LogGPT flags, its window anomalies close
+                for j in s.windows[r].lines:
+                    s.loggpt_flag[j] = False
+                    if s.rapid_flag[j] and s.label[j] is None:
+                        s.severity[j] = Severity.WATCH.value
+                    elif s.severity[j] != Severity.TRAIN.value:
+                        s.severity[j] = Severity.NORMAL.value
+                for b in s.anomalies[self.cursor:]:
+                    if b["status"] == "open" and b["kind"] == "window" and b["window"] == r:
+                        b["status"] = "refuted"
+            if a["kind"] == "line" and self.scope == "template":
+                for b in s.anomalies[self.cursor:]:
+                    if b["status"] == "open" and b["kind"] == "line" and b["template"] == a["template"]:
+                        b["status"] = "refuted"
+            s.model.refute(line=s.masked[a["line"]] if a["kind"] == "line" else None, template=a["template"],
+                           scope=self.scope, windows=[[s.masked[j] for j in s._ordered(r)] for r in windows])
 
 
 # --------------------------------------------------------------------------- figures

@@ -105,7 +105,7 @@ def test_cli_writes_results(tmp_path, hdfs):
     add_arguments(parser)
     args = parser.parse_args([
         "--log", str(FIXTURES / "hdfs_small.log"), "--labels", str(FIXTURES / "hdfs_small.labels.csv"),
-        "--preset", "hdfs", "--session-regex", r"blk_-?\d+", "--quick", "--out", str(tmp_path),
+        "--preset", "hdfs", "--session-regex", r"blk_-?\d+", "--quick", "--protocol", "chrono", "--out", str(tmp_path),
     ])
     assert run(args) == 0
     report = json.loads((tmp_path / "results.json").read_text())

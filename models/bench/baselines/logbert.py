@@ -16,14 +16,18 @@ round(1 / mask_ratio) interleaved groups (position j is masked in pass j % m), s
 sees about as many masks as in training. A key is a *miss* when it is not among the model's
 top-g keys; a key never seen in training (`<unk>`) is always a miss. Score of a sequence:
 
-    misses + d / (1 + d),   d = ||h_DIST - c||^2 of the unmasked sequence (c: final model, train)
+    misses + d / (1 + d),   d = ||h_DIST - c||^2 of the unmasked sequence
+
+where c is computed once more after training: the mean h_DIST of the kept weights over the
+unmasked training sequences (the same way d is measured).
 
 The paper flags a sequence on the miss count alone; the distance term (in [0, 1)) only breaks
 ties, so the score is continuous and a threshold can be calibrated on validation normals. Higher
 = more anomalous; an empty sequence scores 0.
 
-Sequences longer than `max_len` keys are cut into chunks of `max_len` keys that overlap by half
-(the last chunk ends at the last key); a long sequence scores its worst chunk.
+Sequences longer than `max_len` keys are cut into chunks of `max_len` keys: side by side in
+training, overlapping by half when scored (the last chunk ends at the last key either way); a
+long sequence scores its worst chunk.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from logsense.models.sequence import BOS, PAD, SPECIALS, UNK, Vocabulary, chronological_split, resolve_device, train_early_stopping
+from logsense.models.sequence import (BOS, PAD, SPECIALS, UNK, Vocabulary, chronological_split, resolve_device,
+                                      train_early_stopping)
 
 DIST = BOS  # the <dist> token is the vocabulary's <bos> slot: one per sequence, always first
 IGNORE = -100  # cross-entropy target of a position that is not predicted
@@ -146,10 +151,12 @@ class LogBERT:
         return len(self.vocab)
 
     # -- chunks and batches --------------------------------------------------------------------
-    def _chunks(self, seqs: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
-        """(sequence index, `<dist> tokens`) per chunk of at most `max_len` keys; empty sequences have none."""
+    def _chunks(self, seqs: Sequence[Sequence[int]], overlap: bool = True) -> list[tuple[int, list[int]]]:
+        """(sequence index, `<dist> tokens`) per chunk of at most `max_len` keys; empty sequences have none.
+
+        Chunks overlap by half for scoring; training takes them side by side (each key once)."""
         L = self.config.max_len
-        stride = max(1, L // 2)
+        stride = max(1, L // 2) if overlap else L
         chunks = []
         for i, seq in enumerate(seqs):
             tokens = [self.vocab.token(k) for k in seq]
@@ -233,7 +240,7 @@ class LogBERT:
         if val is None:
             train, val = chronological_split(train, c.val_fraction)
         self.vocab = Vocabulary(k for s in train for k in s)
-        train_chunks, val_chunks = self._chunks(train), self._chunks(val)
+        train_chunks, val_chunks = self._chunks(train, overlap=False), self._chunks(val, overlap=False)
         if not train_chunks:
             raise ValueError("LogBERT.fit needs at least one non-empty training sequence")
         rng = np.random.default_rng(c.seed)
@@ -259,7 +266,8 @@ class LogBERT:
             val_batches = None
             if val_chunks:  # the same masks every epoch, so the losses compare
                 val_rng = np.random.default_rng(c.seed + 1)
-                val_batches = [self._masked_batch(b, val_rng) for b in self._groups(val_chunks, c.score_batch_size, None)]
+                val_groups = self._groups(val_chunks, c.score_batch_size, None)
+                val_batches = [self._masked_batch(b, val_rng) for b in val_groups]
 
             @torch.no_grad()
             def val_loss() -> float:  # as in training: MLKP per masked key + alpha * VHM per chunk
@@ -273,7 +281,7 @@ class LogBERT:
             self.history = train_early_stopping(
                 self.net, optimizer, epoch_batches, batch_loss, val_loss if val_batches else None,
                 c.max_epochs, c.patience, c.progress, "logbert fit")
-            self.center = self._mean_dist_output(train_chunks)  # c of the kept weights, as scored
+            self.center = self._mean_dist_output(self._chunks(train))  # c of the kept weights, as scored
         return self
 
     # -- scoring -------------------------------------------------------------------------------
