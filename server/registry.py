@@ -46,16 +46,7 @@ class ModelsUnavailable(RuntimeError):
 
 def stream_config(cfg: StreamSettings) -> Any:
     """A stream's settings as the detectors' `StreamConfig`."""
-    from logsense.models.stream import StreamConfig
-
-    rules = None
-    if cfg.mask_rules is not None:
-        rules = [r if isinstance(r, str) else (r.name, r.regex, r.replacement) for r in cfg.mask_rules]
-    return StreamConfig(
-        preset=cfg.format, regex=cfg.format_regex, mask_rules=rules, session_regex=cfg.session_regex,
-        rapid_k=cfg.rapid_k, rapid_threshold=cfg.rapid_threshold, rapid_target_fpr=cfg.rapid_target_fpr,
-        loggpt_top_k=cfg.loggpt_top_k, loggpt_target_fpr=cfg.loggpt_target_fpr, loggpt=dict(cfg.loggpt_config),
-    )
+    return cfg.stream_config()
 
 
 class Registry:

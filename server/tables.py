@@ -11,11 +11,11 @@ fails while the two differ.
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timezone
-from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field as PField, field_validator, model_validator
+from datetime import datetime, timezone
+from typing import Any
+
+from logsense.models.settings import FORMAT_PRESETS, MaskRule, StreamSettings  # noqa: F401 (stored as JSON here)
 from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint, and_, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -35,7 +35,6 @@ SEVERITIES = ("train", "normal", "watch", "danger", "pending")
 WINDOW_STATES = ("open", "queued", "checking", "done", "failed")
 ANOMALY_STATUSES = ("open", "confirmed", "refuted", "muted")
 JOB_STATES = ("queued", "running", "done", "failed")
-FORMAT_PRESETS = ("hdfs", "bgl", "syslog", "iso8601", "json", "generic")
 
 
 def utcnow() -> datetime:
@@ -80,102 +79,6 @@ def _stream_fk() -> Any:
 
 # --------------------------------------------------------------------------- stream settings
 
-
-def _check_regex(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
-    return value
-
-
-class MaskRule(BaseModel):
-    """A custom masking rule: every match of `regex` becomes `replacement`."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = PField(min_length=1, max_length=64)
-    regex: str = PField(min_length=1)
-    replacement: str = "<*>"
-
-    @field_validator("regex")
-    @classmethod
-    def _regex_compiles(cls, value: str) -> str:
-        return _check_regex(value)
-
-
-class StreamSettings(BaseModel):
-    """Per-stream settings, stored as JSON in `streams.settings` (a new field needs no migration).
-
-    Grouping: with `session_regex`, a line joins the session of every key the regex finds and a
-    session closes after `idle_timeout_seconds` without lines; without it, lines are cut into
-    count windows of `window_size` and/or time windows of `window_seconds`.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    format: Literal["hdfs", "bgl", "syslog", "iso8601", "json", "generic"] = "generic"  # header preset
-    format_regex: str | None = None  # custom header regex with named groups timestamp, level, message
-    mask_rules: list[str | MaskRule] | None = None  # None: the engine's defaults; str: a preset rule name
-    session_regex: str | None = None  # e.g. HDFS block ids: r"blk_-?\d+"
-    window_size: int | None = PField(20, ge=2, le=10_000)  # lines per count window
-    window_seconds: float | None = PField(None, gt=0)  # seconds per time window
-    idle_timeout_seconds: float = PField(300.0, gt=0)  # a session closes after this long without lines
-    rapid_k: int = PField(5, ge=1, le=1000)  # nearest normals compared by MaxSim
-    rapid_threshold: float | None = PField(None, ge=0, le=1)  # fixed flag threshold; None: calibrated
-    rapid_target_fpr: float = PField(0.01, gt=0, lt=1)  # false-positive rate the threshold is calibrated to
-    loggpt_top_k: int | None = PField(None, ge=1)  # fixed top-K; None: calibrated
-    loggpt_target_fpr: float = PField(0.01, gt=0, lt=1)  # false-positive rate top-K is calibrated to
-    loggpt_config: dict[str, Any] = PField(default_factory=dict)  # overrides of models.loggpt.LogGPTConfig
-    train_mode: bool = True  # lines are stored as normal training data (verdict "train")
-    retrain_cron: str | None = None  # crontab; None: the server's nightly_cron; "off": never
-
-    @field_validator("format_regex", "session_regex")
-    @classmethod
-    def _regexes_compile(cls, value: str | None) -> str | None:
-        return _check_regex(value)
-
-    @field_validator("retrain_cron")
-    @classmethod
-    def _check_cron(cls, value: str | None) -> str | None:
-        if value is not None and value != "off":
-            from apscheduler.triggers.cron import CronTrigger
-
-            try:
-                CronTrigger.from_crontab(value)
-            except ValueError as exc:
-                raise ValueError(f"invalid crontab expression (or use 'off'): {exc}") from None
-        return value
-
-    @field_validator("mask_rules")
-    @classmethod
-    def _check_mask_rules(cls, value: list | None) -> list | None:
-        """An unknown preset name is a 422 now, not a failure at every later ingest."""
-        if value is not None:
-            from logsense.models.parsing.masking import resolve_rules
-
-            resolve_rules(value)  # ValueError names the rule and the known presets
-        return value
-
-    @field_validator("loggpt_config")
-    @classmethod
-    def _check_loggpt_config(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """Unknown LogGPT fields are refused now, with the known ones named, not at the first training."""
-        from dataclasses import fields
-
-        from logsense.models.loggpt import LogGPTConfig
-
-        known = {f.name for f in fields(LogGPTConfig)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"unknown LogGPT setting(s) {unknown}; known: {sorted(known)}")
-        return value
-
-    @model_validator(mode="after")
-    def _check_grouping(self) -> "StreamSettings":
-        if self.session_regex is None and self.window_size is None and self.window_seconds is None:
-            raise ValueError("set session_regex, window_size or window_seconds: lines must be grouped for LogGPT")
-        return self
 
 
 # --------------------------------------------------------------------------- tables

@@ -25,7 +25,7 @@ from logsense.models.windowing import PLAIN, OpenWindow, WindowSpec
 from logsense.server import store
 from logsense.server.tables import LogLine, StreamSettings, Window, WindowLine
 
-MAX_SESSION_LINES = 1000  # a session this long is closed and a new one opened for the same key
+MAX_SESSION_LINES = windowing.MAX_SESSION_LINES  # a session this long goes on in a new window (tests lower it)
 _CHUNK = 5000  # keys per IN (...) query
 
 
@@ -88,9 +88,7 @@ def open_sessions(engine: Engine) -> OpenSessions:
 
 def spec_of(cfg: StreamSettings) -> WindowSpec:
     """The stream's cutting rules for `models.windowing`."""
-    return WindowSpec(sessions=cfg.session_regex is not None, window_size=cfg.window_size,
-                      window_seconds=cfg.window_seconds, idle_timeout_seconds=cfg.idle_timeout_seconds,
-                      max_session_lines=MAX_SESSION_LINES)
+    return cfg.window_spec(MAX_SESSION_LINES)
 
 
 def assign(session: Session, stream_id: int, cfg: StreamSettings, slots: Sequence[LineSlot], now: datetime) -> list[int]:

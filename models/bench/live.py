@@ -32,11 +32,11 @@ from logsense.models.bench.datasets import LogDataset
 from logsense.models.bench.evaluation import binary_metrics
 from logsense.models.parsing.sessions import canonical_order
 from logsense.models.policy import FLAGGED, Severity, combine, line_severity
+from logsense.models.settings import StreamSettings
 from logsense.models.stream import ClosedWindow, StreamConfig, StreamModel, training_data
 from logsense.models.windowing import OpenWindow, LineSlot, WindowSpec, assign, quiet
 
-DEFAULT_IDLE_TIMEOUT = 300.0  # the stream default (server StreamSettings.idle_timeout_seconds)
-DEFAULT_WINDOW_SIZE = 20  # the stream default for streams without session_regex
+DEFAULT_IDLE_TIMEOUT = StreamSettings.model_fields["idle_timeout_seconds"].default  # the stream default
 
 
 @dataclass
@@ -44,7 +44,6 @@ class LiveConfig:
     train: str = "dirty"  # "dirty": every train-part line is posted in train mode; "clean": anomalies withheld
     train_fraction: float = 0.6  # share of the lines (in time order) posted in train mode
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT  # seconds of log time without a line that close a session
-    window_size: int = DEFAULT_WINDOW_SIZE  # count windows, for data without sessions
     batch: int = 1000  # lines per POST
     feedback: bool = False  # the simulated operator works the queue as it fills
     feedback_scope: str = "template"  # "template" or "line": how a "normal" click is scoped
@@ -200,15 +199,14 @@ class LiveStream:
 
 def product_settings(dataset: LogDataset, cfg: LiveConfig) -> tuple[StreamConfig, WindowSpec]:
     """What a stream created as the README shows gets for this data: the format preset and, for
-    session data, the session regex; every other setting at its default."""
+    session data, the session regex and the idle timeout; every other setting at its default
+    (`models.settings.StreamSettings`, the schema the server stores)."""
     loggpt = {"max_epochs": 3, "n_layer": 1, "n_embd": 32, "seed": cfg.seed} if cfg.quick else {"seed": cfg.seed}
     if cfg.loggpt is not None:
         loggpt = dict(cfg.loggpt)
-    config = StreamConfig(preset=dataset.preset, session_regex=dataset.session_regex, loggpt=loggpt)
-    spec = WindowSpec(sessions=dataset.session_regex is not None,
-                      window_size=None if dataset.session_regex else cfg.window_size,
-                      idle_timeout_seconds=cfg.idle_timeout)
-    return config, spec
+    settings = StreamSettings(format=dataset.preset, session_regex=dataset.session_regex,
+                              idle_timeout_seconds=cfg.idle_timeout, loggpt_config=loggpt)
+    return settings.stream_config(), settings.window_spec()
 
 
 def line_truth(dataset: LogDataset, parser_sessions: list[list[str]] | None = None) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from logsense.server import store
 from logsense.server.api import streams as streams_api
-from logsense.server.tables import FORMAT_PRESETS, Job, Stream, StreamSettings
+from logsense.server.tables import Job, Stream, StreamSettings
 from logsense.server.training import MODES, start_training
 from logsense.server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
 
@@ -38,28 +38,30 @@ class FormField:
     step: str = "any"
 
 
-FIELDS = (
-    FormField("format", "Header format", "select", "How each line's header (time, level) is read.", FORMAT_PRESETS),
-    FormField("format_regex", "Custom header regex", "text",
-              "Optional: named groups timestamp, level, message. Overrides the format."),
-    FormField("session_regex", "Session regex", "text",
-              r"Lines with the same match form a session (HDFS: blk_-?\d+). Empty: count or time windows."),
-    FormField("window_size", "Window size (lines)", "number", "Lines per count window (2 to 10000).", step="1"),
-    FormField("window_seconds", "Window length (seconds)", "number", "Seconds per time window; empty: none."),
-    FormField("idle_timeout_seconds", "Session idle timeout (s)", "number", "A session closes after this long quiet."),
-    FormField("rapid_k", "RAPID k", "number", "Nearest normal lines compared token by token.", step="1"),
-    FormField("rapid_threshold", "RAPID threshold", "number", "Fixed flag threshold in [0, 1]; empty: calibrated."),
-    FormField("rapid_target_fpr", "RAPID target false-positive rate", "number", "Calibrates the threshold."),
-    FormField("loggpt_top_k", "LogGPT top-K", "number", "Fixed K; empty: calibrated.", step="1"),
-    FormField("loggpt_target_fpr", "LogGPT target false-positive rate", "number", "Calibrates K."),
-    FormField("retrain_cron", "Retrain schedule (crontab)", "text",
-              "Empty: the server's nightly schedule; 'off': never."),
-    FormField("loggpt_config", "LogGPT config (JSON object)", "json", "Overrides of LogGPTConfig, e.g. {\"n_layer\": 2}."),
-    FormField("mask_rules", "Mask rules (JSON list)", "json",
-              "Empty: the defaults. Preset names or {\"name\", \"regex\", \"replacement\"} objects."),
-    FormField("train_mode", "Train mode", "checkbox",
-              "On: incoming lines are stored as normal training data and not scored."),
-)
+def _form_fields() -> tuple[FormField, ...]:
+    """The settings form, generated from the schema (`models.settings.StreamSettings`): each field's
+    title and description, its widget from `json_schema_extra` or its type."""
+    out = []
+    for name, info in StreamSettings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        annotation = str(info.annotation)
+        choices = tuple(get_args(info.annotation))
+        if extra.get("form"):
+            kind = extra["form"]
+        elif info.annotation is bool:
+            kind = "checkbox"
+        elif choices and all(isinstance(c, str) for c in choices):
+            kind = "select"
+        elif "float" in annotation or "int" in annotation:
+            kind = "number"
+        else:
+            kind = "text"
+        out.append(FormField(name, info.title or name, kind, info.description or "",
+                             choices if kind == "select" else (), str(extra.get("step", "any"))))
+    return tuple(out)
+
+
+FIELDS = _form_fields()
 
 
 def _values(cfg: StreamSettings) -> dict[str, str]:

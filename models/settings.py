@@ -1,0 +1,157 @@
+"""A stream's settings: the one schema the server stores (as JSON), the API validates, the UI's
+form is generated from, and the benchmark's live replay creates its stream with.
+
+Each field's `title` and `description` are the form's label and help; `json_schema_extra`
+`form` names the widget where the type alone does not say it. `stream_config()` and
+`window_spec()` hand the detectors and the window cutter what they need.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from logsense.models.stream import StreamConfig
+from logsense.models.windowing import MAX_SESSION_LINES, WindowSpec
+
+FORMAT_PRESETS = ("hdfs", "bgl", "syslog", "iso8601", "json", "generic")
+
+
+def _check_regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+class MaskRule(BaseModel):
+    """A custom masking rule: every match of `regex` becomes `replacement`."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    regex: str = Field(min_length=1)
+    replacement: str = "<*>"
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str) -> str:
+        return _check_regex(value)
+
+
+def _form(kind: str, **extra: Any) -> dict:
+    return {"form": kind, **extra}
+
+
+class StreamSettings(BaseModel):
+    """Per-stream settings (a new field needs no migration: the server stores them as JSON).
+
+    Grouping: with `session_regex`, a line joins the session of every key the regex finds and a
+    session closes after `idle_timeout_seconds` of log time without lines; without it, lines are
+    cut into count windows of `window_size` and/or time windows of `window_seconds`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["hdfs", "bgl", "syslog", "iso8601", "json", "generic"] = Field(
+        "generic", title="Header format", description="How each line's header (time, level) is read.")
+    format_regex: str | None = Field(
+        None, title="Custom header regex",
+        description="Optional: named groups timestamp, level, message. Overrides the format.")
+    session_regex: str | None = Field(
+        None, title="Session regex",
+        description=r"Lines with the same match form a session (HDFS: blk_-?\d+). Empty: count or time windows.")
+    window_size: int | None = Field(20, ge=2, le=10_000, title="Window size (lines)",
+                                    description="Lines per count window (2 to 10000).", json_schema_extra=_form("number", step="1"))
+    window_seconds: float | None = Field(None, gt=0, title="Window length (seconds)",
+                                         description="Seconds per time window, by log time; empty: none.")
+    idle_timeout_seconds: float = Field(300.0, gt=0, title="Session idle timeout (s)",
+                                        description="A session or window closes after this long without a line (log time).")
+    rapid_k: int = Field(5, ge=1, le=1000, title="RAPID k", description="Nearest normal lines compared token by token.",
+                         json_schema_extra=_form("number", step="1"))
+    rapid_threshold: float | None = Field(None, ge=0, le=1, title="RAPID threshold",
+                                          description="Fixed flag threshold in [0, 1]; empty: calibrated.")
+    rapid_target_fpr: float = Field(0.01, gt=0, lt=1, title="RAPID target false-positive rate",
+                                    description="Calibrates the threshold on held-back normal lines.")
+    loggpt_top_k: int | None = Field(None, ge=1, title="LogGPT top-K", description="Fixed K; empty: calibrated.",
+                                     json_schema_extra=_form("number", step="1"))
+    loggpt_target_fpr: float = Field(0.01, gt=0, lt=1, title="LogGPT target false-positive rate",
+                                     description="Calibrates K on held-back normal windows.")
+    retrain_cron: str | None = Field(None, title="Retrain schedule (crontab)",
+                                     description="Empty: the server's nightly schedule; 'off': never.")
+    loggpt_config: dict[str, Any] = Field(default_factory=dict, title="LogGPT config (JSON object)",
+                                          description='Overrides of LogGPTConfig, e.g. {"n_layer": 2}.',
+                                          json_schema_extra=_form("json"))
+    mask_rules: list[str | MaskRule] | None = Field(
+        None, title="Mask rules (JSON list)",
+        description='Empty: the defaults. Preset names or {"name", "regex", "replacement"} objects.',
+        json_schema_extra=_form("json"))
+    train_mode: bool = Field(True, title="Train mode",
+                             description="On: incoming lines are stored as normal training data and not scored.")
+
+    @field_validator("format_regex", "session_regex")
+    @classmethod
+    def _regexes_compile(cls, value: str | None) -> str | None:
+        return _check_regex(value)
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _check_cron(cls, value: str | None) -> str | None:
+        if value is not None and value != "off":
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(value)
+            except ValueError as exc:
+                raise ValueError(f"invalid crontab expression (or use 'off'): {exc}") from None
+        return value
+
+    @field_validator("mask_rules")
+    @classmethod
+    def _check_mask_rules(cls, value: list | None) -> list | None:
+        """An unknown preset name is a 422 now, not a failure at every later ingest."""
+        if value is not None:
+            from logsense.models.parsing.masking import resolve_rules
+
+            resolve_rules(value)  # ValueError names the rule and the known presets
+        return value
+
+    @field_validator("loggpt_config")
+    @classmethod
+    def _check_loggpt_config(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Unknown LogGPT fields are refused now, with the known ones named, not at the first training."""
+        from dataclasses import fields
+
+        from logsense.models.loggpt import LogGPTConfig
+
+        known = {f.name for f in fields(LogGPTConfig)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown LogGPT setting(s) {unknown}; known: {sorted(known)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_grouping(self) -> "StreamSettings":
+        if self.session_regex is None and self.window_size is None and self.window_seconds is None:
+            raise ValueError("set session_regex, window_size or window_seconds: lines must be grouped for LogGPT")
+        return self
+
+    def stream_config(self) -> StreamConfig:
+        """What the detectors read of these settings."""
+        rules = None
+        if self.mask_rules is not None:
+            rules = [r if isinstance(r, str) else (r.name, r.regex, r.replacement) for r in self.mask_rules]
+        return StreamConfig(
+            preset=self.format, regex=self.format_regex, mask_rules=rules, session_regex=self.session_regex,
+            rapid_k=self.rapid_k, rapid_threshold=self.rapid_threshold, rapid_target_fpr=self.rapid_target_fpr,
+            loggpt_top_k=self.loggpt_top_k, loggpt_target_fpr=self.loggpt_target_fpr, loggpt=dict(self.loggpt_config),
+        )
+
+    def window_spec(self, max_session_lines: int = MAX_SESSION_LINES) -> WindowSpec:
+        """What the window cutter reads of these settings."""
+        return WindowSpec(sessions=self.session_regex is not None, window_size=self.window_size,
+                          window_seconds=self.window_seconds, idle_timeout_seconds=self.idle_timeout_seconds,
+                          max_session_lines=max_session_lines)
