@@ -27,6 +27,7 @@ either the old or the new model, never half of each.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -42,6 +43,8 @@ from logsense.models.parsing.miner import write_json as _write_json
 FORMAT = "logsense.stream"
 VERSION = 1
 DEFAULT_RAPID_THRESHOLD = 0.15  # before the first calibration: a line this far from every known normal flags
+EXPECTED_FALSE_POSITIVES = 3  # validation data must hold this many at the target rate (300 windows at 1%)
+FPR_TOLERANCE = 0.005  # a retrain may raise the validation FPR this much and still be "not worse"
 
 Progress = Callable[[float, str], None]
 
@@ -91,14 +94,23 @@ class TrainingData:
     anomaly_seqs: list[list[int]] = field(default_factory=list)  # operator-confirmed anomalies (validation)
 
 
+MAX_CONTEXT_LINES = 1000  # lines of a session's earlier parts a later part is judged with
+
+
 @dataclass
 class ClosedWindow:
-    """A closed window as training and checking read it: its key and its lines in order."""
+    """A closed window as training and checking read it: its key and its lines in order, and the
+    lines of the earlier closed parts of the same session (`context_*`, oldest first): a session
+    cut by the idle timeout or the length cap is judged as what it is so far, not as a fragment."""
 
     key: str
     seq: list[int]  # template ids (-1: none)
     masked: list[str]  # masked lines
     rapid_flags: list[bool | None] = field(default_factory=list)  # per line (None: train mode)
+    context_seq: list[int] = field(default_factory=list)  # earlier parts' template ids
+    context_masked: list[str] = field(default_factory=list)  # earlier parts' masked lines
+    levels: list[str | None] = field(default_factory=list)  # per line, for the training review
+    timestamps: list[float | None] = field(default_factory=list)  # per line, for the training review
 
 
 @dataclass
@@ -113,13 +125,38 @@ class WindowVerdict:
     severity: str | None  # the window anomaly's severity (None: not anomalous)
 
 
+def with_context(windows: Sequence[ClosedWindow]) -> list[ClosedWindow]:
+    """Each window with the earlier windows of its key as context (`MAX_CONTEXT_LINES` at most),
+    in order: the parts of a session cut by the idle timeout or the length cap, as the worker
+    hands them to `judge`. Count windows have keys of their own and get none."""
+    seen: dict[str, ClosedWindow] = {}
+    out = []
+    for w in windows:
+        before = seen.get(w.key)
+        ctx_seq = (before.context_seq + before.seq)[-MAX_CONTEXT_LINES:] if before else []
+        ctx_masked = (before.context_masked + before.masked)[-MAX_CONTEXT_LINES:] if before else []
+        part = ClosedWindow(key=w.key, seq=list(w.seq), masked=list(w.masked), rapid_flags=list(w.rapid_flags),
+                            context_seq=ctx_seq, context_masked=ctx_masked)
+        seen[w.key] = part
+        out.append(part)
+    return out
+
+
 def training_data(windows: Sequence[ClosedWindow], anomalies: Sequence[ClosedWindow] = (),
-                  max_val: int = 5000, train_keys: set[str] | None = None) -> TrainingData:
-    """Normal windows -> TrainingData: held-back ones (`models.windowing.is_held_back`, by key)
-    validate, the others train. `train_keys`: only these train (a nightly fine-tune's new ones)."""
+                  max_val: int = 5000, train_keys: set[str] | None = None,
+                  exclude: set[int] | frozenset = frozenset()) -> TrainingData:
+    """Normal windows -> TrainingData, each part of a session with the parts before it
+    (`with_context`), as `judge` reads them: LogGPT learns where parts of a session end. Held-back
+    sessions (`models.windowing.is_held_back`, by key) validate, the others train. `train_keys`:
+    only these train (a nightly fine-tune's new ones); windows holding a template of `exclude`
+    (`StreamModel.excluded_templates`) are left out."""
     from logsense.models.rapid import session_text
     from logsense.models.windowing import is_held_back
 
+    windows = [ClosedWindow(key=w.key, seq=w.context_seq + w.seq, masked=w.context_masked + w.masked)
+               for w in with_context(windows)]
+    if exclude:  # the training review: what may be an incident trains nothing until an operator says normal
+        windows = [w for w in windows if not exclude.intersection(w.seq)]
     held = [w for w in windows if is_held_back(w.key)][-max_val:]
     train = [w for w in windows if not is_held_back(w.key) and (train_keys is None or w.key in train_keys)]
     return TrainingData(
@@ -175,6 +212,33 @@ def threshold_at_rate(scores: Sequence[float], target_fpr: float) -> float:
     return float(threshold_at_fpr(np.asarray(scores, dtype=np.float64), target_fpr))
 
 
+class _Contents:
+    """Known normal session contents as sets of masked lines, to ask "does this set fit inside a
+    known one?" by the rarest of its lines (a walk over the contents that hold it)."""
+
+    SEPARATOR = " ; "  # models.rapid.session_text
+
+    def __init__(self) -> None:
+        self.sets: list[frozenset] = []
+        self.by_line: dict[str, list[int]] = {}
+        self.texts: set[str] = set()
+
+    def add(self, text: str) -> None:
+        if text in self.texts:
+            return
+        self.texts.add(text)
+        lines = frozenset(text.split(self.SEPARATOR)) if text else frozenset()
+        self.sets.append(lines)
+        for line in lines:
+            self.by_line.setdefault(line, []).append(len(self.sets) - 1)
+
+    def covers(self, lines: set[str]) -> bool:
+        if not lines:
+            return True
+        rarest = min(lines, key=lambda line: len(self.by_line.get(line, ())))
+        return any(lines <= self.sets[i] for i in self.by_line.get(rarest, ()))
+
+
 class StreamModel:
     """Parser, RAPID scorers, LogGPT and thresholds of one stream."""
 
@@ -191,6 +255,9 @@ class StreamModel:
         self.has_trained_sessions = False  # rapid_session holds the training sessions' texts (set at promote)
         self._det = _Detector()
         self._parse_lock = threading.RLock()  # held across parse_chunks, which may save the parser
+        self._contents: _Contents | None = None  # the normal session contents as sets, built on first use
+        self.calibration_note: str | None = None  # why the last first model was kept back (state "calibrating")
+        self.reviews: dict[int, str] = {}  # template id -> models.review.Review value (the training review)
 
     # ------------------------------------------------------------------ settings
 
@@ -281,7 +348,7 @@ class StreamModel:
             return []
         unique = list(dict.fromkeys(texts))
         by_text = dict(zip(unique, self.rapid.score(unique).tolist()))
-        threshold, refuted = self.rapid_threshold, self.refuted_templates
+        threshold, refuted, excluded = self.rapid_threshold, self.refuted_templates, self.excluded_templates()
         verdicts: dict[tuple[str, int | None], LineVerdict] = {}  # a batch repeats a few hundred texts
         out = []
         for p, text in zip(parsed, texts):
@@ -289,7 +356,8 @@ class StreamModel:
             if v is None:
                 s = float(by_text[text])
                 exact = s == 0.0 and self.rapid.is_normal(text)
-                flag = s > threshold and not exact and p.template_id not in refuted
+                held = p.template_id in excluded  # unconfirmed by the training review, or confirmed anomalous
+                flag = (s > threshold and not exact or held) and p.template_id not in refuted
                 v = verdicts[text, p.template_id] = LineVerdict(score=s, flag=bool(flag), exact=bool(exact))
             out.append(v)
         return out
@@ -311,14 +379,20 @@ class StreamModel:
         texts = list(dict.fromkeys(session_texts))  # add_normal skips the ones it knows
         if texts:
             self.rapid_session.add_normal(texts, index=False)
+            if self._contents is not None:
+                for t in texts:
+                    self._contents.add(t)
 
     def refute(self, line: str | None = None, template: int | None = None, scope: str = "line",
-               windows: Sequence[Sequence[str]] = ()) -> None:
+               windows: Sequence[Sequence[str]] = (), window_templates: Sequence[int] = ()) -> list[int]:
         """The feedback effect of an operator's "normal", at once: the masked `line` scores 0 from
         now on; with scope "template", its `template` never flags again; each refuted window
         (its masked lines) joins the normal session set, so the same content never flags again.
+        Templates the training review holds as unconfirmed answer "normal" too, when the refuted
+        line or window holds them: the operator looked and said so. Returns those template ids.
         (Confirming an anomaly changes no detector: it becomes validation data for promotions.)"""
         from logsense.models.rapid import session_text
+        from logsense.models.review import Review
 
         if windows:
             self.learn_normal_sessions([session_text(list(w)) for w in windows if len(w)])
@@ -326,15 +400,29 @@ class StreamModel:
             self.learn_normal([line])
         if scope == "template" and template is not None:
             self.learn_normal([], templates=[template])
+        seen = [*([template] if template is not None and (line is not None or scope == "template") else []),
+                *window_templates]
+        confirmed = sorted({int(t) for t in seen if self.reviews.get(int(t)) == Review.UNCONFIRMED.value})
+        for t in confirmed:
+            self.reviews[t] = Review.NORMAL.value
+        return confirmed
 
-    def session_flags(self, session_texts: Sequence[str]) -> list[bool] | None:
-        """RAPID's verdict on closed sessions: flagged when no normal session had the same content
-        (an exact lookup, the threshold the benchmark's calibration gives HDFS). None while
-        LogGPT is untrained (no normal set yet) or when the stream cuts count/time windows, whose
-        content rarely repeats exactly (their lines are judged one by one)."""
+    def session_flags(self, contents: Sequence[set[str]]) -> list[bool] | None:
+        """RAPID's verdict on sessions: flagged when the distinct masked lines so far fit inside
+        no normal session's (a prefix of a normal session is not new). None while LogGPT is
+        untrained (no normal set yet) or when the stream cuts count/time windows, whose content
+        rarely repeats (their lines are judged one by one)."""
         if self._det.loggpt is None or self.config.session_regex is None:
             return None
-        return [not self.rapid_session.is_normal(t) for t in session_texts]
+        known = self._known_contents()
+        return [not known.covers(c) for c in contents]
+
+    def _known_contents(self) -> "_Contents":
+        if self._contents is None:
+            self._contents = _Contents()
+            for text in [*self.rapid_session.normal_texts, *self.rapid_session.exact_texts]:
+                self._contents.add(text)
+        return self._contents
 
     def check(self, seqs: Sequence[Sequence[int]], sessions: Sequence[str] | None = None) -> list | None:
         """LogGPT top-K check per window: a list of `CheckResult`, or None while LogGPT is untrained.
@@ -359,30 +447,42 @@ class StreamModel:
 
     def judge(self, windows: Sequence[ClosedWindow]) -> list[WindowVerdict] | None:
         """Closed windows -> verdicts, or None while LogGPT is untrained (the lines' RAPID verdicts
-        are final then). A window is anomalous when LogGPT misses a key or, in a session stream,
-        when no normal session had its content; its severity: danger when RAPID (the content, or
-        a flagged line LogGPT missed) and LogGPT both flag, else watch."""
+        are final then).
+
+        A part of a session is judged with the session's earlier parts before it (`context_*`):
+        LogGPT reads the whole session so far and only misses in this part count, its end key
+        included (training saw each part with its context too, so a part that ends where parts
+        of normal sessions end is no miss). Its content (the
+        distinct masked lines so far) is new when it fits inside no normal session's content
+        (a prefix of a normal session is not new). A window is anomalous when LogGPT misses a key
+        or the content is new; its severity: danger when RAPID (the content, or a flagged line
+        LogGPT missed) and LogGPT both flag, else watch."""
+        from dataclasses import replace
+
         from logsense.models.policy import combine
         from logsense.models.rapid import session_text
 
-        texts = [session_text(w.masked) for w in windows]
-        results = self.check([w.seq for w in windows], sessions=texts)
+        full = [list(w.context_seq) + list(w.seq) for w in windows]
+        texts = [session_text(list(w.context_masked) + list(w.masked)) for w in windows]
+        results = self.check(full, sessions=texts)
         if results is None:
             return None
-        novel = self.session_flags(texts)
+        novel = self.session_flags([set(w.context_masked) | set(w.masked) for w in windows])
         out = []
         for i, (w, r) in enumerate(zip(windows, results)):
-            n = len(w.seq)
-            missed = [min(int(m.position), n - 1) for m in r.misses if m.position >= 0 and n]
+            offset, n = len(w.context_seq), len(w.seq)
+            misses = [replace(m, position=m.position - offset) for m in r.misses if offset <= m.position <= offset + n]
+            missed = list(dict.fromkeys(min(m.position, n - 1) for m in misses))  # the end key: the part's last line
+            loggpt = bool(misses)
             new_content = bool(novel[i]) if novel is not None else None
-            anomalous = bool(r.anomalous) or bool(new_content)
+            anomalous = loggpt or bool(new_content)
             severity = None
             if anomalous:
                 flags = w.rapid_flags or [None] * n
                 rapid = bool(new_content) or any(flags[p] for p in missed)
-                severity = combine(rapid, bool(r.anomalous))
-            out.append(WindowVerdict(anomalous=anomalous, loggpt=bool(r.anomalous), new_content=new_content,
-                                     missed=list(dict.fromkeys(missed)), misses=list(r.misses), severity=severity))
+                severity = combine(rapid, loggpt)
+            out.append(WindowVerdict(anomalous=anomalous, loggpt=loggpt, new_content=new_content,
+                                     missed=missed, misses=misses, severity=severity))
         return out
 
     # ------------------------------------------------------------------ training
@@ -409,8 +509,8 @@ class StreamModel:
     def _calibrated_k(self, loggpt: Any, val_seqs: Sequence) -> int:
         if self.config.loggpt_top_k:
             return int(self.config.loggpt_top_k)
-        if not val_seqs:
-            raise ValueError("no held-back normal windows to calibrate top-K on (set loggpt_top_k or send more data)")
+        if not val_seqs:  # nothing to calibrate on: the most conservative K (only unseen templates miss)
+            return int(loggpt.max_k())
         return int(loggpt.calibrate_k(list(val_seqs), target_fpr=self.config.loggpt_target_fpr))
 
     def _rebuild_rapid(self, data: TrainingData, progress: Progress | None) -> tuple[Any, float, dict]:
@@ -432,6 +532,74 @@ class StreamModel:
         return rapid, threshold, {"rapid_threshold": threshold, "rapid_val_fpr": fpr,
                                   "rapid_core_set": len(rapid), "n_val_lines": len(data.val_texts)}
 
+    def review(self, lines: Sequence) -> list:
+        """The training review of these train-mode lines (`models.review.suspicious`): every
+        suspicious template not answered yet becomes unconfirmed. Returns the items."""
+        from logsense.models.review import Review, suspicious
+
+        items = suspicious(lines)
+        for item in items:
+            self.reviews.setdefault(item.template_id, Review.UNCONFIRMED.value)
+        return items
+
+    def answer_review(self, template_id: int, label: str) -> None:
+        """An operator's answer: "normal" (learned like any template from the next training on,
+        no longer flagged) or "anomaly" (flagged, trains nothing)."""
+        from logsense.models.review import Review
+
+        if label not in (Review.NORMAL.value, Review.ANOMALY.value):
+            raise ValueError(f"label must be 'normal' or 'anomaly', not {label!r}")
+        self.reviews[int(template_id)] = label
+
+    def excluded_templates(self) -> set[int]:
+        """Templates the training review holds back: unconfirmed or confirmed anomalous."""
+        from logsense.models.review import Review
+
+        return {t for t, status in self.reviews.items() if status != Review.NORMAL.value}
+
+    def calibration(self, n_val: int, val_fpr: float | None) -> dict:
+        """Whether K could be set from this much validation data: it must hold
+        `EXPECTED_FALSE_POSITIVES` false positives at the target rate, and the rate reached must
+        be within one window of the target."""
+        target = self.config.loggpt_target_fpr
+        needed = math.ceil(EXPECTED_FALSE_POSITIVES / target)
+        if self.config.loggpt_top_k:
+            return {"holds": True, "needed": needed, "n_val": n_val, "note": "K fixed by the settings"}
+        if n_val < needed:
+            return {"holds": False, "needed": needed, "n_val": n_val,
+                    "note": f"too little validation data: {n_val} held-back windows, {needed} needed to calibrate "
+                            f"K at a {target:.1%} false-positive rate; post more lines in train mode"}
+        if val_fpr is not None and val_fpr > target + 1.0 / n_val:
+            return {"holds": False, "needed": needed, "n_val": n_val,
+                    "note": f"no K reaches the target: validation FPR {val_fpr:.3f} against {target:.3f} "
+                            f"(templates the training data never had)"}
+        return {"holds": True, "needed": needed, "n_val": n_val, "note": f"validation FPR {val_fpr:.4f} at K"}
+
+    def should_promote(self, candidate: Candidate) -> tuple[bool, str]:
+        """The promotion rule: a first model only when its calibration holds; a retrain only when it
+        validates no worse than the live model on the same validation data."""
+        m = candidate.metrics
+        cal = m.get("calibration") or {"holds": True, "note": ""}
+        if not self.trained:
+            return (True, "first model") if cal["holds"] else (False, cal["note"])
+        fpr, live_fpr = m.get("val_fpr"), m.get("live_val_fpr")
+        recall, live_recall = m.get("anomaly_recall"), m.get("live_anomaly_recall")
+        if fpr is not None and live_fpr is not None and fpr > live_fpr + FPR_TOLERANCE:
+            return False, f"validation FPR {fpr:.4f} worse than the live model's {live_fpr:.4f} on the same windows"
+        if recall is not None and live_recall is not None and recall < live_recall:
+            return False, f"recall on confirmed anomalies {recall:.3f} below the live model's {live_recall:.3f}"
+        return True, "not worse than the live model on the same held-back normals and confirmed anomalies"
+
+    def state(self, train_mode: bool) -> tuple[str, str]:
+        """(learning | calibrating | detecting, why) for the API, the overview and /metrics."""
+        if train_mode:
+            return "learning", "train mode: lines are stored as normal training data, not scored"
+        if self.trained:
+            return "detecting", f"LogGPT version {self.version} at K={self.k}, RAPID threshold {self.rapid_threshold:.3f}"
+        if self.calibration_note:
+            return "calibrating", self.calibration_note
+        return "learning", "no trained model yet: lines get RAPID's verdict against the normal lines seen so far"
+
     def fit_candidate(self, data: TrainingData, progress: Progress | None = None) -> Candidate:
         """Train LogGPT from scratch and rebuild RAPID; the live detectors are untouched."""
         from logsense.models.loggpt import LogGPT
@@ -449,6 +617,10 @@ class StreamModel:
         metrics = {**self.evaluate(loggpt, k, data.val_seqs, data.anomaly_seqs), **rapid_metrics,
                    "n_train": len(data.train_seqs), "fit_seconds": round(time.perf_counter() - start, 2),
                    "mode": "train"}
+        metrics["calibration"] = self.calibration(len(data.val_seqs), metrics["val_fpr"])
+        if self._det.loggpt is not None:  # a retrain: the live model on the same validation data, beside it
+            live = self.evaluate(self._det.loggpt, self.k or k, data.val_seqs, data.anomaly_seqs)
+            metrics.update({f"live_{name}": value for name, value in live.items()})
         _report(progress, 0.95, "trained")
         return Candidate(loggpt=loggpt, k=k, rapid=rapid, rapid_threshold=threshold, metrics=metrics,
                          session_texts=list(data.session_texts))
@@ -471,6 +643,7 @@ class StreamModel:
         metrics = {**self.evaluate(loggpt, k, data.val_seqs, data.anomaly_seqs),
                    "n_train": len(data.train_seqs), "fit_seconds": round(time.perf_counter() - start, 2),
                    "mode": "fine_tune", "rapid_threshold": self.rapid_threshold}
+        metrics["calibration"] = self.calibration(len(data.val_seqs), metrics["val_fpr"])
         live = self.evaluate(det.loggpt, self.k or k, data.val_seqs, data.anomaly_seqs)
         metrics.update({f"live_{name}": value for name, value in live.items()})
         return Candidate(loggpt=loggpt, k=k, rapid=None, rapid_threshold=self.rapid_threshold, metrics=metrics,
@@ -488,11 +661,18 @@ class StreamModel:
             self.has_trained_sessions = True
         self._det = _Detector(loggpt=candidate.loggpt, k=int(candidate.k),
                               rapid_threshold=float(candidate.rapid_threshold), version=version)
+        self.calibration_note = None
 
     def train(self, data: TrainingData, progress: Progress | None = None, version: int | None = None) -> dict:
-        """Fit and promote in one call; returns the validation metrics."""
+        """Fit, and promote by `should_promote`; returns the validation metrics with `promoted` and
+        `reason`. A first model kept back leaves its reason as the stream's state (`calibrating`)."""
         candidate = self.fit_candidate(data, progress)
-        self.promote(candidate, version)
+        promote, reason = self.should_promote(candidate)
+        if promote:
+            self.promote(candidate, version)
+        elif not self.trained:
+            self.calibration_note = reason
+        candidate.metrics.update({"promoted": promote, "reason": reason})
         return candidate.metrics
 
     # ------------------------------------------------------------------ disk
@@ -508,6 +688,8 @@ class StreamModel:
             "model_version": det.version,
             "refuted_templates": sorted(self.refuted_templates),
             "has_trained_sessions": self.has_trained_sessions,
+            "calibration_note": self.calibration_note,
+            "reviews": {str(t): v for t, v in sorted(self.reviews.items())},
         }
 
     def save_parser(self, path: str | os.PathLike) -> None:
@@ -565,6 +747,8 @@ class StreamModel:
             model.rapid_session = RapidScorer.load(path / "rapid_session", embedder)
         model.refuted_templates = set(meta.get("refuted_templates", []))
         model.has_trained_sessions = bool(meta.get("has_trained_sessions", False))
+        model.calibration_note = meta.get("calibration_note")
+        model.reviews = {int(t): v for t, v in (meta.get("reviews") or {}).items()}
         model._det = _Detector(rapid_threshold=meta.get("rapid_threshold"))
         return model
 

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from logsense.server.api import anomalies, data, ingest, jobs, models, streams
+from logsense.server.api import anomalies, data, ingest, jobs, models, review, streams
 from logsense.server.api.deps import current_key
 from logsense.server.db import Checkpointer, make_engine, upgrade_database
 from logsense.server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
@@ -85,7 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _add_health_routes(app)
     _add_docs_route(app)
 
-    for router in (streams.router, ingest.router, data.router, models.router, anomalies.router, jobs.router):
+    for router in (streams.router, ingest.router, data.router, models.router, anomalies.router, jobs.router,
+                   review.router):
         include_api(app, router)
     from logsense.server.ui import install_ui
 
@@ -214,7 +215,7 @@ def _add_health_routes(app: FastAPI) -> None:
         m: Metrics = request.app.state.metrics
         try:
             with Session(request.app.state.engine) as session:
-                m.refresh_from_db(session)
+                m.refresh_from_db(session, request.app.state.registry)
             helper = getattr(request.app.state, "parse_helper", None)
             for where, n in (helper.counts if helper is not None else {}).items():
                 m.parse_chunks.labels(where).set(n)

@@ -77,7 +77,12 @@ def apply_feedback(
         elif label == "normal" and line is not None and line.loggpt_flag:
             refuted_windows = _flagged_windows(session, line.id)
         members = store.window_lines(session, [w.id for w in refuted_windows])
-        window_texts = [[x["masked"] for x in members[w.id]] for w in refuted_windows if members[w.id]]
+        from logsense.models.stream import MAX_CONTEXT_LINES
+
+        # a window is judged with its session's earlier parts: that whole content is what was refuted
+        context = store.session_context(session, anomaly.stream_id, [w.id for w in refuted_windows], MAX_CONTEXT_LINES)
+        window_texts = [[x["masked"] for x in context[w.id] + members[w.id]] for w in refuted_windows if members[w.id]]
+        window_templates = [x["template_id"] for w in refuted_windows for x in members[w.id] if x["template_id"] is not None]
 
         anomaly.status = "refuted" if label == "normal" else "confirmed"
         anomaly.updated_at = now
@@ -108,8 +113,11 @@ def apply_feedback(
     if label == "normal":  # the live model learns it now; a restart re-reads it from the database
         registry = app.state.registry
         model = registry.get(stream)
-        model.refute(line=masked if anomaly.kind != "window" else None, template=template_id, scope=scope,
-                     windows=window_texts)
+        confirmed = model.refute(line=masked if anomaly.kind != "window" else None, template=template_id, scope=scope,
+                                 windows=window_texts, window_templates=window_templates)
+        if confirmed:  # the training review's answer, in the database too
+            with store.write_session(engine) as session:
+                store.confirm_reviews(session, stream.id, confirmed, author)
         registry.mark_dirty(stream.id)
     app.state.metrics.feedback.labels(stream.name, label).inc()
     return anomaly

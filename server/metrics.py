@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from datetime import timezone
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -70,14 +71,25 @@ class Metrics:
             "parse helper process), server (each batch's first chunk), fallback (in the server: helper busy, "
             "restarting or failing).", ["where"], registry=r,
         )
+        self.stream_state = Gauge(
+            "logsense_stream_state", "1 for the state each stream is in: learning (train mode, or no model yet), "
+            "calibrating (a first model kept back: too little validation data), detecting, loading.",
+            ["stream", "state"], registry=r,
+        )
         self.last_training = Gauge(
             "logsense_last_training_timestamp_seconds", "Unix time of the newest trained model version.",
             ["stream"], registry=r,
         )
 
-    def refresh_from_db(self, session: Session) -> None:
+    def refresh_from_db(self, session: Session, registry: Any = None) -> None:
         """Set the state gauges from the tables (called on every scrape of /metrics)."""
         names = dict(session.exec(select(Stream.id, Stream.name)).all())
+        if registry is not None:
+            self.stream_state.clear()
+            for stream in session.exec(select(Stream)).all():
+                state, _ = registry.state(stream)
+                for name in ("learning", "calibrating", "detecting", "loading"):
+                    self.stream_state.labels(stream.name, name).set(1.0 if name == state else 0.0)
         queued = dict(
             session.exec(
                 select(Window.stream_id, func.count(Window.id))

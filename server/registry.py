@@ -125,6 +125,17 @@ class Registry:
         """The model if loaded, without loading it."""
         return self._models.get(stream_id)
 
+    def state(self, stream: Stream) -> tuple[str, str]:
+        """(learning | calibrating | detecting | loading, why): `StreamModel.state` (loading: the
+        detection models are still loading at start)."""
+        model = self._models.get(stream.id)
+        if model is None:
+            try:
+                model = self.get(stream)
+            except ModelsUnavailable as exc:
+                return "loading", str(exc)
+        return model.state(stream.config().train_mode)
+
     def get(self, stream: Stream) -> Any:
         """The stream's model, loaded (or created) on first use; changed settings are applied."""
         model = self._models.get(stream.id)
@@ -164,6 +175,7 @@ class Registry:
             ).scalars().first()
             if row is not None and model.version != row.version:
                 model.use_version(self.stream_dir(stream_id) / row.path)
+            model.reviews.update(store.review_statuses(session, stream_id))  # the training review's answers
             known = model.rapid
             missing = [t for t in store.normal_texts(session, stream_id) if not known.is_normal(t)]
             if missing:
@@ -183,9 +195,16 @@ class Registry:
                 # stored normal sessions, or every closed session would look new until the next training
                 ids.update(store.normal_window_ids(session, stream_id))
                 log.info("stream %s: filling the session-level normal set from %d stored windows", stream_id, len(ids))
-            if ids:
+            if ids:  # each part with the parts before it, as training learns them (models.stream.with_context)
+                from logsense.models.stream import ClosedWindow, with_context
+
                 lines = store.window_lines(session, sorted(ids))
-                model.learn_normal_sessions([session_text([x["masked"] for x in ls]) for ls in lines.values() if ls])
+                keys = store.window_keys(session, sorted(ids)) if backfill else {}
+                parts = [ClosedWindow(key=keys.get(w, f"window:{w}"), seq=[x["template_id"] for x in lines[w]],
+                                      masked=[x["masked"] for x in lines[w]]) for w in sorted(ids)]
+                held = model.excluded_templates()  # the training review's, as training leaves them out
+                model.learn_normal_sessions([session_text(w.context_masked + w.masked) for w in with_context(parts)
+                                             if w.masked and not held.intersection(w.context_seq + w.seq)])
             if backfill:
                 model.has_trained_sessions = True
                 self.mark_dirty(stream_id)

@@ -366,6 +366,40 @@ def update_lines(session: Session, rows: list[dict]) -> None:
 # --------------------------------------------------------------------------- windows
 
 
+def session_context(session: Session, stream_id: int, window_ids: Sequence[int], limit: int) -> dict[int, list[dict]]:
+    """Per window: the lines of the earlier closed windows with the same key (the session's
+    earlier parts, cut by the idle timeout or the length cap), oldest first, at most `limit`
+    (the newest). `models.stream.ClosedWindow.context_*` is built from them."""
+    ids = list(window_ids)
+    out: dict[int, list[dict]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    keys = window_keys(session, ids)
+    c = Window.__table__.c
+    earlier: dict[str, list[tuple[int, int]]] = {}  # key -> (id, n_lines), oldest first
+    wanted = list(dict.fromkeys(keys.values()))
+    for start in range(0, len(wanted), 5000):
+        rows = session.execute(
+            select(c.id, c.key, c.n_lines).where(c.stream_id == stream_id, c.key.in_(wanted[start : start + 5000]),
+                                                 c.id < max(ids), c.state != "open").order_by(c.id)
+        ).all()
+        for wid, key, n in rows:
+            earlier.setdefault(key, []).append((wid, n))
+    chosen: dict[int, list[int]] = {}
+    for wid in ids:
+        before, total = [], 0
+        for eid, n in reversed([e for e in earlier.get(keys.get(wid), []) if e[0] < wid]):
+            if total >= limit:
+                break
+            before.append(eid)
+            total += n
+        chosen[wid] = before[::-1]
+    lines = window_lines(session, {e for v in chosen.values() for e in v})
+    for wid, before in chosen.items():
+        out[wid] = [x for e in before for x in lines[e]][-limit:]
+    return out
+
+
 def window_lines(session: Session, window_ids: Iterable[int]) -> dict[int, list[dict]]:
     """Per window: its lines in order, each a dict of id, timestamp, template_id, masked,
     rapid_flag, rapid_score, loggpt_flag, severity, label.
@@ -379,14 +413,15 @@ def window_lines(session: Session, window_ids: Iterable[int]) -> dict[int, list[
         return out
     rows = session.execute(
         select(WindowLine.window_id, LogLine.id, LogLine.template_id, LogLine.masked, LogLine.rapid_flag,
-               LogLine.rapid_score, LogLine.loggpt_flag, LogLine.severity, LogLine.label, LogLine.timestamp)
+               LogLine.rapid_score, LogLine.loggpt_flag, LogLine.severity, LogLine.label, LogLine.timestamp,
+               LogLine.level)
         .join(LogLine, LogLine.id == WindowLine.line_id)
         .where(WindowLine.window_id.in_(ids))
         .order_by(WindowLine.window_id, WindowLine.position)
     ).all()
     for r in rows:
         out[r[0]].append({"id": r[1], "template_id": r[2], "masked": r[3], "rapid_flag": r[4], "rapid_score": r[5],
-                          "loggpt_flag": r[6], "severity": r[7], "label": r[8], "timestamp": r[9]})
+                          "loggpt_flag": r[6], "severity": r[7], "label": r[8], "timestamp": r[9], "level": r[10]})
     for wid, members in out.items():
         order = canonical_order([x["timestamp"] for x in members], [x["template_id"] for x in members])
         out[wid] = [members[i] for i in order]
@@ -484,3 +519,49 @@ def max_line_id(session: Session, stream_id: int) -> int:
 
 def as_dicts(rows: Iterable[Any]) -> list[dict]:
     return [dict(r._mapping) for r in rows]
+
+
+# --------------------------------------------------------------------------- the training review
+
+
+def save_review(session: Session, stream_id: int, items: Sequence, statuses: dict[int, str]) -> None:
+    """Store the training review's items (`models.review.ReviewItem`): new ones with the model's
+    status, known ones with fresh counts (an operator's answer stands)."""
+    from logsense.server.tables import TemplateReview
+
+    known = {r.template_id: r for r in session.execute(
+        select(TemplateReview).where(TemplateReview.stream_id == stream_id)).scalars().all()}
+    for it in items:
+        row = known.get(it.template_id) or TemplateReview(stream_id=stream_id, template_id=it.template_id,
+                                                          status=statuses.get(it.template_id, "unconfirmed"))
+        row.reasons, row.n_lines, row.n_windows = list(it.reasons), it.n_lines, it.n_windows
+        row.first_ts, row.last_ts, row.example = it.first_ts, it.last_ts, it.example[:2000]
+        session.add(row)
+
+
+def review_rows(session: Session, stream_id: int, status: str | None = None) -> list:
+    """The stream's training review, unanswered first, then by how few windows hold the template."""
+    from logsense.server.tables import TemplateReview
+
+    q = select(TemplateReview).where(TemplateReview.stream_id == stream_id)
+    if status is not None:
+        q = q.where(TemplateReview.status == status)
+    rows = session.execute(q).scalars().all()
+    return sorted(rows, key=lambda r: (r.status != "unconfirmed", r.n_windows, r.template_id))
+
+
+def review_statuses(session: Session, stream_id: int) -> dict[int, str]:
+    from logsense.server.tables import TemplateReview
+
+    return dict(session.execute(select(TemplateReview.template_id, TemplateReview.status)
+                                .where(TemplateReview.stream_id == stream_id)).all())
+
+
+def confirm_reviews(session: Session, stream_id: int, template_ids: Sequence[int], actor: str | None) -> None:
+    """Unconfirmed review items an operator's "normal" on a line or window answered."""
+    from logsense.server.tables import TemplateReview
+
+    t = TemplateReview.__table__
+    session.execute(update(t).where(t.c.stream_id == stream_id, t.c.template_id.in_(list(template_ids)),
+                                    t.c.status == "unconfirmed")
+                    .values(status="normal", answered_at=datetime.now(timezone.utc), actor=actor))

@@ -270,6 +270,27 @@ class TemplateMute(SQLModel, table=True):
     created_at: datetime = _created()
 
 
+class TemplateReview(SQLModel, table=True):
+    """The training review (`models.review`): a template of train-mode data that looks like an
+    incident, and what an operator said of it (status unconfirmed / normal / anomaly)."""
+
+    __tablename__ = "template_reviews"
+    __table_args__ = (UniqueConstraint("stream_id", "template_id", name="uq_template_reviews_stream_id_template_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: int = _stream_fk()
+    template_id: int = Field(nullable=False)
+    status: str = Field(default="unconfirmed", max_length=16, nullable=False)
+    reasons: list = _json(list)
+    n_lines: int = Field(default=0, nullable=False)
+    n_windows: int = Field(default=0, nullable=False)
+    first_ts: float | None = Field(default=None, nullable=True)
+    last_ts: float | None = Field(default=None, nullable=True)
+    example: str = Field(default="", nullable=False)
+    created_at: datetime = _created()
+    answered_at: datetime | None = _when()
+    actor: str | None = Field(default=None, max_length=128, nullable=True)
+
+
 class Job(SQLModel, table=True):
     """A background job (training, nightly fine-tune, rollback) with its progress in [0, 1]."""
 

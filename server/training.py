@@ -5,13 +5,12 @@
   (a second one waits for the first).
 - mode `train`: LogGPT from scratch on every normal window (train-mode data and windows an
   operator refuted), the RAPID core set rebuilt from their lines; K and the RAPID threshold
-  calibrated on held-back windows (`models.windowing.is_held_back`). Promoted at once.
+  calibrated on held-back windows (`models.windowing.is_held_back`).
 - mode `nightly`: fine-tunes the live LogGPT on the normal windows new since the live version
-  plus every confirmed-normal window, validates it beside the live model on the held-back
-  normal windows and the confirmed anomalies, and promotes it only if it is not worse: its
-  false-positive rate at most the live one's + `FPR_TOLERANCE`, its recall on confirmed
-  anomalies at least the live one's. Without a live LogGPT it trains from scratch.
-
+  plus every confirmed-normal window.
+Either is promoted by the product's rule (`StreamModel.should_promote`): a first model only when
+its calibration holds (enough held-back windows for the target rate), a retrain only when it
+validates no worse than the live model on the same held-back normals and confirmed anomalies.
 Every trained model becomes a `model_versions` row (kind `loggpt`) with its metrics and why it
 was or was not promoted, and a directory `versions/<n>/` under the stream's data directory.
 `rollback(app, stream_id, version)` makes an older version live again.
@@ -33,7 +32,6 @@ from logsense.server.tables import Job, ModelVersion, Stream, utcnow
 log = logging.getLogger("logsense.training")
 
 MODES = ("train", "nightly")
-FPR_TOLERANCE = 0.005  # a fine-tuned model may raise the validation FPR this much and still be "not worse"
 MAX_VAL_WINDOWS = 5000  # newest held-back windows used for calibration and validation
 PROGRESS_EVERY_SECONDS = 0.5
 
@@ -115,11 +113,12 @@ def fail_interrupted(app: Any) -> int:
 # --------------------------------------------------------------------------- data
 
 
-def training_data(session: Session, stream_id: int, after_window_id: int = 0) -> tuple[Any, int]:
-    """The stream's `TrainingData` (windows with id > after_window_id, plus every confirmed-normal
-    window, for training; held-back ones, `models.windowing.is_held_back`, for validation) and the
-    newest window id in it. The split itself is the product's (`models.stream.training_data`)."""
-    from logsense.models.stream import ClosedWindow, training_data as split_training_data
+def training_windows(session: Session, stream_id: int, after_window_id: int = 0) -> tuple[list, list, int]:
+    """The stream's normal windows for training (windows with id > after_window_id, plus every
+    confirmed-normal window; held-back ones, `models.windowing.is_held_back`, for validation),
+    the confirmed-anomalous ones, and the newest window id among them, as
+    `models.stream.ClosedWindow`s."""
+    from logsense.models.stream import ClosedWindow
     from logsense.models.windowing import is_held_back
     from logsense.server.tables import Window
 
@@ -133,12 +132,34 @@ def training_data(session: Session, stream_id: int, after_window_id: int = 0) ->
     lines = store.window_lines(session, [*ids, *anomaly_ids])
 
     def closed(wid: int) -> ClosedWindow:
-        return ClosedWindow(key=keys.get(wid, ""), seq=[-1 if x["template_id"] is None else int(x["template_id"])
-                                                        for x in lines[wid]],
-                            masked=[x["masked"] for x in lines[wid]])
+        ls = lines[wid]
+        return ClosedWindow(key=keys.get(wid, ""), seq=[-1 if x["template_id"] is None else int(x["template_id"]) for x in ls],
+                            masked=[x["masked"] for x in ls], levels=[x["level"] for x in ls],
+                            timestamps=[x["timestamp"] for x in ls])
 
-    data = split_training_data([closed(w) for w in ids], [closed(w) for w in anomaly_ids], max_val=MAX_VAL_WINDOWS)
-    return data, max(all_ids, default=after_window_id)
+    return [closed(w) for w in ids], [closed(w) for w in anomaly_ids], max(all_ids, default=after_window_id)
+
+
+def training_data(session: Session, stream_id: int, model: Any, after_window_id: int = 0,
+                  review: bool = True) -> tuple[Any, int, int]:
+    """The training review first (`models.review`: suspicious templates of the train-mode data
+    stay held back until an operator answers; stored in template_reviews), then the stream's
+    `TrainingData` without what it holds back. Returns (data, newest window id, review items)."""
+    from logsense.models.review import training_lines
+    from logsense.models.stream import training_data as split_training_data
+
+    windows, anomalies, last = training_windows(session, stream_id, after_window_id)
+    model.reviews.update(store.review_statuses(session, stream_id))  # answers given since the model was loaded
+    items = []
+    if review:  # a training from scratch reviews all its train-mode data; a nightly one keeps the answers
+        items = model.review(training_lines(windows))
+        store.save_review(session, stream_id, items, model.reviews)
+    held = model.excluded_templates()
+    data = split_training_data(windows, anomalies, max_val=MAX_VAL_WINDOWS, exclude=held)
+    if review and windows and not data.train_seqs and held:
+        raise ValueError(f"the training review holds back every training window ({len(held)} suspicious templates): "
+                         "answer it (GET /api/v1/streams/NAME/review) or post more lines in train mode")
+    return data, last, len(items)
 
 
 def _live_row(session: Session, stream_id: int) -> ModelVersion | None:
@@ -146,17 +167,6 @@ def _live_row(session: Session, stream_id: int) -> ModelVersion | None:
         select(ModelVersion).where(ModelVersion.stream_id == stream_id, ModelVersion.kind == "loggpt",
                                    ModelVersion.live == True)  # noqa: E712
     ).scalars().first()
-
-
-def _not_worse(metrics: dict) -> tuple[bool, str]:
-    """Promotion rule of the nightly job: compares the candidate with the live model on the same data."""
-    fpr, live_fpr = metrics.get("val_fpr"), metrics.get("live_val_fpr")
-    recall, live_recall = metrics.get("anomaly_recall"), metrics.get("live_anomaly_recall")
-    if fpr is not None and live_fpr is not None and fpr > live_fpr + FPR_TOLERANCE:
-        return False, f"validation FPR {fpr:.4f} worse than live {live_fpr:.4f}"
-    if recall is not None and live_recall is not None and recall < live_recall:
-        return False, f"recall on confirmed anomalies {recall:.3f} below live {live_recall:.3f}"
-    return True, "not worse than the live model on held-back normals and confirmed anomalies"
 
 
 def _train(app: Any, job_id: int, stream_id: int, mode: str, progress: Any) -> dict:
@@ -168,27 +178,33 @@ def _train(app: Any, job_id: int, stream_id: int, mode: str, progress: Any) -> d
             raise LookupError(f"stream {stream_id} was deleted")
         live = _live_row(session, stream_id)
         after = int((live.metrics or {}).get("last_window_id", 0)) if (live and mode == "nightly") else 0
-        data, last_window_id = training_data(session, stream_id, after)
         next_version = (session.execute(
             select(func.max(ModelVersion.version)).where(ModelVersion.stream_id == stream_id,
                                                          ModelVersion.kind == "loggpt")
         ).scalar() or 0) + 1
     model = registry.get(stream)
+    with store.write_session(engine) as session:
+        data, last_window_id, n_review = training_data(session, stream_id, model, after,
+                                                       review=not (mode == "nightly" and model.trained))
     if mode == "nightly" and model.trained:
         if not data.train_seqs:
             return {"message": "nothing new to learn since the live version", "promoted": False}
         candidate = model.fine_tune(data, progress)
-        promote, reason = _not_worse(candidate.metrics)
     else:
         candidate = model.fit_candidate(data, progress)
-        promote, reason = True, "first model" if not model.trained else "trained from scratch on request"
+    promote, reason = model.should_promote(candidate)  # the product's rule: models.stream
+    held = sorted(model.excluded_templates())
     candidate.metrics.update({"promoted": promote, "reason": reason, "last_window_id": last_window_id,
-                              "n_anomalies": len(data.anomaly_seqs)})
+                              "n_anomalies": len(data.anomaly_seqs), "review_items": n_review,
+                              "review_held_back": held})
     progress(0.96, "saving")
     rel = f"versions/{next_version}"
     model.save_version(registry.stream_dir(stream_id) / rel, candidate, next_version)
     if promote:
         model.promote(candidate, next_version)
+        registry.save(stream_id)
+    elif not model.trained:  # a first model kept back: the stream says why ("calibrating")
+        model.calibration_note = reason
         registry.save(stream_id)
     t = ModelVersion.__table__
     with store.write_session(engine) as session:
@@ -197,6 +213,9 @@ def _train(app: Any, job_id: int, stream_id: int, mode: str, progress: Any) -> d
         session.add(ModelVersion(stream_id=stream_id, kind="loggpt", version=next_version, path=rel,
                                  metrics=_jsonable(candidate.metrics), live=promote, job_id=job_id))
     message = f"version {next_version} {'promoted' if promote else 'kept back'}: {reason}"
+    if held:
+        message += (f"; {len(held)} suspicious template(s) held back until reviewed "
+                    f"(GET /api/v1/streams/{stream.name}/review)")
     log.info("stream %s: %s", stream.name, message)
     return {"version": next_version, "promoted": promote, "message": message, "metrics": _jsonable(candidate.metrics)}
 

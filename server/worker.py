@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from logsense.models.policy import line_severity
-from logsense.models.stream import ClosedWindow
+from logsense.models.stream import MAX_CONTEXT_LINES, ClosedWindow
 from logsense.server import store, windows
 from logsense.server.registry import ModelsUnavailable
 from logsense.server.tables import Anomaly, Stream, Window, utcnow
@@ -120,8 +120,10 @@ class Worker:
             model = self.app.state.registry.get(stream)
             with Session(engine) as session:
                 lines = store.window_lines(session, window_ids)
-            closed = [ClosedWindow(key="", seq=[-1 if x["template_id"] is None else int(x["template_id"]) for x in lines[w]],
-                                   masked=[x["masked"] for x in lines[w]], rapid_flags=[x["rapid_flag"] for x in lines[w]])
+                context = store.session_context(session, stream.id, window_ids, MAX_CONTEXT_LINES)
+            closed = [ClosedWindow(key="", seq=_seq(lines[w]), masked=[x["masked"] for x in lines[w]],
+                                   rapid_flags=[x["rapid_flag"] for x in lines[w]], context_seq=_seq(context[w]),
+                                   context_masked=[x["masked"] for x in context[w]])
                       for w in window_ids]
             verdicts = model.judge(closed)
         except Exception as exc:  # noqa: BLE001
@@ -232,6 +234,10 @@ class Worker:
                 update(t).where(t.c.line_id.in_(line_ids[start : start + 5000]), t.c.kind == "line",
                                 t.c.status == "open").values(severity="danger", updated_at=now)
             )
+
+
+def _seq(lines: list[dict]) -> list[int]:
+    return [-1 if x["template_id"] is None else int(x["template_id"]) for x in lines]
 
 
 def _key(key: Any) -> int | str | None:

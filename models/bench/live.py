@@ -32,8 +32,9 @@ from logsense.models.bench.datasets import LogDataset
 from logsense.models.bench.evaluation import binary_metrics
 from logsense.models.parsing.sessions import canonical_order
 from logsense.models.policy import FLAGGED, Severity, combine, line_severity
+from logsense.models.review import training_lines
 from logsense.models.settings import StreamSettings
-from logsense.models.stream import ClosedWindow, StreamConfig, StreamModel, training_data
+from logsense.models.stream import MAX_CONTEXT_LINES, ClosedWindow, StreamConfig, StreamModel, training_data
 from logsense.models.windowing import OpenWindow, LineSlot, WindowSpec, assign, quiet
 
 DEFAULT_IDLE_TIMEOUT = StreamSettings.model_fields["idle_timeout_seconds"].default  # the stream default
@@ -50,6 +51,7 @@ class LiveConfig:
     quick: bool = False  # small LogGPT (smoke runs and tests, not results)
     seed: int = 0
     loggpt: dict | None = None  # overrides of LogGPTConfig (None: the stream default, smaller with quick)
+    settings: dict = field(default_factory=dict)  # other stream settings than the defaults (tests)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class LiveStream:
         self.open: dict[str, OpenWindow] = {}
         self.windows: list[_Window] = []
         self.closed_queue: list[int] = []  # window numbers closed and not yet checked
+        self.by_key: dict[str, list[int]] = defaultdict(list)  # a key's windows, oldest first
         # per line, in posting order (the server's log_lines)
         self.source: list[int] = []  # index of the line in the data set
         self.masked: list[str] = []
@@ -123,6 +126,7 @@ class LiveStream:
         for w in cut.opened:
             w.ref = len(self.windows)
             self.windows.append(_Window(w.key, w.kind))
+            self.by_key[w.key].append(w.ref)
         for w, _pos, k in cut.members:
             self.windows[w.ref].lines.append(first + k)
             self.line_windows[first + k].append(w.ref)
@@ -182,16 +186,26 @@ class LiveStream:
         order = canonical_order([self.timestamp[i] for i in lines], [None if self.template[i] < 0 else self.template[i] for i in lines])
         return [lines[j] for j in order]
 
-    def _closed(self, ref: int) -> ClosedWindow:
+    def _closed(self, ref: int, context: bool = True) -> ClosedWindow:
+        """A closed window as the worker reads it (`server.store.window_lines`, `session_context`)."""
         lines = self._ordered(ref)
+        before: list[int] = []
+        if context:
+            for earlier in self.by_key[self.windows[ref].key]:
+                if earlier >= ref:
+                    break
+                before += self._ordered(earlier)
+            before = before[-MAX_CONTEXT_LINES:]
         return ClosedWindow(key=self.windows[ref].key, seq=[self.template[i] for i in lines],
-                            masked=[self.masked[i] for i in lines], rapid_flags=[self.rapid_flag[i] for i in lines])
+                            masked=[self.masked[i] for i in lines], rapid_flags=[self.rapid_flag[i] for i in lines],
+                            context_seq=[self.template[i] for i in before], context_masked=[self.masked[i] for i in before],
+                            levels=[self.level[i] for i in lines], timestamps=[self.timestamp[i] for i in lines])
 
     # ------------------------------------------------------------------ training
 
     def training_windows(self) -> list[ClosedWindow]:
         """Normal data as the server's training job reads it: windows of train-mode lines."""
-        return [self._closed(ref) for ref, w in enumerate(self.windows) if w.training and w.lines]
+        return [self._closed(ref, context=False) for ref, w in enumerate(self.windows) if w.training and w.lines]
 
 
 # --------------------------------------------------------------------------- the run
@@ -204,8 +218,8 @@ def product_settings(dataset: LogDataset, cfg: LiveConfig) -> tuple[StreamConfig
     loggpt = {"max_epochs": 3, "n_layer": 1, "n_embd": 32, "seed": cfg.seed} if cfg.quick else {"seed": cfg.seed}
     if cfg.loggpt is not None:
         loggpt = dict(cfg.loggpt)
-    settings = StreamSettings(format=dataset.preset, session_regex=dataset.session_regex,
-                              idle_timeout_seconds=cfg.idle_timeout, loggpt_config=loggpt)
+    settings = StreamSettings(**{"format": dataset.preset, "session_regex": dataset.session_regex,
+                                 "idle_timeout_seconds": cfg.idle_timeout, "loggpt_config": loggpt, **cfg.settings})
     return settings.stream_config(), settings.window_spec()
 
 
@@ -240,9 +254,17 @@ def replay(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = True
             bar.update(len(idx))
         stream.flush()  # as the README's walkthrough: close the open sessions, then train
         stream.drain()
-        review = operator.review_training(stream) if operator else 0
-        data = training_data(stream.training_windows())
-        metrics = model.train(data)
+        windows = stream.training_windows()
+        items = model.review(training_lines(windows))  # the training review, before training
+        review = operator.review_training(items) if operator else 0
+        data = training_data(windows, exclude=model.excluded_templates())
+        candidate = model.fit_candidate(data)  # as server.training does: fit, then the product's promotion rule
+        promoted, reason = model.should_promote(candidate)
+        if promoted:
+            model.promote(candidate, 1)
+        else:
+            model.calibration_note = reason
+        metrics = {**candidate.metrics, "promoted": promoted, "reason": reason}
         stream.train_mode = False
         n_train_lines = len(stream.source)
         for start in range(0, len(test_idx), cfg.batch):
@@ -257,7 +279,10 @@ def replay(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = True
         if operator:
             operator.work()
     return {"stream": stream, "y_line": y_line, "n_train_lines": n_train_lines, "train_metrics": metrics,
+            "candidate": candidate,
             "training_data": data, "spec": spec, "config": config, "training_review_clicks": review,
+            "training_review": [{"template_id": it.template_id, "reasons": it.reasons, "lines": it.n_lines,
+                                 "windows": it.n_windows, "answer": model.reviews.get(it.template_id)} for it in items],
             "operator": operator, "cut": cut}
 
 
@@ -271,8 +296,18 @@ class _Operator:
         self.clicks = 0
         self.cursor = 0
 
-    def review_training(self, stream: LiveStream) -> int:
-        return 0  # the training review arrives with the issue that builds it
+    def review_training(self, items: list) -> int:
+        """Answer the training review with the truth: a template is an anomaly when most of its
+        train-mode lines belong to anomalous items. One click per item."""
+        s = self.stream
+        lines_of: dict[int, list[int]] = defaultdict(list)
+        for i in range(len(s.source)):
+            lines_of[s.template[i]].append(s.source[i])
+        for item in items:
+            truth = np.mean([self.y_line[j] for j in lines_of[item.template_id]]) > 0.5
+            s.model.answer_review(item.template_id, "anomaly" if truth else "normal")
+        self.clicks_review = len(items)
+        return len(items)
 
     def _truth(self, a: dict) -> int:
         s = self.stream
@@ -314,8 +349,10 @@ class _Operator:
                 for b in s.anomalies[self.cursor:]:
                     if b["status"] == "open" and b["kind"] == "line" and b["template"] == a["template"]:
                         b["status"] = "refuted"
+            closed = [s._closed(r) for r in windows]  # each with its session's earlier parts, as judged
             s.model.refute(line=s.masked[a["line"]] if a["kind"] == "line" else None, template=a["template"],
-                           scope=self.scope, windows=[[s.masked[j] for j in s._ordered(r)] for r in windows])
+                           scope=self.scope, windows=[w.context_masked + w.masked for w in closed],
+                           window_templates=[t for w in closed for t in w.seq if t >= 0])
 
 
 # --------------------------------------------------------------------------- figures
@@ -399,7 +436,8 @@ def detector_figures(run: dict, dataset: LogDataset, cfg: LiveConfig, progress: 
     model = s.model
     n0 = run["n_train_lines"]
     live = [r for r, w in enumerate(s.windows) if w.lines and w.lines[-1] >= n0]
-    live_seqs = [[s.template[i] for i in s.windows[r].lines] for r in live]
+    closed = [s._closed(r) for r in live]
+    live_seqs = [w.context_seq + w.seq for w in closed]  # the session so far, as the product reads it
     sessions = dataset.session_labels is not None
     target = model.config.loggpt_target_fpr
     out: dict[str, dict] = {}
@@ -446,10 +484,13 @@ def detector_figures(run: dict, dataset: LogDataset, cfg: LiveConfig, progress: 
     levels_live = SeverityRule().score([[lv] for lv in s.level]) > 0
     record("severity_rule", levels_live, None, {"note": "fixed rule: a severe level"})
     # window detectors
-    checks = model._det.loggpt.check(live_seqs, k=model.k)
-    wflags = np.array([c.anomalous for c in checks], dtype=bool)
+    candidate = run["candidate"]  # LogGPT as trained, promoted or not
+    checks = candidate.loggpt.check(live_seqs, k=candidate.k)
+    wflags = np.array([any(len(w.context_seq) <= m.position <= len(w.context_seq) + len(w.seq) for m in c.misses)
+                       for w, c in zip(closed, checks)], dtype=bool)  # misses in this part, its end key included
     record("loggpt", windows_to_lines(wflags), wflags,
-           {"top_k": model.k, "note": "the product's LogGPT alone, without the known-content rule"})
+           {"top_k": candidate.k, "note": "the product's LogGPT alone, without the known-content rule"
+            + ("" if run["train_metrics"]["promoted"] else "; the product kept it back: " + run["train_metrics"]["reason"])})
     q = cfg.quick
     bar = tqdm(total=5 if sessions else 4, desc="baselines", unit="det", disable=not progress)
     sequence("deeplog", DeepLog(DeepLogConfig(seed=cfg.seed, max_epochs=3 if q else 10)))
@@ -505,6 +546,7 @@ def run_live(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = Tr
                                **{k: fb[k] for k in ("precision", "recall", "f1", "normal_flagged_rate",
                                                      "queue_items_per_1k_lines")}}
     product["train_metrics"] = run["train_metrics"]
+    product["training_review"] = run["training_review"]
     product["replay_seconds"] = round(replay_seconds, 1)
     detectors = detector_figures(run, dataset, cfg, progress)
     s: LiveStream = run["stream"]

@@ -43,13 +43,16 @@ class StreamOut(BaseModel):
     id: int
     name: str
     settings: StreamSettings
+    state: str | None = None  # learning / calibrating / detecting (loading: the model is not loaded yet)
+    state_reason: str | None = None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, stream: Stream) -> "StreamOut":
+    def of(cls, stream: Stream, registry: Any = None) -> "StreamOut":
+        state, reason = registry.state(stream) if registry is not None else (None, None)
         return cls(
-            id=stream.id, name=stream.name, settings=stream.config(),
+            id=stream.id, name=stream.name, settings=stream.config(), state=state, state_reason=reason,
             created_at=stream.created_at, updated_at=stream.updated_at,
         )
 
@@ -75,14 +78,16 @@ def create_stream(body: StreamCreate, session: SessionDep) -> StreamOut:
 
 
 @router.get("", response_model=list[StreamOut])
-def list_streams(session: SessionDep) -> list[StreamOut]:
-    """Every stream, by name."""
-    return [StreamOut.of(s) for s in session.exec(select(Stream).order_by(Stream.name)).all()]
+def list_streams(session: SessionDep, request: Request) -> list[StreamOut]:
+    """Every stream, by name, with its state (learning, calibrating, detecting) and why."""
+    registry = request.app.state.registry
+    return [StreamOut.of(s, registry) for s in session.exec(select(Stream).order_by(Stream.name)).all()]
 
 
 @router.get("/{name}", response_model=StreamOut)
-def read_stream(stream: StreamDep) -> StreamOut:
-    return StreamOut.of(stream)
+def read_stream(stream: StreamDep, request: Request) -> StreamOut:
+    """One stream with all its settings and its state."""
+    return StreamOut.of(stream, request.app.state.registry)
 
 
 @router.patch("/{name}", response_model=StreamOut)

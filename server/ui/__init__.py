@@ -32,9 +32,9 @@ def _wants_html(request: Request) -> bool:
 
 
 def install_ui(app: FastAPI) -> None:
-    from logsense.server.ui import anomalies, jobs, login, models, overview, streams
+    from logsense.server.ui import anomalies, jobs, login, models, overview, review, streams
 
-    for module in (login, overview, anomalies, streams, models, jobs):
+    for module in (login, overview, anomalies, streams, models, jobs, review):
         app.include_router(module.router, include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(UiSessionMiddleware, settings=app.state.settings)

@@ -24,6 +24,8 @@ RATE_SECONDS = 300  # the ingest rate is lines received over the last 5 minutes
 class StreamCard:
     stream: Stream
     train_mode: bool
+    state: str  # learning / calibrating / detecting / loading (StreamModel.state)
+    state_reason: str
     lines_total: int
     rate_per_min: float
     open_danger: int
@@ -50,8 +52,10 @@ def cards(request: Request, range_name: str) -> list[StreamCard]:
         out = []
         for s in streams:
             last_job = db.execute(select(Job).where(Job.stream_id == s.id).order_by(Job.id.desc())).scalars().first()
+            state, reason = request.app.state.registry.state(s)
             out.append(StreamCard(
-                stream=s, train_mode=s.config().train_mode, lines_total=totals.get(s.id, 0),
+                stream=s, train_mode=s.config().train_mode, state=state, state_reason=reason,
+                lines_total=totals.get(s.id, 0),
                 rate_per_min=recent.get(s.id, 0) * 60.0 / RATE_SECONDS,
                 open_danger=opens.get((s.id, "danger"), 0), open_watch=opens.get((s.id, "watch"), 0),
                 model_version=live.get(s.id), pending=store.pending_counts(db, s.id), last_job=last_job,

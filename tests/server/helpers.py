@@ -25,6 +25,11 @@ TINY_LOGGPT = {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64, "max_
                "lr": 3e-3, "patience": 2, "device": "cpu", "seed": 0, "dropout": 0.0}
 
 
+# The fixtures hold 9 to 25 held-back windows: K is calibrated at 50% here (6 windows needed,
+# models.stream.EXPECTED_FALSE_POSITIVES), or the product keeps a first model back as uncalibrated.
+SMALL_FIXTURE_FPR = 0.5
+
+
 def tiny_loggpt_config() -> dict:
     return dict(TINY_LOGGPT)
 
@@ -48,13 +53,15 @@ def wait_for(predicate, timeout: float = 120.0, every: float = 0.1, what: str = 
         time.sleep(every)
 
 
-def wait_job(client: TestClient, auth: dict, job_id: int, timeout: float = 180.0) -> dict:
+def wait_job(client: TestClient, auth: dict, job_id: int, timeout: float = 180.0, promoted: bool | None = None) -> dict:
     def done() -> dict | None:
         job = client.get(f"/api/v1/jobs/{job_id}", headers=auth).json()
         return job if job["state"] in ("done", "failed") else None
 
     job = wait_for(done, timeout, 0.2, f"job {job_id}")
     assert job["state"] == "done", job
+    if promoted is not None:
+        assert (job["result"] or {}).get("promoted") == promoted, job["message"]
     return job
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from logsense.models.rapid import session_text
 from logsense.server import store
 from logsense.server.tables import LogLine, Window
 
-from .helpers import BLK, BLOCK_REGEX, hdfs_slice, post_lines, tiny_loggpt_config, wait_checked, wait_job
+from .helpers import BLK, BLOCK_REGEX, hdfs_slice, post_lines, SMALL_FIXTURE_FPR, tiny_loggpt_config, wait_checked, wait_job
 
 
 def test_hdfs_end_to_end(served) -> None:
@@ -24,7 +23,7 @@ def test_hdfs_end_to_end(served) -> None:
 
     r = client.post("/api/v1/streams", headers=auth, json={"name": "HDFS", "settings": {
         "format": "hdfs", "session_regex": BLOCK_REGEX, "idle_timeout_seconds": 3600,
-        "loggpt_config": tiny_loggpt_config(), "train_mode": True}})
+        "loggpt_config": tiny_loggpt_config(), "loggpt_target_fpr": SMALL_FIXTURE_FPR, "train_mode": True}})
     assert r.status_code == 201, r.text
 
     # 1. the normal training part, in train mode: stored as training data, verdict "train"
@@ -64,15 +63,24 @@ def test_hdfs_end_to_end(served) -> None:
     assert sum(k in flagged for k in test_normal) < len(test_normal)  # not everything
 
     # known content comes first: a checked session with a training session's content is never
-    # flagged; one with new content is a window anomaly that says so
+    # flagged; one holding a line no training session had is a window anomaly that says so (a
+    # session's content is the distinct masked lines of its parts so far)
     with Session(app.state.engine) as session:
-        all_windows = session.exec(select(Window)).all()
+        all_windows = session.exec(select(Window).order_by(Window.id)).all()
         members = store.window_lines(session, [w.id for w in all_windows])
-    text = {w.id: session_text([x["masked"] for x in members[w.id]]) for w in all_windows if members[w.id]}
-    trained = {text[w.id] for w in all_windows if w.id in text and all(x["severity"] == "train" for x in members[w.id])}
-    checked = [w for w in done if w.id in text and not all(x["severity"] == "train" for x in members[w.id])]
-    known = [w for w in checked if text[w.id] in trained]
-    new = [w for w in checked if text[w.id] not in trained]
+    trained_by_key: dict[str, set] = {}
+    for w in all_windows:
+        if members[w.id] and all(x["severity"] == "train" for x in members[w.id]):
+            trained_by_key.setdefault(w.key, set()).update(x["masked"] for x in members[w.id])
+    trained = [frozenset(v) for v in trained_by_key.values()]
+    so_far: dict[str, set] = {}
+    content = {}
+    for w in all_windows:
+        so_far.setdefault(w.key, set()).update(x["masked"] for x in members[w.id])
+        content[w.id] = frozenset(so_far[w.key])
+    checked = [w for w in done if members[w.id] and not all(x["severity"] == "train" for x in members[w.id])]
+    known = [w for w in checked if content[w.id] in trained]
+    new = [w for w in checked if not any(content[w.id] <= t for t in trained)]
     assert known and new, (len(known), len(new))
     assert not any(w.anomalous for w in known)
     assert all(w.anomalous and w.result.get("new_content") for w in new)
@@ -98,9 +106,12 @@ def test_hdfs_end_to_end(served) -> None:
     assert r.json()["status"] == "refuted"
     assert fp["id"] not in [a["id"] for a in client.get("/api/v1/anomalies", headers=auth).json()]
 
-    # the same block once more (a new session of the same block id)
+    # the same block's lines once more, under a block id never seen (a new session with the same
+    # content: the same id again would continue the refuted session, judged with it as context)
     block = blocks(fp)[0]
-    replay = [x for x in lines if block in x]
+    replay = [x.replace(block, "blk_4242424242") for x in lines if block in x]
+    fp = {**fp, "line": fp["line"].replace(block, "blk_4242424242") if fp["line"] else fp["line"]}
+    block = "blk_4242424242"
     answers = post_lines(client, auth, "HDFS", replay)
     if fp["kind"] == "line":  # RAPID knows the refuted line now: normal at once
         again = answers[replay.index(fp["line"])]
@@ -108,12 +119,20 @@ def test_hdfs_end_to_end(served) -> None:
     client.post("/api/v1/streams/HDFS/flush", headers=auth)
     wait_checked(client, auth, "HDFS")
     with Session(app.state.engine) as session:
-        same = [a for k, a in enumerate(answers) if fp["kind"] == "window" or k == replay.index(fp["line"])]
-        replayed = [session.get(LogLine, a["id"]) for a in same]  # the refuted line, or the refuted session's lines
-        assert replayed and all(x.severity == "normal" for x in replayed), (fp, [(x.raw, x.severity) for x in replayed])
-        if fp["kind"] == "window":  # the refuted session's content is a known normal's now
-            newest = session.exec(select(Window).where(Window.key == block).order_by(Window.id.desc())).first()
-            assert newest.state == "done" and not newest.anomalous, newest
+        if fp["kind"] == "line":  # the refuted line itself
+            replayed = [session.get(LogLine, answers[replay.index(fp["line"])]["id"])]
+        else:  # the part of the new session that holds the refuted window's content: known now
+            refuted = session.get(Window, fp["window_id"])
+            content = {x["masked"] for x in store.window_lines(session, [refuted.id])[refuted.id]}
+            parts = session.exec(select(Window).where(Window.key == block).order_by(Window.id)).all()
+            part_lines = store.window_lines(session, [w.id for w in parts])
+            same = [w for w in parts if {x["masked"] for x in part_lines[w.id]} == content]
+            assert same, "the refuted content did not come again"
+            assert all(w.state == "done" and not w.anomalous for w in same), same
+            replayed = [session.get(LogLine, x["id"]) for w in same for x in part_lines[w.id]]
+        assert replayed and all(x.severity == "normal" for x in replayed), (
+            fp, [(x.masked, x.template_id, x.severity, x.rapid_flag, x.rapid_score, x.loggpt_flag) for x in replayed
+                 if x.severity != "normal"])
 
     # metrics: the domain series are there
     text = client.get("/metrics").text

@@ -17,7 +17,7 @@ from logsense.server.tables import Anomaly, Feedback, LogLine, utcnow
 from logsense.server.training import rollback, start_training
 
 from .conftest import make_settings, wait_ready
-from .helpers import hdfs_slice, post_lines, tiny_loggpt_config, wait_checked, wait_job
+from .helpers import hdfs_slice, post_lines, SMALL_FIXTURE_FPR, tiny_loggpt_config, wait_checked, wait_job
 
 
 def test_only_one_scheduler_per_data_dir(tmp_path) -> None:
@@ -57,7 +57,7 @@ def test_scheduler_follows_the_streams(tmp_path) -> None:
 def _count_stream(client: TestClient, auth: dict, name: str = "svc") -> list[str]:
     lines, _ = hdfs_slice()
     r = client.post("/api/v1/streams", headers=auth, json={"name": name, "settings": {
-        "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "train_mode": True}})
+        "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "loggpt_target_fpr": SMALL_FIXTURE_FPR, "train_mode": True}})
     assert r.status_code == 201, r.text
     return lines
 
@@ -100,7 +100,7 @@ def test_feedback_scopes_mutes_and_restart(served, tmp_path) -> None:
     client, auth, app = served
     lines = _count_stream(client, auth)
     post_lines(client, auth, "svc", lines[:600])
-    wait_job(client, auth, client.post("/api/v1/streams/svc/train", headers=auth).json()["job_id"])
+    wait_job(client, auth, client.post("/api/v1/streams/svc/train", headers=auth).json()["job_id"], promoted=True)
     client.patch("/api/v1/streams/svc", headers=auth, json={"settings": {"train_mode": False}})
     odd = ["081110 101010 1 INFO dfs.Odd: disk quota nearly exhausted on volume %d" % i for i in range(3)]
     odd2 = ["081110 101011 2 WARN dfs.Other: replica checksum mismatch at offset %d" % i for i in range(2)]

@@ -19,7 +19,7 @@ from logsense.models.bench.datasets import load_loghub
 from logsense.models.bench.live import LiveConfig, product_settings, replay
 from logsense.server.client import Client, free_port
 
-from .helpers import BLOCK_REGEX, HDFS_LABELS, HDFS_LOG, tiny_loggpt_config
+from .helpers import BLOCK_REGEX, HDFS_LABELS, HDFS_LOG, SMALL_FIXTURE_FPR, tiny_loggpt_config
 from .test_restart import REPO, _env, _serve
 
 IDLE = 30.0  # seconds of log time: short enough that the fixture's sessions are cut by it
@@ -53,7 +53,8 @@ def test_replay_and_server_agree_line_by_line_and_window_by_window(tmp_path: Pat
     if not HDFS_LOG.exists():
         pytest.skip(f"{HDFS_LOG} is missing")
     dataset = load_loghub(HDFS_LOG, HDFS_LABELS, preset="hdfs", session_regex=BLOCK_REGEX, name="fixture")
-    cfg = LiveConfig(train="dirty", idle_timeout=IDLE, loggpt=tiny_loggpt_config())
+    cfg = LiveConfig(train="dirty", idle_timeout=IDLE, loggpt=tiny_loggpt_config(),
+                     settings={"loggpt_target_fpr": SMALL_FIXTURE_FPR})
     run = replay(dataset, cfg, embedder, progress=False)
     stream = run["stream"]
     config, _ = product_settings(dataset, cfg)
@@ -67,7 +68,8 @@ def test_replay_and_server_agree_line_by_line_and_window_by_window(tmp_path: Pat
     try:
         c.wait_ready(lambda: proc.poll() is None, timeout=180)
         c.ok("POST", "/api/v1/streams", {"name": "hdfs", "settings": {
-            "format": "hdfs", "session_regex": BLOCK_REGEX, "idle_timeout_seconds": IDLE, "loggpt_config": config.loggpt}})
+            "format": "hdfs", "session_regex": BLOCK_REGEX, "idle_timeout_seconds": IDLE, "loggpt_config": config.loggpt,
+            "loggpt_target_fpr": SMALL_FIXTURE_FPR}})
         lines, cut = dataset.lines, run["cut"]
         for start in range(0, cut, cfg.batch):
             c.ok("POST", "/api/v1/streams/hdfs/logs", {"lines": lines[start : min(start + cfg.batch, cut)]})
@@ -96,3 +98,4 @@ def test_replay_and_server_agree_line_by_line_and_window_by_window(tmp_path: Pat
     # the fixture exercises what differs from a batch API: sessions cut by the idle timeout, flags raised
     assert len({k for k, _, _ in replayed}) < len(replayed), "no session was cut in two"
     assert any(sev in ("watch", "danger") for sev in stream.severity)
+    assert run["train_metrics"]["promoted"], run["train_metrics"]["reason"]

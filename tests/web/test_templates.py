@@ -421,7 +421,9 @@ def test_overview_lists_every_stream_with_a_chart(ui) -> None:
     html = client.get("/?range=6h").text
     for name in ("svc", "other", "quiet"):
         assert f">{name}</a></h2>" in html
-    assert "lines/min" in html and "not trained" in html and "train mode" in html and "detecting" in html
+    assert "lines/min" in html and "not trained" in html and "train mode" in html
+    # no stream here has a trained model: none says "detecting", the one out of train mode says why
+    assert "detecting" not in html and "no trained model yet" in html
     assert re.search(r"<svg viewBox=\"0 0 600 130\"", html) and 'class="bar-anomalies"' in html
     assert "danger</a>" in html
     partial = client.get("/", headers=HX).text
@@ -628,3 +630,24 @@ def test_user_create_cli(tmp_path, monkeypatch, capsys) -> None:
         assert authenticate(s, "alice", "a fine passwort") is None and authenticate(s, "nobody", "x" * 9) is None
         assert authenticate(s, "carol", "typed password") is not None
     engine.dispose()
+
+
+def test_training_review_page_lists_suspicious_templates_and_answers_in_one_click(ui) -> None:
+    from logsense.server.tables import Stream, TemplateReview
+
+    client, app = ui
+    with Session(app.state.engine) as s:
+        svc = s.exec(select(Stream).where(Stream.name == "svc")).one()
+        s.add(TemplateReview(stream_id=svc.id, template_id=7, reasons=["burst: 200 of its 210 lines within 60 s"],
+                             n_lines=210, n_windows=21, first_ts=1.7e9, last_ts=1.7e9 + 60,
+                             example="disk quota low <NUM>"))
+        s.commit()
+    page = client.get("/streams/svc/review")
+    assert page.status_code == 200
+    assert "disk quota low" in page.text and "unconfirmed" in page.text and "burst: 200" in page.text
+    assert 'hx-post="/streams/svc/review/7"' in page.text
+    r = client.post("/streams/svc/review/7", data={"label": "normal", "csrf_token": csrf_of(page.text)},
+                    headers={"HX-Request": "true"})
+    assert r.status_code == 200 and "Template 7: normal." in r.text and "<html" not in r.text
+    assert client.post("/streams/svc/review/7", data={"label": "normal"}).status_code == 403  # no CSRF token
+    assert "Training review" in client.get("/streams/svc").text

@@ -1,0 +1,49 @@
+"""The training review as the server keeps it: `template_reviews` rows, answered by operators.
+
+The items come from the training job (`server.training.training_data` runs
+`models.review.suspicious` over the train-mode windows). An answer is written to the database
+first (the truth a restart reads back into `StreamModel.reviews`), then applied to the live
+model: "normal" stops the template's lines from being flagged and lets the next training learn
+its windows; "anomaly" keeps it flagged and out of training.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from logsense.models.review import Review
+from logsense.server import store
+from logsense.server.tables import Stream, TemplateReview, utcnow
+
+LABELS = (Review.NORMAL.value, Review.ANOMALY.value)
+
+
+def answer(app: Any, stream: Stream, template_id: int, label: str, actor: str | None = None) -> TemplateReview:
+    """Record an operator's answer to one review item; the updated row.
+    Raises LookupError for a template not under review, ValueError for a bad label."""
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}, not {label!r}")
+    model = app.state.registry.get(stream)  # ModelsUnavailable while loading: nothing recorded
+    with store.write_session(app.state.engine) as session:
+        row = session.execute(select(TemplateReview).where(
+            TemplateReview.stream_id == stream.id, TemplateReview.template_id == template_id)).scalars().first()
+        if row is None:
+            raise LookupError(f"template {template_id} of stream {stream.name!r} is not under review")
+        row.status, row.answered_at, row.actor = label, utcnow(), actor
+        session.add(row)
+        session.flush()
+        session.refresh(row)
+        session.expunge(row)
+    model.answer_review(template_id, label)
+    app.state.registry.mark_dirty(stream.id)
+    return row
+
+
+def items(app: Any, stream: Stream, status: str | None = None) -> list[TemplateReview]:
+    """The stream's review, unanswered first."""
+    from sqlmodel import Session
+
+    with Session(app.state.engine) as session:
+        return store.review_rows(session, stream.id, status)

@@ -1,0 +1,66 @@
+"""`/streams/{name}/review`: the training review, one click per suspicious template.
+
+Answers go through `server.review.answer`, as `POST /api/v1/streams/{name}/review/{template_id}`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from sqlalchemy import select
+from sqlmodel import Session
+
+from logsense.server import review
+from logsense.server.registry import ModelsUnavailable
+from logsense.server.tables import Stream
+from logsense.server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+
+router = APIRouter()
+
+
+def _stream(request: Request, name: str) -> Stream:
+    with Session(request.app.state.engine) as db:
+        stream = db.execute(select(Stream).where(Stream.name == name)).scalars().first()
+    if stream is None:
+        raise UiError(404, f"There is no stream named {name[:64]!r}.")
+    return stream
+
+
+def _ctx(request: Request, stream: Stream, **extra) -> dict:  # noqa: ANN003
+    model = request.app.state.registry.peek(stream.id)
+    rows = review.items(request.app, stream)
+    items = [{"row": r, "template": model.template(r.template_id) if model is not None else None} for r in rows]
+    return {"section": "streams", "stream": stream, "items": items, "message": None,
+            "open": sum(r.status == "unconfirmed" for r in rows), **extra}
+
+
+@router.get("/streams/{name}/review")
+async def show_review(name: str, request: Request, op: OperatorDep) -> Response:
+    def run() -> dict:
+        return _ctx(request, _stream(request, name))
+
+    return render(request, "review/list.html", await run_in_threadpool(run), partial="review/table.html")
+
+
+@router.post("/streams/{name}/review/{template_id}", dependencies=[CsrfDep])
+async def answer_review(name: str, template_id: int, request: Request, op: OperatorDep) -> Response:
+    form = await request.form()
+    label = str(form.get("label") or "")
+
+    def run() -> dict:
+        stream = _stream(request, name)
+        try:
+            review.answer(request.app, stream, template_id, label, actor=op.actor)
+        except LookupError as exc:
+            raise UiError(404, str(exc)) from None
+        except ValueError as exc:
+            raise UiError(422, str(exc)) from None
+        except ModelsUnavailable as exc:
+            raise UiError(503, str(exc)) from None
+        return _ctx(request, stream, message=f"Template {template_id}: {label}.")
+
+    ctx = await run_in_threadpool(run)
+    if not is_htmx(request):
+        return redirect(f"/streams/{name}/review")
+    return fragment(request, "review/table.html", ctx)
