@@ -280,6 +280,8 @@ def render_live(report: dict) -> str:
     lines.append(f"training: K {tm.get('k')}, LogGPT validation FPR {fmt(tm.get('val_fpr'))} on {tm.get('n_val')} held-back "
                  f"sessions or windows; RAPID threshold {fmt(tm.get('rapid_threshold'))}, validation FPR "
                  f"{fmt(tm.get('rapid_val_fpr'))}; {'promoted' if tm.get('promoted') else 'KEPT BACK'}: {tm.get('reason')}")
+    if p.get("state"):
+        lines.append(f"stream state after training: {p['state']['state']} ({p['state']['reason']})")
     review = p.get("training_review") or []
     lines.append(f"training review: {len(review)} suspicious templates held back until an operator answers"
                  + (f" ({', '.join(str(r['template_id']) for r in review[:12])}{' ...' if len(review) > 12 else ''})" if review else ""))

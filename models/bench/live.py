@@ -265,6 +265,7 @@ def replay(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = True
         else:
             model.calibration_note = reason
         metrics = {**candidate.metrics, "promoted": promoted, "reason": reason}
+        state = model.state(False)  # what the stream reports once out of train mode
         stream.train_mode = False
         n_train_lines = len(stream.source)
         for start in range(0, len(test_idx), cfg.batch):
@@ -279,7 +280,7 @@ def replay(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = True
         if operator:
             operator.work()
     return {"stream": stream, "y_line": y_line, "n_train_lines": n_train_lines, "train_metrics": metrics,
-            "candidate": candidate,
+            "candidate": candidate, "state": {"state": state[0], "reason": state[1]},
             "training_data": data, "spec": spec, "config": config, "training_review_clicks": review,
             "training_review": [{"template_id": it.template_id, "reasons": it.reasons, "lines": it.n_lines,
                                  "windows": it.n_windows, "answer": model.reviews.get(it.template_id)} for it in items],
@@ -547,6 +548,7 @@ def run_live(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = Tr
                                                      "queue_items_per_1k_lines")}}
     product["train_metrics"] = run["train_metrics"]
     product["training_review"] = run["training_review"]
+    product["state"] = run["state"]
     product["replay_seconds"] = round(replay_seconds, 1)
     detectors = detector_figures(run, dataset, cfg, progress)
     s: LiveStream = run["stream"]
