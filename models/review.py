@@ -22,7 +22,8 @@ RARE_MIN_WINDOWS = 3  # ...or in fewer than this many
 BURST_MIN_LINES = 50  # a burst: at least this many lines of one template...
 BURST_SHARE = 0.8  # ...this share of which fall within...
 BURST_SPAN = 0.02  # ...this share of the training period...
-BURST_DOMINANCE = 0.6  # ...where they are at least this share of all the lines (one thing drowns the rest)
+BURST_DOMINANCE = 0.6  # ...where they are at least this share of all the lines (one thing drowns the rest)...
+BURST_SESSIONS = 0.05  # ...and, in a session stream, in fewer than this share of the sessions (one place, not a phase)
 
 
 class Review(str, Enum):
@@ -67,8 +68,10 @@ def training_lines(windows: Sequence) -> list[TrainingLine]:
     return out
 
 
-def suspicious(lines: Sequence[TrainingLine]) -> list[ReviewItem]:
-    """Templates of the training data that look like incidents, most suspicious first."""
+def suspicious(lines: Sequence[TrainingLine], sessions: bool = False) -> list[ReviewItem]:
+    """Templates of the training data that look like incidents, most suspicious first.
+    `sessions`: the windows are sessions (a burst then also keeps to few of them: a phase of
+    the system that every session goes through, such as deleting its blocks, is no incident)."""
     by_template: dict[int, list[TrainingLine]] = {}
     for line in lines:
         by_template.setdefault(line.template_id, []).append(line)
@@ -92,7 +95,8 @@ def suspicious(lines: Sequence[TrainingLine]) -> list[ReviewItem]:
         if severe:
             reasons.append(f"severe level: {', '.join(severe)}")
         times = sorted(line.timestamp for line in group if line.timestamp is not None and math.isfinite(line.timestamp))
-        if len(times) >= BURST_MIN_LINES and period > 0:
+        few_places = not sessions or len(windows) < BURST_SESSIONS * n_windows
+        if len(times) >= BURST_MIN_LINES and period > 0 and few_places:
             start, end, k = _tightest(times)
             among = bisect.bisect_right(stamps, end) - bisect.bisect_left(stamps, start)
             if end - start <= BURST_SPAN * period and k >= BURST_DOMINANCE * among:

@@ -537,7 +537,7 @@ class StreamModel:
         suspicious template not answered yet becomes unconfirmed. Returns the items."""
         from logsense.models.review import Review, suspicious
 
-        items = suspicious(lines)
+        items = suspicious(lines, sessions=self.config.session_regex is not None)
         for item in items:
             self.reviews.setdefault(item.template_id, Review.UNCONFIRMED.value)
         return items
