@@ -8,7 +8,7 @@ and training data, and stores what it answers.
 - `learn_normal` teaches normal lines at once (train mode, refutations): a refuted line comes
   back normal on its next occurrence; with template scope its template id never flags again.
 - `check` runs LogGPT's top-K next-key rule on closed windows; `None` per window until trained.
-  A window whose content (`models.rapid.session_text`) is a known normal's is not flagged
+  A window whose content (`content_text`) is a known normal's is not flagged
   (`models.ensemble`: known content comes first): for sessions the training sessions and the
   refuted ones; for count/time windows, which rarely repeat word for word, the refuted ones only
   (so memory does not grow with every window). `session_flags` is RAPID's session-level
@@ -90,11 +90,18 @@ class TrainingData:
     val_seqs: list[list[int]]  # held-back normal windows: K is calibrated and validated on them
     train_texts: list[str] = field(default_factory=list)  # masked lines of the training windows
     val_texts: list[str] = field(default_factory=list)  # masked lines of the held-back windows
-    session_texts: list[str] = field(default_factory=list)  # session_text of every normal window (train and held back)
+    session_texts: list[str] = field(default_factory=list)  # content_text of every normal window (train and held back)
     anomaly_seqs: list[list[int]] = field(default_factory=list)  # operator-confirmed anomalies (validation)
 
 
 MAX_CONTEXT_LINES = 1000  # lines of a session's earlier parts a later part is judged with
+
+
+def content_text(masked_lines: Sequence[str]) -> str:
+    """A window's content as the known-content rule compares it: its masked lines sorted, repeats
+    kept. Sorted, so the order concurrent lines were logged in does not count (order is LogGPT's
+    part); repeats kept, so a session that lost one of its three replicas is not "known"."""
+    return " ; ".join(sorted(masked_lines))
 
 
 @dataclass
@@ -150,7 +157,6 @@ def training_data(windows: Sequence[ClosedWindow], anomalies: Sequence[ClosedWin
     sessions (`models.windowing.is_held_back`, by key) validate, the others train. `train_keys`:
     only these train (a nightly fine-tune's new ones); windows holding a template of `exclude`
     (`StreamModel.excluded_templates`) are left out."""
-    from logsense.models.rapid import session_text
     from logsense.models.windowing import is_held_back
 
     windows = [ClosedWindow(key=w.key, seq=w.context_seq + w.seq, masked=w.context_masked + w.masked)
@@ -164,7 +170,7 @@ def training_data(windows: Sequence[ClosedWindow], anomalies: Sequence[ClosedWin
         val_seqs=[list(w.seq) for w in held],
         train_texts=[t for w in train for t in w.masked],
         val_texts=[t for w in held for t in w.masked],
-        session_texts=[session_text(w.masked) for w in [*train, *held] if w.masked],
+        session_texts=[content_text(w.masked) for w in [*train, *held] if w.masked],
         anomaly_seqs=[list(w.seq) for w in anomalies],
     )
 
@@ -216,7 +222,7 @@ class _Contents:
     """Known normal session contents as sets of masked lines, to ask "does this set fit inside a
     known one?" by the rarest of its lines (a walk over the contents that hold it)."""
 
-    SEPARATOR = " ; "  # models.rapid.session_text
+    SEPARATOR = " ; "  # content_text
 
     def __init__(self) -> None:
         self.sets: list[frozenset] = []
@@ -374,7 +380,7 @@ class StreamModel:
         self.refuted_templates.update(int(t) for t in templates if t is not None)
 
     def learn_normal_sessions(self, session_texts: Sequence[str]) -> None:
-        """Normal windows/sessions (as `models.rapid.session_text`: trained or refuted): a window
+        """Normal windows/sessions (as `content_text`: trained or refuted): a window
         with the same content never flags again. Remembered word for word, not embedded."""
         texts = list(dict.fromkeys(session_texts))  # add_normal skips the ones it knows
         if texts:
@@ -391,11 +397,10 @@ class StreamModel:
         Templates the training review holds as unconfirmed answer "normal" too, when the refuted
         line or window holds them: the operator looked and said so. Returns those template ids.
         (Confirming an anomaly changes no detector: it becomes validation data for promotions.)"""
-        from logsense.models.rapid import session_text
         from logsense.models.review import Review
 
         if windows:
-            self.learn_normal_sessions([session_text(list(w)) for w in windows if len(w)])
+            self.learn_normal_sessions([content_text(list(w)) for w in windows if len(w)])
         if line is not None:
             self.learn_normal([line])
         if scope == "template" and template is not None:
@@ -460,10 +465,9 @@ class StreamModel:
         from dataclasses import replace
 
         from logsense.models.policy import combine
-        from logsense.models.rapid import session_text
 
         full = [list(w.context_seq) + list(w.seq) for w in windows]
-        texts = [session_text(list(w.context_masked) + list(w.masked)) for w in windows]
+        texts = [content_text(list(w.context_masked) + list(w.masked)) for w in windows]
         results = self.check(full, sessions=texts)
         if results is None:
             return None

@@ -160,7 +160,6 @@ class Registry:
             return model
 
     def _load(self, stream_id: int, config: Any, embedder: Any) -> Any:
-        from logsense.models.rapid import session_text
         from logsense.models.stream import StreamModel
 
         live = self.live_dir(stream_id)
@@ -196,14 +195,14 @@ class Registry:
                 ids.update(store.normal_window_ids(session, stream_id))
                 log.info("stream %s: filling the session-level normal set from %d stored windows", stream_id, len(ids))
             if ids:  # each part with the parts before it, as training learns them (models.stream.with_context)
-                from logsense.models.stream import ClosedWindow, with_context
+                from logsense.models.stream import ClosedWindow, content_text, with_context
 
                 lines = store.window_lines(session, sorted(ids))
                 keys = store.window_keys(session, sorted(ids)) if backfill else {}
                 parts = [ClosedWindow(key=keys.get(w, f"window:{w}"), seq=[x["template_id"] for x in lines[w]],
                                       masked=[x["masked"] for x in lines[w]]) for w in sorted(ids)]
                 held = model.excluded_templates()  # the training review's, as training leaves them out
-                model.learn_normal_sessions([session_text(w.context_masked + w.masked) for w in with_context(parts)
+                model.learn_normal_sessions([content_text(w.context_masked + w.masked) for w in with_context(parts)
                                              if w.masked and not held.intersection(w.context_seq + w.seq)])
             if backfill:
                 model.has_trained_sessions = True

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from logsense.models.embedding import load_embedder
-from logsense.models.rapid import session_text
-from logsense.models.stream import StreamConfig, StreamModel, TrainingData
+from logsense.models.stream import StreamConfig, StreamModel, TrainingData, content_text
 
 TINY = {"n_layer": 1, "n_head": 2, "n_embd": 16, "n_positions": 32, "max_epochs": 2, "batch_size": 8,
         "device": "cpu", "seed": 0, "progress": False}
@@ -20,7 +19,7 @@ def trained() -> StreamModel:
     sessions = [[line.format(n=n) for line in normal] for n in range(40)]
     parsed = [model.parse(s) for s in sessions]
     seqs = [[p.template_id for p in ps] for ps in parsed]
-    texts = [session_text([p.masked for p in ps]) for ps in parsed]
+    texts = [content_text([p.masked for p in ps]) for ps in parsed]
     model.train(TrainingData(train_seqs=seqs[:30], val_seqs=seqs[30:],
                              train_texts=[p.masked for ps in parsed[:30] for p in ps],
                              val_texts=[p.masked for ps in parsed[30:] for p in ps], session_texts=texts))
@@ -29,7 +28,7 @@ def trained() -> StreamModel:
 
 def _session(model: StreamModel, lines: list[str]) -> tuple[list[int], str]:
     parsed = model.parse(lines)
-    return [p.template_id for p in parsed], session_text([p.masked for p in parsed])
+    return [p.template_id for p in parsed], content_text([p.masked for p in parsed])
 
 
 def _content(model: StreamModel, lines: list[str]) -> set[str]:
@@ -107,7 +106,7 @@ def test_count_windows_keep_only_refuted_contents() -> None:
     model = StreamModel(StreamConfig(preset="generic", loggpt=TINY, loggpt_top_k=1), load_embedder())
     windows = [model.parse([f"step {c}" for c in "abcd"]) for _ in range(10)]
     seqs = [[p.template_id for p in ps] for ps in windows]
-    texts = [session_text([p.masked for p in ps]) for ps in windows]
+    texts = [content_text([p.masked for p in ps]) for ps in windows]
     model.train(TrainingData(train_seqs=seqs[:8], val_seqs=seqs[8:], train_texts=[p.masked for ps in windows for p in ps],
                              session_texts=texts))
     assert model.trained and not model.rapid_session.is_normal(texts[0])

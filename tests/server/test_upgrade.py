@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from logsense.models.rapid import RapidConfig, RapidScorer, session_text
+from logsense.models.rapid import RapidConfig, RapidScorer
+from logsense.models.stream import content_text
 from logsense.server import store
 from logsense.server.tables import Stream, Window
 
@@ -38,7 +39,7 @@ def test_trained_stream_without_session_set_is_backfilled_at_load(served) -> Non
         if members[w.id] and not held.intersection(x["template_id"] for x in so_far[w.key]):
             contents.append([x["masked"] for x in so_far[w.key]])
     assert contents
-    texts = {session_text(ls) for ls in contents}
+    texts = {content_text(ls) for ls in contents}
     assert model.has_trained_sessions and all(model.rapid_session.is_normal(t) for t in texts)
 
     # what an older version left on disk: no training sessions in the set, and no marker
