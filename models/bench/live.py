@@ -288,9 +288,10 @@ def replay(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = True
 
 
 class _Operator:
-    """The simulated operator: works the open queue oldest first, one click per anomaly it opens,
-    answering with the truth. "Normal" goes through the product's feedback effect
-    (`StreamModel.refute`) and closes what `server.feedback` closes with it."""
+    """The simulated operator: works the open queue oldest first, one click per queue row (the open
+    anomalies of one template, as the UI groups them), answering with the truth of the row's first
+    anomaly. "Normal" goes through the product's feedback effect (`StreamModel.refute`) and
+    closes what `server.feedback` closes with it."""
 
     def __init__(self, stream: LiveStream, y_line: np.ndarray, scope: str):
         self.stream, self.y_line, self.scope = stream, y_line, scope
@@ -317,43 +318,55 @@ class _Operator:
         return int(any(self.y_line[s.source[i]] for i in s.windows[a["window"]].lines))
 
     def work(self) -> None:
-        """Open the oldest open anomaly, answer it; "normal" acts as `server.feedback` does."""
+        """Work the queue as the UI shows it: one row per template (of line or window anomalies),
+        oldest first. The operator reads the row's first anomaly and answers the whole row with its
+        truth, one click; "normal" acts on each member as `server.feedback` does."""
         s = self.stream
         while self.cursor < len(s.anomalies):
             a = s.anomalies[self.cursor]
-            self.cursor += 1
             if a["status"] != "open":
+                self.cursor += 1
                 continue
             self.clicks += 1
-            if self._truth(a):
-                a["status"] = "confirmed"
-                continue
-            a["status"] = "refuted"
-            if a["kind"] == "window":
-                windows = [a["window"]]
-            else:
-                i = a["line"]
-                s.label[i] = "normal"
-                s.severity[i] = Severity.NORMAL.value
-                windows = [r for r in s.line_windows[i] if s.windows[r].anomalous] if s.loggpt_flag[i] else []
-            for r in windows:  # a refuted window: its lines lose their LogGPT flags, its window anomalies close
-                for j in s.windows[r].lines:
-                    s.loggpt_flag[j] = False
-                    if s.rapid_flag[j] and s.label[j] is None:
-                        s.severity[j] = Severity.WATCH.value
-                    elif s.severity[j] != Severity.TRAIN.value:
-                        s.severity[j] = Severity.NORMAL.value
-                for b in s.anomalies[self.cursor:]:
-                    if b["status"] == "open" and b["kind"] == "window" and b["window"] == r:
-                        b["status"] = "refuted"
-            if a["kind"] == "line" and self.scope == "template":
-                for b in s.anomalies[self.cursor:]:
-                    if b["status"] == "open" and b["kind"] == "line" and b["template"] == a["template"]:
-                        b["status"] = "refuted"
-            closed = [s._closed(r) for r in windows]  # each with its session's earlier parts, as judged
-            s.model.refute(line=s.masked[a["line"]] if a["kind"] == "line" else None, template=a["template"],
-                           scope=self.scope, windows=[w.context_masked + w.masked for w in closed],
-                           window_templates=[t for w in closed for t in w.seq if t >= 0])
+            truth = self._truth(a)
+            row = [b for b in s.anomalies[self.cursor:]
+                   if b["status"] == "open" and b["kind"] == a["kind"] and b["template"] == a["template"]]
+            for b in row:
+                self._answer(b, truth)
+
+    def _answer(self, a: dict, truth: int) -> None:
+        s = self.stream
+        if a["status"] != "open":
+            return
+        if truth:
+            a["status"] = "confirmed"
+            return
+        a["status"] = "refuted"
+        if a["kind"] == "window":
+            windows = [a["window"]]
+        else:
+            i = a["line"]
+            s.label[i] = "normal"
+            s.severity[i] = Severity.NORMAL.value
+            windows = [r for r in s.line_windows[i] if s.windows[r].anomalous] if s.loggpt_flag[i] else []
+        for r in windows:  # a refuted window: its lines lose their LogGPT flags, its window anomalies close
+            for j in s.windows[r].lines:
+                s.loggpt_flag[j] = False
+                if s.rapid_flag[j] and s.label[j] is None:
+                    s.severity[j] = Severity.WATCH.value
+                elif s.severity[j] != Severity.TRAIN.value:
+                    s.severity[j] = Severity.NORMAL.value
+            for b in s.anomalies[self.cursor:]:
+                if b["status"] == "open" and b["kind"] == "window" and b["window"] == r:
+                    b["status"] = "refuted"
+        if a["kind"] == "line" and self.scope == "template":
+            for b in s.anomalies[self.cursor:]:
+                if b["status"] == "open" and b["kind"] == "line" and b["template"] == a["template"]:
+                    b["status"] = "refuted"
+        closed = [s._closed(r) for r in windows]  # each with its session's earlier parts, as judged
+        s.model.refute(line=s.masked[a["line"]] if a["kind"] == "line" else None, template=a["template"],
+                       scope=self.scope, windows=[w.context_masked + w.masked for w in closed],
+                       window_templates=[t for w in closed for t in w.seq if t >= 0])
 
 
 # --------------------------------------------------------------------------- figures
