@@ -176,7 +176,7 @@ class Worker:
                 first = members[v.missed[0]] if v.missed else None  # new content alone: no line is to blame
                 reasons = {"loggpt_misses": misses, "k": model.k, "model_version": version, "window_lines": len(members)}
                 if v.new_content:
-                    reasons["new_content"] = "no normal session had this set of events (RAPID, session level)"
+                    reasons["new_content"] = "no normal session held all of these events (RAPID, session level)"
                 anomalies.append({
                     "stream_id": stream.id, "line_id": first["id"] if first else None, "window_id": wid,
                     "template_id": first["template_id"] if first else None, "kind": "window",
