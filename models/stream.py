@@ -457,11 +457,11 @@ class StreamModel:
         A part of a session is judged with the session's earlier parts before it (`context_*`):
         LogGPT reads the whole session so far and only misses in this part count, its end key
         included (training saw each part with its context too, so a part that ends where parts
-        of normal sessions end is no miss). Its content (the
-        distinct masked lines so far) is new when it fits inside no normal session's content
-        (a prefix of a normal session is not new). A window is anomalous when LogGPT misses a key
-        or the content is new; its severity: danger when RAPID (the content, or a flagged line
-        LogGPT missed) and LogGPT both flag, else watch."""
+        of normal sessions end is no miss). Its content (the distinct masked lines so far) is new
+        when it fits inside no normal session's content (a prefix of a normal session is not
+        new). A window is anomalous when LogGPT misses a key or the content is new; its severity:
+        danger when RAPID (the content, or a flagged line LogGPT missed) and LogGPT both flag,
+        else watch."""
         from dataclasses import replace
 
         from logsense.models.policy import combine
