@@ -667,16 +667,21 @@ class StreamModel:
                               rapid_threshold=float(candidate.rapid_threshold), version=version)
         self.calibration_note = None
 
-    def train(self, data: TrainingData, progress: Progress | None = None, version: int | None = None) -> dict:
-        """Fit, and promote by `should_promote`; returns the validation metrics with `promoted` and
-        `reason`. A first model kept back leaves its reason as the stream's state (`calibrating`)."""
-        candidate = self.fit_candidate(data, progress)
+    def adopt(self, candidate: Candidate, version: int | None = None) -> tuple[bool, str]:
+        """Promote a candidate if `should_promote` says so; a first model kept back leaves its reason
+        as the stream's state (`calibrating`). Its metrics get `promoted` and `reason`."""
         promote, reason = self.should_promote(candidate)
         if promote:
             self.promote(candidate, version)
         elif not self.trained:
             self.calibration_note = reason
         candidate.metrics.update({"promoted": promote, "reason": reason})
+        return promote, reason
+
+    def train(self, data: TrainingData, progress: Progress | None = None, version: int | None = None) -> dict:
+        """Fit and `adopt`; returns the validation metrics with `promoted` and `reason`."""
+        candidate = self.fit_candidate(data, progress)
+        self.adopt(candidate, version)
         return candidate.metrics
 
     # ------------------------------------------------------------------ disk

@@ -83,10 +83,11 @@ class Metrics:
 
     def refresh_from_db(self, session: Session, registry: Any = None) -> None:
         """Set the state gauges from the tables (called on every scrape of /metrics)."""
-        names = dict(session.exec(select(Stream.id, Stream.name)).all())
+        streams = session.exec(select(Stream)).all()
+        names = {s.id: s.name for s in streams}
         if registry is not None:
             self.stream_state.clear()
-            for stream in session.exec(select(Stream)).all():
+            for stream in streams:
                 state, _ = registry.state(stream)
                 for name in ("learning", "calibrating", "detecting", "loading"):
                     self.stream_state.labels(stream.name, name).set(1.0 if name == state else 0.0)

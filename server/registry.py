@@ -31,7 +31,7 @@ from sqlmodel import Session
 
 from logsense.server import store
 from logsense.server.settings import Settings
-from logsense.server.tables import Anomaly, Feedback, ModelVersion, Stream, StreamSettings, Window
+from logsense.server.tables import Anomaly, Feedback, ModelVersion, Stream, Window
 
 log = logging.getLogger("logsense.registry")
 
@@ -42,11 +42,6 @@ GC_YOUNG_THRESHOLD = 50_000  # tracked allocations between young collections (CP
 
 class ModelsUnavailable(RuntimeError):
     """The detection models cannot be used (still loading, or failed to load): a 503, not a 500."""
-
-
-def stream_config(cfg: StreamSettings) -> Any:
-    """A stream's settings as the detectors' `StreamConfig`."""
-    return cfg.stream_config()
 
 
 class Registry:
@@ -145,7 +140,7 @@ class Registry:
         with self._lock(stream.id):
             model = self._models.get(stream.id)
             try:
-                config = stream_config(stream.config())
+                config = stream.config().stream_config()
                 if model is None:
                     model = self._load(stream.id, config, embedder)
                     self._models[stream.id] = model

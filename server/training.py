@@ -192,7 +192,8 @@ def _train(app: Any, job_id: int, stream_id: int, mode: str, progress: Any) -> d
         candidate = model.fine_tune(data, progress)
     else:
         candidate = model.fit_candidate(data, progress)
-    promote, reason = model.should_promote(candidate)  # the product's rule: models.stream
+    # the product's rule (StreamModel.adopt applies it too); here the version is on disk before it goes live
+    promote, reason = model.should_promote(candidate)
     held = sorted(model.excluded_templates())
     candidate.metrics.update({"promoted": promote, "reason": reason, "last_window_id": last_window_id,
                               "n_anomalies": len(data.anomaly_seqs), "review_items": n_review,

@@ -119,9 +119,8 @@ class LiveStream:
             if flag:
                 self.anomalies.append({"kind": "line", "line": first + k, "template": self.template[-1],
                                        "severity": self.severity[-1], "status": "open"})
-        ts = [p.timestamp if p.timestamp is not None and math.isfinite(p.timestamp) else None for p in parsed]
         arrival = self.clock if math.isfinite(self.clock) else 0.0
-        slots = [LineSlot(t, tuple(p.sessions)) for t, p in zip(ts, parsed)]
+        slots = [LineSlot(t, tuple(p.sessions)) for t, p in zip(self.timestamp[first:], parsed)]
         cut = assign(self.open, slots, self.spec, arrival, [first + k + 1 for k in range(len(parsed))])
         for w in cut.opened:
             w.ref = len(self.windows)
@@ -258,13 +257,9 @@ def replay(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = True
         items = model.review(training_lines(windows))  # the training review, before training
         review = operator.review_training(items) if operator else 0
         data = training_data(windows, exclude=model.excluded_templates())
-        candidate = model.fit_candidate(data)  # as server.training does: fit, then the product's promotion rule
-        promoted, reason = model.should_promote(candidate)
-        if promoted:
-            model.promote(candidate, 1)
-        else:
-            model.calibration_note = reason
-        metrics = {**candidate.metrics, "promoted": promoted, "reason": reason}
+        candidate = model.fit_candidate(data)  # kept: the baselines' "loggpt" row reads it, promoted or not
+        model.adopt(candidate, 1)
+        metrics = dict(candidate.metrics)
         state = model.state(False)  # what the stream reports once out of train mode
         stream.train_mode = False
         n_train_lines = len(stream.source)
