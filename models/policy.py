@@ -14,6 +14,10 @@ from enum import Enum
 import numpy as np
 
 SEVERE_LEVELS = ("FATAL", "FAILURE", "SEVERE", "CRITICAL", "ERROR", "PANIC")
+# An anomaly of a template an operator confirmed as an incident joins that incident (confirmed, no
+# new queue item) while the incident goes on: its newest anomaly, or the confirmation, is younger
+# than this. The queue groups anomalies into incidents with the same gap.
+INCIDENT_GAP_SECONDS = 300.0
 
 
 class Severity(str, Enum):

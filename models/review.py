@@ -5,12 +5,18 @@ Train mode learns whatever arrives, and real history holds incidents. Before a s
 windows or sessions, logged at a severe level, or arriving as a burst. Until an operator calls
 such a template normal, it stays *unconfirmed*: its lines keep being flagged, and the windows
 that hold it train nothing (`StreamModel.excluded_templates`). One click per template settles it.
+
+In a session stream an incident can also be made of common lines only: sessions that stop after
+their first two lines hold no rare template, but their *shape* (the set of templates a session
+holds) is rare. Such a shape is an item of its own, named by a negative id (`shape_id`); until
+answered, the sessions of exactly that shape train nothing (`StreamModel.excluded_shapes`).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -42,8 +48,23 @@ class ReviewItem:
     n_windows: int
     first_ts: float | None
     last_ts: float | None
-    example: str  # a masked line
+    example: str  # a masked line (a shape: its first session's lines)
     levels: dict[str, int] = field(default_factory=dict)
+    shape: tuple[int, ...] | None = None  # a session shape's template ids (template_id is then shape_id(shape))
+
+
+def shape_id(shape: Sequence[int]) -> int:
+    """The review id of a session shape: negative, so it never names a template, and stable."""
+    text = ",".join(str(t) for t in sorted(set(shape)))
+    return -1 - (zlib.crc32(text.encode()) & 0x7FFFFFFF)
+
+
+def session_shapes(windows: Sequence) -> dict[str, frozenset[int]]:
+    """Each key's shape over all its windows (`models.stream.ClosedWindow`): the templates it holds."""
+    shapes: dict[str, set[int]] = {}
+    for w in windows:
+        shapes.setdefault(w.key, set()).update(t for t in [*w.context_seq, *w.seq] if t is not None and t >= 0)
+    return {k: frozenset(v) for k, v in shapes.items()}
 
 
 @dataclass
@@ -106,7 +127,37 @@ def suspicious(lines: Sequence[TrainingLine], sessions: bool = False) -> list[Re
             items.append(ReviewItem(template_id=int(tid), reasons=reasons, n_lines=len(group), n_windows=len(windows),
                                     first_ts=times[0] if times else None, last_ts=times[-1] if times else None,
                                     example=group[0].masked, levels=levels))
+    if sessions:
+        items += _rare_shapes(lines, {it.template_id for it in items}, n_windows, rare_below)
     return sorted(items, key=lambda it: (it.n_windows, -len(it.reasons), it.template_id))
+
+
+def _rare_shapes(lines: Sequence[TrainingLine], suspicious_ids: set[int], n_sessions: int,
+                 rare_below: float) -> list[ReviewItem]:
+    """Session shapes held by fewer than `rare_below` sessions, made of templates that are not
+    suspicious themselves (a shape with a suspicious template is held back through it)."""
+    by_key: dict[str, list[TrainingLine]] = {}
+    for line in lines:
+        by_key.setdefault(line.window, []).append(line)
+    by_shape: dict[frozenset[int], list[list[TrainingLine]]] = {}
+    for group in by_key.values():
+        shape = frozenset(line.template_id for line in group if line.template_id is not None and line.template_id >= 0)
+        if shape and not shape & suspicious_ids:
+            by_shape.setdefault(shape, []).append(group)
+    items = []
+    for shape, groups in by_shape.items():
+        if len(groups) >= rare_below:
+            continue
+        times = sorted(line.timestamp for g in groups for line in g
+                       if line.timestamp is not None and math.isfinite(line.timestamp))
+        ordered = tuple(sorted(shape))
+        items.append(ReviewItem(
+            template_id=shape_id(ordered), shape=ordered, n_lines=sum(len(g) for g in groups), n_windows=len(groups),
+            reasons=[f"rare session shape: {len(groups)} of {n_sessions:,} sessions hold exactly templates "
+                     f"{', '.join(map(str, ordered))}"],
+            first_ts=times[0] if times else None, last_ts=times[-1] if times else None,
+            example=" | ".join(line.masked for line in groups[0][:8])))
+    return items
 
 
 def _tightest(times: Sequence[float]) -> tuple[float, float, int]:

@@ -43,7 +43,8 @@ from logsense.models.parsing.miner import write_json as _write_json
 FORMAT = "logsense.stream"
 VERSION = 1
 DEFAULT_RAPID_THRESHOLD = 0.15  # before the first calibration: a line this far from every known normal flags
-EXPECTED_FALSE_POSITIVES = 3  # validation data must hold this many at the target rate (300 windows at 1%)
+EXPECTED_FALSE_POSITIVES = 10  # validation data must hold this many at the target rate (1,000 windows at 1%):
+# the achieved rate is read off them, with a relative error of about a third (with 3, over a half)
 FPR_TOLERANCE = 0.005  # a retrain may raise the validation FPR this much and still be "not worse"
 
 Progress = Callable[[float, str], None]
@@ -151,13 +152,20 @@ def with_context(windows: Sequence[ClosedWindow]) -> list[ClosedWindow]:
 
 def training_data(windows: Sequence[ClosedWindow], anomalies: Sequence[ClosedWindow] = (),
                   max_val: int = 5000, train_keys: set[str] | None = None,
-                  exclude: set[int] | frozenset = frozenset()) -> TrainingData:
+                  exclude: set[int] | frozenset = frozenset(),
+                  exclude_shapes: set[frozenset[int]] | frozenset = frozenset()) -> TrainingData:
     """Normal windows -> TrainingData, each part of a session with the parts before it
     (`with_context`), as `judge` reads them: LogGPT learns where parts of a session end. Held-back
     sessions (`models.windowing.is_held_back`, by key) validate, the others train. `train_keys`:
     only these train (a nightly fine-tune's new ones); windows holding a template of `exclude`
-    (`StreamModel.excluded_templates`) are left out."""
+    (`StreamModel.excluded_templates`), and every part of a session whose shape is one of
+    `exclude_shapes` (`StreamModel.excluded_shapes`), are left out."""
+    from logsense.models.review import session_shapes
     from logsense.models.windowing import is_held_back
+
+    if exclude_shapes:
+        shapes = session_shapes(windows)
+        windows = [w for w in windows if shapes[w.key] not in exclude_shapes]
 
     windows = [ClosedWindow(key=w.key, seq=w.context_seq + w.seq, masked=w.context_masked + w.masked)
                for w in with_context(windows)]
@@ -263,7 +271,8 @@ class StreamModel:
         self._parse_lock = threading.RLock()  # held across parse_chunks, which may save the parser
         self._contents: _Contents | None = None  # the normal session contents as sets, built on first use
         self.calibration_note: str | None = None  # why the last first model was kept back (state "calibrating")
-        self.reviews: dict[int, str] = {}  # template id -> models.review.Review value (the training review)
+        self.reviews: dict[int, str] = {}  # template id (negative: a shape) -> models.review.Review value
+        self.review_shapes: dict[int, tuple[int, ...]] = {}  # a shape's review id -> its template ids
 
     # ------------------------------------------------------------------ settings
 
@@ -393,7 +402,8 @@ class StreamModel:
                windows: Sequence[Sequence[str]] = (), window_templates: Sequence[int] = ()) -> list[int]:
         """The feedback effect of an operator's "normal", at once: the masked `line` scores 0 from
         now on; with scope "template", its `template` never flags again; each refuted window
-        (its masked lines) joins the normal session set, so the same content never flags again.
+        (its masked lines) joins the normal session set, so the same content never flags again,
+        and its lines join the normal lines: a session called normal holds normal lines.
         Templates the training review holds as unconfirmed answer "normal" too, when the refuted
         line or window holds them: the operator looked and said so. Returns those template ids.
         (Confirming an anomaly changes no detector: it becomes validation data for promotions.)"""
@@ -401,8 +411,9 @@ class StreamModel:
 
         if windows:
             self.learn_normal_sessions([content_text(list(w)) for w in windows if len(w)])
-        if line is not None:
-            self.learn_normal([line])
+        lines = list(dict.fromkeys([*([line] if line is not None else []), *(t for w in windows for t in w)]))
+        if lines:
+            self.learn_normal(lines)
         if scope == "template" and template is not None:
             self.learn_normal([], templates=[template])
         seen = [*([template] if template is not None and (line is not None or scope == "template") else []),
@@ -544,6 +555,8 @@ class StreamModel:
         items = suspicious(lines, sessions=self.config.session_regex is not None)
         for item in items:
             self.reviews.setdefault(item.template_id, Review.UNCONFIRMED.value)
+            if item.shape is not None:
+                self.review_shapes[item.template_id] = tuple(item.shape)
         return items
 
     def answer_review(self, template_id: int, label: str) -> None:
@@ -559,7 +572,14 @@ class StreamModel:
         """Templates the training review holds back: unconfirmed or confirmed anomalous."""
         from logsense.models.review import Review
 
-        return {t for t, status in self.reviews.items() if status != Review.NORMAL.value}
+        return {t for t, status in self.reviews.items() if status != Review.NORMAL.value and t >= 0}
+
+    def excluded_shapes(self) -> set[frozenset[int]]:
+        """Session shapes the training review holds back: sessions of exactly these templates train nothing."""
+        from logsense.models.review import Review
+
+        return {frozenset(self.review_shapes[t]) for t, status in self.reviews.items()
+                if t < 0 and status != Review.NORMAL.value and t in self.review_shapes}
 
     def calibration(self, n_val: int, val_fpr: float | None) -> dict:
         """Whether K could be set from this much validation data: it must hold
@@ -699,6 +719,7 @@ class StreamModel:
             "has_trained_sessions": self.has_trained_sessions,
             "calibration_note": self.calibration_note,
             "reviews": {str(t): v for t, v in sorted(self.reviews.items())},
+            "review_shapes": {str(t): list(v) for t, v in sorted(self.review_shapes.items())},
         }
 
     def save_parser(self, path: str | os.PathLike) -> None:
@@ -758,6 +779,7 @@ class StreamModel:
         model.has_trained_sessions = bool(meta.get("has_trained_sessions", False))
         model.calibration_note = meta.get("calibration_note")
         model.reviews = {int(t): v for t, v in (meta.get("reviews") or {}).items()}
+        model.review_shapes = {int(t): tuple(v) for t, v in (meta.get("review_shapes") or {}).items()}
         model._det = _Detector(rapid_threshold=meta.get("rapid_threshold"))
         return model
 

@@ -6,8 +6,8 @@
 - Refuting a line that LogGPT flagged too (danger) also refutes the windows it was flagged in:
   the operator said the line is normal where it stood.
 - Refuting a window anomaly puts the window's session text in the session-level normal set (the
-  same window never flags again), labels the window normal (confirmed-normal training data for
-  the nightly fine-tune) and clears its lines' LogGPT flags.
+  same window never flags again) and its lines in RAPID's normal set, labels the window normal
+  (confirmed-normal training data for the nightly fine-tune) and clears its lines' LogGPT flags.
 - Confirming keeps the anomaly as a true positive: the line/window is labeled "anomaly", which
   keeps it out of training data and makes it a validation case for promotions.
 - `suppress_until` (or `mute_template`) mutes alerts from the template until then: open
@@ -121,6 +121,38 @@ def apply_feedback(
         registry.mark_dirty(stream.id)
     app.state.metrics.feedback.labels(stream.name, label).inc()
     return anomaly
+
+
+def apply_to_group(app: Any, ids: list[int], label: str, scope: str = "line", author: str | None = None,
+                   only_open: bool = True) -> tuple[int, list[str]]:
+    """One answer on a group of anomalies (a queue row): `apply_feedback` on each member still open
+    (each is read afresh: answering one may have closed others, a template-scope "normal" all of
+    its template). Returns (how many were answered, notes for the operator). Raises LookupError
+    when none of `ids` exists, ModelsUnavailable (for "normal") while the stream's model loads."""
+    from logsense.server.registry import ModelsUnavailable
+
+    with Session(app.state.engine) as session:
+        found = set(session.execute(select(Anomaly.id).where(Anomaly.id.in_(ids))).scalars().all())
+    if not found:
+        raise LookupError(f"no anomaly with id {', '.join(map(str, ids[:5]))}")
+    notes = [f"{len(ids) - len(found)} anomaly id(s) no longer exist"] if len(found) < len(ids) else []
+    done = 0
+    for aid in ids:
+        if aid not in found:
+            continue
+        with Session(app.state.engine) as session:
+            a = session.get(Anomaly, aid)
+        if a is None or (only_open and a.status != "open"):
+            continue
+        try:
+            apply_feedback(app, aid, label, scope if a.template_id is not None else "line", author=author)
+        except ModelsUnavailable:
+            notes.append("saved; the model learns it as soon as it has loaded")
+        except (LookupError, ValueError) as exc:
+            notes.append(str(exc))
+            continue
+        done += 1
+    return done, notes
 
 
 def _flagged_windows(session: Any, line_id: int) -> list[Window]:

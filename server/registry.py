@@ -169,7 +169,7 @@ class Registry:
             ).scalars().first()
             if row is not None and model.version != row.version:
                 model.use_version(self.stream_dir(stream_id) / row.path)
-            model.reviews.update(store.review_statuses(session, stream_id))  # the training review's answers
+            store.read_review(session, stream_id, model)  # the training review's answers
             known = model.rapid
             missing = [t for t in store.normal_texts(session, stream_id) if not known.is_normal(t)]
             if missing:
@@ -197,8 +197,11 @@ class Registry:
                 parts = [ClosedWindow(key=keys.get(w, f"window:{w}"), seq=[x["template_id"] for x in lines[w]],
                                       masked=[x["masked"] for x in lines[w]]) for w in sorted(ids)]
                 held = model.excluded_templates()  # the training review's, as training leaves them out
-                model.learn_normal_sessions([content_text(w.context_masked + w.masked) for w in with_context(parts)
+                judged = with_context(parts)
+                model.learn_normal_sessions([content_text(w.context_masked + w.masked) for w in judged
                                              if w.masked and not held.intersection(w.context_seq + w.seq)])
+                texts = {t for w in judged for t in w.context_masked + w.masked}  # a normal session's lines are normal
+                model.learn_normal([t for t in sorted(texts) if not model.rapid.is_normal(t)])
             if backfill:
                 model.has_trained_sessions = True
                 self.mark_dirty(stream_id)

@@ -41,6 +41,15 @@ def answer(app: Any, stream: Stream, template_id: int, label: str, actor: str | 
     return row
 
 
+def describe(row: TemplateReview, model: Any) -> str | None:
+    """What an item names: its template's text, or for a session shape the texts of its templates."""
+    if model is None:
+        return None
+    if row.shape:
+        return "session of only: " + " · ".join(model.template(t) or f"template {t}" for t in row.shape)
+    return model.template(row.template_id)
+
+
 def items(app: Any, stream: Stream, status: str | None = None) -> list[TemplateReview]:
     """The stream's review, unanswered first."""
     from sqlmodel import Session

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from logsense.models.policy import INCIDENT_GAP_SECONDS
+
 ENV_PREFIX = "LOGSENSE_"
 
 
@@ -47,8 +49,8 @@ class Settings(BaseSettings):
     )
     timezone: str = Field("UTC", description="Time zone the cron schedules are read in.")
     incident_gap_seconds: float = Field(
-        300.0, gt=0, description="Anomalies of one stream closer than this are grouped into one incident."
-    )
+        INCIDENT_GAP_SECONDS, gt=0, description="Anomalies of one stream closer than this are grouped into one "
+        "incident; a new anomaly of a template confirmed this recently joins the confirmed incident.")
     parse_helper: bool | None = Field(
         None, description="Mask and split headers in a helper process while ingest stores the chunk before "
         "(uses a second core; the answers are the same either way). Unset: on when the machine has 2+ CPUs.")

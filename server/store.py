@@ -19,7 +19,7 @@ import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -343,6 +343,29 @@ def muted_templates(session: Session, stream_id: int, now: datetime | None = Non
     return {r[0] for r in rows}
 
 
+_CONFIRMED_SINCE = text(
+    "SELECT DISTINCT template_id FROM anomalies WHERE stream_id = :stream_id AND status = 'confirmed' "
+    "AND template_id IS NOT NULL AND (created_at >= :since OR updated_at >= :since)").bindparams(
+    bindparam("since", type_=UtcDateTime()))
+
+
+def route_anomalies(session: Session, stream_id: int, rows: list[dict], now: datetime, gap_seconds: float) -> None:
+    """New anomalies' status before they are stored: muted for a muted template; confirmed, as part
+    of the incident, for a template an operator confirmed within `gap_seconds` (its incident goes
+    on: no new queue item); open otherwise."""
+    if not rows:
+        return
+    muted = muted_templates(session, stream_id, now)
+    ongoing = {r[0] for r in session.connection().execute(
+        _CONFIRMED_SINCE, {"stream_id": stream_id, "since": now - timedelta(seconds=gap_seconds)})}
+    for row in rows:
+        if row["template_id"] in muted:
+            row["status"] = "muted"
+        elif row["template_id"] in ongoing:
+            row["status"] = "confirmed"
+            row["reasons"] = {**row["reasons"], "incident": "joined an incident an operator confirmed"}
+
+
 def insert_anomalies(session: Session, rows: list[dict]) -> None:
     """Insert anomalies rows (dicts of column values, the same keys in each)."""
     if not rows:
@@ -536,6 +559,7 @@ def save_review(session: Session, stream_id: int, items: Sequence, statuses: dic
                                                           status=statuses.get(it.template_id, "unconfirmed"))
         row.reasons, row.n_lines, row.n_windows = list(it.reasons), it.n_lines, it.n_windows
         row.first_ts, row.last_ts, row.example = it.first_ts, it.last_ts, it.example[:2000]
+        row.shape = list(it.shape) if it.shape is not None else None
         session.add(row)
 
 
@@ -550,11 +574,15 @@ def review_rows(session: Session, stream_id: int, status: str | None = None) -> 
     return sorted(rows, key=lambda r: (r.status != "unconfirmed", r.n_windows, r.template_id))
 
 
-def review_statuses(session: Session, stream_id: int) -> dict[int, str]:
+def read_review(session: Session, stream_id: int, model: Any) -> None:
+    """Bring the model's training review (`StreamModel.reviews`, `review_shapes`) up to the stored
+    answers: the rows are the truth across restarts."""
     from logsense.server.tables import TemplateReview
 
-    return dict(session.execute(select(TemplateReview.template_id, TemplateReview.status)
-                                .where(TemplateReview.stream_id == stream_id)).all())
+    rows = session.execute(select(TemplateReview.template_id, TemplateReview.status, TemplateReview.shape)
+                           .where(TemplateReview.stream_id == stream_id)).all()
+    model.reviews.update({r.template_id: r.status for r in rows})
+    model.review_shapes.update({r.template_id: tuple(r.shape) for r in rows if r.shape})
 
 
 def confirm_reviews(session: Session, stream_id: int, template_ids: Sequence[int], actor: str | None) -> None:

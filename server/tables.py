@@ -272,7 +272,8 @@ class TemplateMute(SQLModel, table=True):
 
 class TemplateReview(SQLModel, table=True):
     """The training review (`models.review`): a template of train-mode data that looks like an
-    incident, and what an operator said of it (status unconfirmed / normal / anomaly)."""
+    incident, and what an operator said of it (status unconfirmed / normal / anomaly). A negative
+    `template_id` names a rare session shape (`shape`: its template ids)."""
 
     __tablename__ = "template_reviews"
     __table_args__ = (UniqueConstraint("stream_id", "template_id", name="uq_template_reviews_stream_id_template_id"),)
@@ -286,6 +287,7 @@ class TemplateReview(SQLModel, table=True):
     first_ts: float | None = Field(default=None, nullable=True)
     last_ts: float | None = Field(default=None, nullable=True)
     example: str = Field(default="", nullable=False)
+    shape: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # a session shape's template ids
     created_at: datetime = _created()
     answered_at: datetime | None = _when()
     actor: str | None = Field(default=None, max_length=128, nullable=True)

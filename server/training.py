@@ -149,15 +149,16 @@ def training_data(session: Session, stream_id: int, model: Any, after_window_id:
     from logsense.models.stream import training_data as split_training_data
 
     windows, anomalies, last = training_windows(session, stream_id, after_window_id)
-    model.reviews.update(store.review_statuses(session, stream_id))  # answers given since the model was loaded
+    store.read_review(session, stream_id, model)  # answers given since the model was loaded
     items = []
     if review:  # a training from scratch reviews all its train-mode data; a nightly one keeps the answers
         items = model.review(training_lines(windows))
         store.save_review(session, stream_id, items, model.reviews)
-    held = model.excluded_templates()
-    data = split_training_data(windows, anomalies, max_val=MAX_VAL_WINDOWS, exclude=held)
-    if review and windows and not data.train_seqs and held:
-        raise ValueError(f"the training review holds back every training window ({len(held)} suspicious templates): "
+    held, shapes = model.excluded_templates(), model.excluded_shapes()
+    data = split_training_data(windows, anomalies, max_val=MAX_VAL_WINDOWS, exclude=held, exclude_shapes=shapes)
+    if review and windows and not data.train_seqs and (held or shapes):
+        raise ValueError(f"the training review holds back every training window ({len(held)} suspicious templates, "
+                         f"{len(shapes)} session shapes): "
                          "answer it (GET /api/v1/streams/NAME/review) or post more lines in train mode")
     return data, last, len(items)
 
@@ -195,9 +196,10 @@ def _train(app: Any, job_id: int, stream_id: int, mode: str, progress: Any) -> d
     # the product's rule (StreamModel.adopt applies it too); here the version is on disk before it goes live
     promote, reason = model.should_promote(candidate)
     held = sorted(model.excluded_templates())
+    held_shapes = sorted(sorted(s) for s in model.excluded_shapes())
     candidate.metrics.update({"promoted": promote, "reason": reason, "last_window_id": last_window_id,
                               "n_anomalies": len(data.anomaly_seqs), "review_items": n_review,
-                              "review_held_back": held})
+                              "review_held_back": held, "review_held_back_shapes": held_shapes})
     progress(0.96, "saving")
     rel = f"versions/{next_version}"
     model.save_version(registry.stream_dir(stream_id) / rel, candidate, next_version)
@@ -214,9 +216,9 @@ def _train(app: Any, job_id: int, stream_id: int, mode: str, progress: Any) -> d
         session.add(ModelVersion(stream_id=stream_id, kind="loggpt", version=next_version, path=rel,
                                  metrics=_jsonable(candidate.metrics), live=promote, job_id=job_id))
     message = f"version {next_version} {'promoted' if promote else 'kept back'}: {reason}"
-    if held:
-        message += (f"; {len(held)} suspicious template(s) held back until reviewed "
-                    f"(GET /api/v1/streams/{stream.name}/review)")
+    if held or held_shapes:
+        message += (f"; {len(held)} suspicious template(s) and {len(held_shapes)} session shape(s) held back "
+                    f"until reviewed (GET /api/v1/streams/{stream.name}/review)")
     log.info("stream %s: %s", stream.name, message)
     return {"version": next_version, "promoted": promote, "message": message, "metrics": _jsonable(candidate.metrics)}
 

@@ -190,10 +190,7 @@ class Worker:
             line_rows.append({"_id": line_id, "loggpt_flag": flag if verdicts is not None else None,
                               "severity": severity, "checked_at": now})
         with store.write_session(self.app.state.engine) as session:
-            muted = store.muted_templates(session, stream.id, now)
-            for a in anomalies:
-                if a["template_id"] in muted:
-                    a["status"] = "muted"
+            store.route_anomalies(session, stream.id, anomalies, now, self.app.state.settings.incident_gap_seconds)
             session.connection().execute(
                 update(t).where(t.c.id == bindparam("_id"), t.c.state == "checking").values(
                     state=bindparam("state"), checked_at=bindparam("checked_at"), anomalous=bindparam("anomalous"),

@@ -272,8 +272,9 @@ def render_live(report: dict) -> str:
         + ("; QUICK smoke run, not a result" if report["quick"] else ""),
         "",
         f"**Product** ({level}): P {fmt(p['precision'])} R {fmt(p['recall'])} F1 {fmt(p['f1'])}; "
-        f"normal {level} flagged {fmt(p['normal_flagged_rate'])}; queue items per 1,000 lines {fmt(p['queue_items_per_1k_lines'], 1)} "
-        f"({p['queue_items']:,} items, {p['queue_groups']:,} templates); lines: F1 {fmt(p['line']['f1'])}, "
+        f"normal {level} flagged {fmt(p['normal_flagged_rate'])}; queue: {p['queue_groups']:,} rows to read "
+        f"({fmt(p['queue_groups_per_1k_lines'], 2)} per 1,000 lines; a row: one template in one incident) holding "
+        f"{p['queue_items']:,} anomalies ({fmt(p['queue_items_per_1k_lines'], 1)} per 1,000 lines); lines: F1 {fmt(p['line']['f1'])}, "
         f"windows: F1 {fmt(p['window']['f1'])}",
     ]
     tm = p.get("train_metrics") or {}
@@ -283,12 +284,16 @@ def render_live(report: dict) -> str:
     if p.get("state"):
         lines.append(f"stream state after training: {p['state']['state']} ({p['state']['reason']})")
     review = p.get("training_review") or []
-    lines.append(f"training review: {len(review)} suspicious templates held back until an operator answers"
-                 + (f" ({', '.join(str(r['template_id']) for r in review[:12])}{' ...' if len(review) > 12 else ''})" if review else ""))
+    shapes = [r for r in review if r.get("shape")]
+    lines.append(f"training review: {len(review) - len(shapes)} suspicious templates and {len(shapes)} rare session shapes "
+                 "held back until an operator answers"
+                 + (f" (templates {', '.join(str(r['template_id']) for r in review if not r.get('shape'))[:200]}"
+                    + "".join(f"; shape {r['shape']}" for r in shapes[:6]) + ")" if review else ""))
     fb = p.get("feedback")
     if fb:
         lines.append(f"with the simulated operator ({fb['scope']} scope): P {fmt(fb['precision'])} R {fmt(fb['recall'])} "
-                     f"F1 {fmt(fb['f1'])} in {fb['clicks']} clicks ({fb['training_review_clicks']} on the training review)")
+                     f"F1 {fmt(fb['f1'])} in {fb['clicks']} clicks ({fb['training_review_clicks']} on the training review); "
+                     f"queue rows {fb['queue_groups']:,}")
     lines += ["", f"| detector | P | R | F1 | normal flagged | line F1 | window F1 | notes |", "|---|---|---|---|---|---|---|---|"]
     lines.append(f"| **product** | {fmt(p['precision'])} | {fmt(p['recall'])} | {fmt(p['f1'])} | {fmt(p['normal_flagged_rate'])} "
                  f"| {fmt(p['line']['f1'])} | {fmt(p['window']['f1'])} | what the server does |")

@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 from logsense.models.bench.datasets import LogDataset
 from logsense.models.bench.evaluation import binary_metrics
 from logsense.models.parsing.sessions import canonical_order
-from logsense.models.policy import FLAGGED, Severity, combine, line_severity
-from logsense.models.review import training_lines
+from logsense.models.policy import FLAGGED, INCIDENT_GAP_SECONDS, Severity, combine, line_severity
+from logsense.models.review import shape_id, training_lines
 from logsense.models.settings import StreamSettings
 from logsense.models.stream import MAX_CONTEXT_LINES, ClosedWindow, StreamConfig, StreamModel, training_data
 from logsense.models.windowing import OpenWindow, LineSlot, WindowSpec, assign, quiet
@@ -88,6 +88,7 @@ class LiveStream:
         self.line_windows: list[list[int]] = []
         self.raised: list[bool] = []  # the line was flagged at some point (what the operator saw)
         self.anomalies: list[dict] = []  # the queue, in order of creation
+        self.confirmed_at: dict[int, float] = {}  # template -> log time of its confirmed incident's newest news
         self.train_mode = True
         self.clock = -math.inf
 
@@ -117,8 +118,8 @@ class LiveStream:
             self.line_windows.append([])
             self.raised.append(bool(flag))
             if flag:
-                self.anomalies.append({"kind": "line", "line": first + k, "template": self.template[-1],
-                                       "severity": self.severity[-1], "status": "open"})
+                self._raise({"kind": "line", "line": first + k, "template": self.template[-1],
+                             "severity": self.severity[-1]}, self.timestamp[-1])
         arrival = self.clock if math.isfinite(self.clock) else 0.0
         slots = [LineSlot(t, tuple(p.sessions)) for t, p in zip(self.timestamp[first:], parsed)]
         cut = assign(self.open, slots, self.spec, arrival, [first + k + 1 for k in range(len(parsed))])
@@ -171,12 +172,25 @@ class LiveStream:
             if v.anomalous:
                 w.anomalous = True
                 line = lines[v.missed[0]] if v.missed else None
-                self.anomalies.append({"kind": "window", "window": ref, "line": line,
-                                       "template": self.template[line] if line is not None else None,
-                                       "severity": v.severity, "status": "open"})
+                self._raise({"kind": "window", "window": ref, "line": line,
+                             "template": self.template[line] if line is not None else None,
+                             "severity": v.severity}, None)
         for i in touched:
             self.severity[i] = line_severity(self.severity[i], self.label[i], self.rapid_flag[i], self.loggpt_flag[i])
             self.raised[i] = self.raised[i] or self.severity[i] in FLAGGED
+
+    def _raise(self, anomaly: dict, ts: float | None) -> None:
+        """Store an anomaly as `server.store.route_anomalies` does: one of a template an operator
+        confirmed within the incident gap (in log time here) joins that incident, confirmed."""
+        now = ts if ts is not None else self.clock
+        anomaly["ts"] = now
+        t = anomaly["template"]
+        ongoing = t is not None and t in self.confirmed_at and now - self.confirmed_at[t] <= INCIDENT_GAP_SECONDS
+        anomaly["status"] = "confirmed" if ongoing else "open"
+        anomaly["joined"] = ongoing
+        if ongoing:
+            self.confirmed_at[t] = max(self.confirmed_at[t], now)
+        self.anomalies.append(anomaly)
 
     def _ordered(self, ref: int) -> list[int]:
         """A window's lines as the server reads them back (`server.store.window_lines`): arrival
@@ -256,7 +270,7 @@ def replay(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = True
         windows = stream.training_windows()
         items = model.review(training_lines(windows))  # the training review, before training
         review = operator.review_training(items) if operator else 0
-        data = training_data(windows, exclude=model.excluded_templates())
+        data = training_data(windows, exclude=model.excluded_templates(), exclude_shapes=model.excluded_shapes())
         candidate = model.fit_candidate(data)  # kept: the baselines' "loggpt" row reads it, promoted or not
         model.adopt(candidate, 1)
         metrics = dict(candidate.metrics)
@@ -277,7 +291,8 @@ def replay(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = True
     return {"stream": stream, "y_line": y_line, "n_train_lines": n_train_lines, "train_metrics": metrics,
             "candidate": candidate, "state": {"state": state[0], "reason": state[1]},
             "training_data": data, "spec": spec, "config": config, "training_review_clicks": review,
-            "training_review": [{"template_id": it.template_id, "reasons": it.reasons, "lines": it.n_lines,
+            "training_review": [{"template_id": it.template_id, "shape": list(it.shape) if it.shape else None,
+                                 "reasons": it.reasons, "lines": it.n_lines,
                                  "windows": it.n_windows, "answer": model.reviews.get(it.template_id)} for it in items],
             "operator": operator, "cut": cut}
 
@@ -286,7 +301,8 @@ class _Operator:
     """The simulated operator: works the open queue oldest first, one click per queue row (the open
     anomalies of one template, as the UI groups them), answering with the truth of the row's first
     anomaly. "Normal" goes through the product's feedback effect (`StreamModel.refute`) and
-    closes what `server.feedback` closes with it."""
+    closes what `server.feedback` closes with it; "anomaly" confirms an incident that later
+    anomalies of the template join while it goes on (`LiveStream._raise`)."""
 
     def __init__(self, stream: LiveStream, y_line: np.ndarray, scope: str):
         self.stream, self.y_line, self.scope = stream, y_line, scope
@@ -294,12 +310,19 @@ class _Operator:
         self.cursor = 0
 
     def review_training(self, items: list) -> int:
-        """Answer the training review with the truth: a template is an anomaly when most of its
-        train-mode lines belong to anomalous items. One click per item."""
+        """Answer the training review with the truth: a template (a session shape) is an anomaly
+        when most of its train-mode lines (of the sessions of that shape) belong to anomalous
+        items. One click per item."""
+        from logsense.models.review import session_shapes
+
         s = self.stream
         lines_of: dict[int, list[int]] = defaultdict(list)
         for i in range(len(s.source)):
             lines_of[s.template[i]].append(s.source[i])
+        shapes = session_shapes(s.training_windows())
+        for w in s.windows:
+            if w.training and w.key in shapes:
+                lines_of[shape_id(shapes[w.key])] += [s.source[i] for i in w.lines]
         for item in items:
             truth = np.mean([self.y_line[j] for j in lines_of[item.template_id]]) > 0.5
             s.model.answer_review(item.template_id, "anomaly" if truth else "normal")
@@ -324,8 +347,8 @@ class _Operator:
                 continue
             self.clicks += 1
             truth = self._truth(a)
-            row = [b for b in s.anomalies[self.cursor:]
-                   if b["status"] == "open" and b["kind"] == a["kind"] and b["template"] == a["template"]]
+            row = [b for b in s.anomalies[self.cursor:] if b["status"] == "open" and b["template"] == a["template"]
+                   and (a["template"] is not None or b["kind"] == a["kind"])]
             for b in row:
                 self._answer(b, truth)
 
@@ -335,6 +358,8 @@ class _Operator:
             return
         if truth:
             a["status"] = "confirmed"
+            if a["template"] is not None:
+                s.confirmed_at[a["template"]] = max(s.confirmed_at.get(a["template"], -math.inf), s.clock)
             return
         a["status"] = "refuted"
         if a["kind"] == "window":
@@ -409,16 +434,33 @@ def judge_items(run: dict, dataset: LogDataset, line_flags: np.ndarray, window_f
     return out
 
 
+def queue_groups(anomalies: list[dict], gap: float = INCIDENT_GAP_SECONDS) -> int:
+    """Rows the queue shows for these anomalies, as `server.incidents` groups them: incidents (runs
+    with gaps of at most `gap` s, log time here) times the templates in each."""
+    rows, last, seen = 0, -math.inf, set()
+    for a in sorted(anomalies, key=lambda a: a["ts"] if a["ts"] is not None and math.isfinite(a["ts"]) else -math.inf):
+        ts = a["ts"] if a["ts"] is not None and math.isfinite(a["ts"]) else last
+        if ts - last > gap:
+            seen = set()
+        last = max(last, ts)
+        key = a["template"] if a["template"] is not None else a["kind"]
+        if key not in seen:
+            seen.add(key)
+            rows += 1
+    return rows
+
+
 def product_figures(run: dict, dataset: LogDataset) -> dict:
     s: LiveStream = run["stream"]
     flags = np.array(s.raised, dtype=bool)  # raised, even if an operator refuted it later
     wflags = np.array([w.anomalous for w in s.windows], dtype=bool)
     out = judge_items(run, dataset, flags, wflags)
     n_live = len(s.source) - run["n_train_lines"]
-    queued = [a for a in s.anomalies if a["status"] != "muted"]
+    queued = [a for a in s.anomalies if a["status"] != "muted" and not a["joined"]]
     out["queue_items"] = len(queued)
     out["queue_items_per_1k_lines"] = round(1000 * len(queued) / max(n_live, 1), 2)
-    out["queue_groups"] = len({(a["kind"], a["template"]) for a in queued})
+    out["queue_groups"] = queue_groups(queued)
+    out["queue_groups_per_1k_lines"] = round(1000 * out["queue_groups"] / max(n_live, 1), 2)
     out["lines_after_switch"] = n_live
     return out
 
@@ -553,7 +595,7 @@ def run_live(dataset: LogDataset, cfg: LiveConfig, embedder, progress: bool = Tr
         product["feedback"] = {"clicks": fb_run["operator"].clicks + fb_run["training_review_clicks"],
                                "training_review_clicks": fb_run["training_review_clicks"], "scope": cfg.feedback_scope,
                                **{k: fb[k] for k in ("precision", "recall", "f1", "normal_flagged_rate",
-                                                     "queue_items_per_1k_lines")}}
+                                                     "queue_items_per_1k_lines", "queue_groups")}}
     product["train_metrics"] = run["train_metrics"]
     product["training_review"] = run["training_review"]
     product["state"] = run["state"]

@@ -1,4 +1,5 @@
-"""`/api/v1/anomalies`: the operator's queue (list, read) and feedback on one anomaly."""
+"""`/api/v1/anomalies`: the operator's queue (list, read, or grouped as the UI's rows) and
+feedback on one anomaly or on a group."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from logsense.server.api.deps import CurrentKey, SessionDep, actor_name
-from logsense.server.feedback import apply_feedback, mute_template
+from logsense.server import incidents
+from logsense.server.feedback import apply_feedback, apply_to_group, mute_template
 from logsense.server.tables import Anomaly, LogLine, Stream
 
 router = APIRouter(prefix="/api/v1/anomalies", tags=["anomalies"])
@@ -66,7 +68,36 @@ def _out(request: Request, a: Anomaly, stream: Stream, line: LogLine | None) -> 
     )
 
 
-@router.get("", response_model=list[AnomalyOut])
+class AnomalyGroupOut(BaseModel):
+    """One row of the queue (`server.incidents`): the anomalies of one template in one incident."""
+
+    incident: str  # the incident's key: groups with the same key are one incident
+    stream: str
+    template_id: int | None
+    template: str | None
+    severity: str  # the worst of its members
+    status: str  # its members' status, or "mixed"
+    count: int
+    kinds: dict[str, int]  # members by kind (line / window)
+    ids: list[int]  # its members: POST /api/v1/anomalies/feedback answers them all
+    first_seen: datetime
+    last_seen: datetime
+    example: str | None  # one raw line of it
+
+
+class GroupFeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[int] = Field(min_length=1, max_length=1000, description="the group's members (AnomalyGroupOut.ids)")
+    label: Literal["normal", "anomaly"]
+    scope: Literal["line", "template"] = Field("line", description="template: every line of its template is normal")
+
+
+class GroupFeedbackOut(BaseModel):
+    answered: int  # members that were open and are answered now
+    notes: list[str]
+
+
+@router.get("", response_model=list[AnomalyOut] | list[AnomalyGroupOut])
 def list_anomalies(
     request: Request,
     session: SessionDep,
@@ -78,24 +109,56 @@ def list_anomalies(
     until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
     after_id: Annotated[int, Query(ge=0, description="only ids above this (paging)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[AnomalyOut]:
-    """Anomalies, oldest first (page with `after_id`); open ones unless `status` says otherwise."""
+    group: Annotated[Literal["template"] | None, Query(
+        description="template: the queue's rows instead of single anomalies, the anomalies of one template in one "
+                    "incident each, newest first (the newest 5,000 matching anomalies are grouped)")] = None,
+) -> list[AnomalyOut] | list[AnomalyGroupOut]:
+    """Anomalies, oldest first (page with `after_id`); open ones unless `status` says otherwise.
+    With `group=template`, the same rows as the UI's queue."""
+    def where(q):  # noqa: ANN001, ANN202
+        if stream is not None:
+            q = q.where(Stream.name == stream)
+        if severity is not None:
+            q = q.where(Anomaly.severity == severity)
+        if status != "any":
+            q = q.where(Anomaly.status == status)
+        if kind is not None:
+            q = q.where(Anomaly.kind == kind)
+        if since is not None:
+            q = q.where(Anomaly.created_at >= since)
+        if until is not None:
+            q = q.where(Anomaly.created_at < until)
+        return q.where(Anomaly.id > after_id)
+
+    if group == "template":
+        return _groups(request, session, where, limit)
     q = select(Anomaly, Stream, LogLine).join(Stream, Stream.id == Anomaly.stream_id).outerjoin(
         LogLine, LogLine.id == Anomaly.line_id)
-    if stream is not None:
-        q = q.where(Stream.name == stream)
-    if severity is not None:
-        q = q.where(Anomaly.severity == severity)
-    if status != "any":
-        q = q.where(Anomaly.status == status)
-    if kind is not None:
-        q = q.where(Anomaly.kind == kind)
-    if since is not None:
-        q = q.where(Anomaly.created_at >= since)
-    if until is not None:
-        q = q.where(Anomaly.created_at < until)
-    rows = session.execute(q.where(Anomaly.id > after_id).order_by(Anomaly.id).limit(limit)).all()
+    rows = session.execute(where(q).order_by(Anomaly.id).limit(limit)).all()
     return [_out(request, a, s, line) for a, s, line in rows]
+
+
+def _groups(request: Request, session: Session, where, limit: int) -> list[AnomalyGroupOut]:  # noqa: ANN001
+    rows = session.execute(where(incidents.rows_select()).order_by(Anomaly.id.desc()).limit(incidents.MAX_GROUPED)).all()
+    found = incidents.incidents_of(rows, request.app.state.settings.incident_gap_seconds)
+    pairs = [(inc, g) for inc in found for g in inc.groups][:limit]
+    incidents.fill_details(session, request.app.state.registry, [g for _, g in pairs])
+    return [AnomalyGroupOut(incident=inc.key, stream=g.stream, template_id=g.template_id, template=g.template,
+                            severity=g.severity, status=g.status, count=g.count, kinds=dict(g.kinds),
+                            ids=sorted(g.ids), first_seen=g.first_seen, last_seen=g.last_seen, example=g.example)
+            for inc, g in pairs]
+
+
+@router.post("/feedback", response_model=GroupFeedbackOut)
+async def post_group_feedback(body: GroupFeedbackIn, request: Request, key: CurrentKey) -> GroupFeedbackOut:
+    """One answer for a group (a queue row's `ids`): each member still open is refuted or
+    confirmed as `POST /api/v1/anomalies/{id}/feedback` would."""
+    try:
+        done, notes = await run_in_threadpool(apply_to_group, request.app, list(dict.fromkeys(body.ids)), body.label,
+                                              body.scope, actor_name(key))
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return GroupFeedbackOut(answered=done, notes=list(dict.fromkeys(notes)))
 
 
 @router.get("/{anomaly_id}", response_model=AnomalyOut)

@@ -324,15 +324,15 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, bytes]:
         queued = windows.assign(session, stream_id, cfg, slots, now)
         in_window = _lines_in_windows(cfg, slots)
         if not train:
-            muted = store.muted_templates(session, stream_id, now)
             anomalies = [
                 {"stream_id": stream_id, "line_id": line_id, "window_id": None, "template_id": tid,
-                 "kind": "line", "severity": severity, "status": "muted" if tid in muted else "open",
+                 "kind": "line", "severity": severity, "status": "open",
                  "reasons": {"rapid_score": score, "rapid_threshold": model.rapid_threshold},
                  "created_at": now, "updated_at": now}
                 for line_id, tid, score, flag, severity in zip(out.ids, out.template_ids, out.scores, out.flags,
                                                                out.severities) if flag
             ]
+            store.route_anomalies(session, stream_id, anomalies, now, state.settings.incident_gap_seconds)
             store.insert_anomalies(session, anomalies)
         # The answer is built while the commit below waits for the disk (it lets go of the GIL
         # meanwhile), and sent only once the commit has returned.

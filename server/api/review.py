@@ -17,7 +17,9 @@ router = APIRouter(prefix="/api/v1/streams", tags=["review"])
 
 
 class ReviewItemOut(BaseModel):
-    template_id: int
+    template_id: int  # negative: a session shape (kind "shape")
+    kind: Literal["template", "shape"]
+    shape: list[int] | None  # a shape's template ids
     template: str | None
     status: str  # unconfirmed / normal / anomaly
     reasons: list[str]
@@ -35,21 +37,22 @@ class ReviewAnswer(BaseModel):
 
 
 def _out(row, model) -> ReviewItemOut:
-    return ReviewItemOut(template=model.template(row.template_id) if model is not None else None,
-                         **row.model_dump(include=set(ReviewItemOut.model_fields) - {"template"}))
+    return ReviewItemOut(template=review.describe(row, model), kind="shape" if row.shape else "template",
+                         **row.model_dump(include=set(ReviewItemOut.model_fields) - {"template", "kind"}))
 
 
 @router.get("/{name}/review", response_model=list[ReviewItemOut])
 def list_review(stream: StreamDep, request: Request,
                 status: Annotated[Literal["unconfirmed", "normal", "anomaly"] | None, Query()] = None) -> list[ReviewItemOut]:
-    """Suspicious templates of the training data (rare, severe, bursts), unanswered first.
-    Unconfirmed ones are flagged and train nothing until answered."""
+    """Suspicious templates of the training data (rare, severe, bursts) and rare session shapes,
+    unanswered first. Unconfirmed ones are flagged (shapes: their sessions) and train nothing until
+    answered."""
     model = request.app.state.registry.peek(stream.id)
     return [_out(r, model) for r in review.items(request.app, stream, status)]
 
 
 @router.post("/{name}/review/{template_id}", response_model=ReviewItemOut)
-def answer_review(stream: StreamDep, template_id: Annotated[int, Path(ge=0, le=2**31 - 1)],
+def answer_review(stream: StreamDep, template_id: Annotated[int, Path(ge=-(2**31), le=2**31 - 1)],
                   body: ReviewAnswer, request: Request) -> ReviewItemOut:
     """"normal": learned from the next training on, no longer flagged; "anomaly": stays flagged."""
     try:

@@ -16,8 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlmodel import Session, select
 
-from logsense.server.feedback import apply_feedback, mute_template
-from logsense.server.registry import ModelsUnavailable
+from logsense.server.feedback import apply_to_group, mute_template
 from logsense.server.tables import Anomaly, Stream, utcnow
 from logsense.server.ui import queue
 from logsense.server.ui.core import CsrfDep, Operator, OperatorDep, UiError, fragment, is_htmx, open_count, redirect, render
@@ -92,39 +91,25 @@ def detail_page(anomaly_id: int, request: Request, op: OperatorDep) -> Response:
 def _apply(request: Request, op: Operator, ids: list[int], action: str, hours: float | None,
            only_open: bool) -> tuple[int, list[str]]:
     """Apply an action to anomalies; (how many changed, notes for the operator)."""
-    app, notes, done = request.app, [], 0
-    with Session(app.state.engine) as db:
-        rows = {a.id: a for a in db.execute(select(Anomaly).where(Anomaly.id.in_(ids))).scalars().all()}
-    missing = [i for i in ids if i not in rows]
-    if missing and not rows:
-        raise UiError(404, f"no anomaly with id {', '.join(map(str, missing[:5]))}")
-    if missing:
-        notes.append(f"{len(missing)} anomaly id(s) no longer exist")
+    app = request.app
     if action == "mute":
+        with Session(app.state.engine) as db:
+            rows = db.execute(select(Anomaly).where(Anomaly.id.in_(ids))).scalars().all()
+        if not rows:
+            raise UiError(404, f"no anomaly with id {', '.join(map(str, ids[:5]))}")
         until = utcnow() + timedelta(hours=hours or 1)
-        pairs = {(a.stream_id, a.template_id) for a in rows.values() if a.template_id is not None}
+        pairs = {(a.stream_id, a.template_id) for a in rows if a.template_id is not None}
         if not pairs:
             raise UiError(400, "these anomalies have no template to mute")
         for stream_id, template_id in sorted(pairs):
             mute_template(app, stream_id, template_id, until, author=op.actor)
+        notes = [f"{len(ids) - len(rows)} anomaly id(s) no longer exist"] if len(rows) < len(ids) else []
         return len(pairs), notes
     label, scope = ACTIONS[action]
-    for aid in ids:
-        if aid not in rows:
-            continue
-        with Session(app.state.engine) as db:  # fresh: an earlier one of the batch may have closed it
-            a = db.get(Anomaly, aid)
-        if a is None or (only_open and a.status != "open"):
-            continue
-        try:
-            apply_feedback(app, aid, label, scope if a.template_id is not None else "line", author=op.actor)
-        except ModelsUnavailable:
-            notes.append("saved; the model learns it as soon as it has loaded")
-        except (LookupError, ValueError) as exc:
-            notes.append(str(exc))
-            continue
-        done += 1
-    return done, notes
+    try:
+        return apply_to_group(app, ids, label, scope, author=op.actor, only_open=only_open)
+    except LookupError as exc:
+        raise UiError(404, str(exc)) from None
 
 
 def _hours(form: Any) -> float:

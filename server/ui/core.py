@@ -36,7 +36,6 @@ STATIC_DIR = WEB_DIR / "static"
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-SEVERITY_ORDER = {"danger": 2, "watch": 1}
 KIND_WORDS = {"session": "session", "count": "window", "time": "time window"}  # Window.kind in words
 
 # Paths that are not UI pages (API, health, docs, static): the UI's error pages and session stay out.
@@ -306,10 +305,6 @@ def error_response(request: Request, status: int, message: str) -> HTMLResponse:
                             headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
     ctx.setdefault("open_total", 0)
     return HTMLResponse(render_html(request, "error.html", ctx), status_code=status)
-
-
-def sev_rank(severity: str | None) -> int:
-    return SEVERITY_ORDER.get(severity or "", 0)
 
 
 def markup(text: str) -> Markup:

@@ -1,4 +1,4 @@
-"""`/streams/{name}/review`: the training review, one click per suspicious template.
+"""`/streams/{name}/review`: the training review, one click per suspicious template or shape.
 
 Answers go through `server.review.answer`, as `POST /api/v1/streams/{name}/review/{template_id}`.
 """
@@ -30,7 +30,7 @@ def _stream(request: Request, name: str) -> Stream:
 def _ctx(request: Request, stream: Stream, **extra) -> dict:  # noqa: ANN003
     model = request.app.state.registry.peek(stream.id)
     rows = review.items(request.app, stream)
-    items = [{"row": r, "template": model.template(r.template_id) if model is not None else None} for r in rows]
+    items = [{"row": r, "template": review.describe(r, model)} for r in rows]
     return {"section": "streams", "stream": stream, "items": items, "message": None,
             "open": sum(r.status == "unconfirmed" for r in rows), **extra}
 
@@ -58,7 +58,8 @@ async def answer_review(name: str, template_id: int, request: Request, op: Opera
             raise UiError(422, str(exc)) from None
         except ModelsUnavailable as exc:
             raise UiError(503, str(exc)) from None
-        return _ctx(request, stream, message=f"Template {template_id}: {label}.")
+        what = f"Template {template_id}" if template_id >= 0 else "Session shape"
+        return _ctx(request, stream, message=f"{what}: {label}.")
 
     ctx = await run_in_threadpool(run)
     if not is_htmx(request):

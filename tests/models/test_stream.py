@@ -138,3 +138,13 @@ def test_a_worse_retrain_is_not_promoted() -> None:
     assert model._det.loggpt is live
     again = model.train(data(seqs[:150]))
     assert again["promoted"] is True and model._det.loggpt is not live
+
+
+def test_a_refuted_session_teaches_its_lines_too() -> None:
+    """An operator's "normal" on a session: the same content never flags again, and each of its
+    lines scores as a known normal line from then on."""
+    model = StreamModel(StreamConfig(preset="generic", session_regex=r"blk_-?\d+"), load_embedder())
+    odd = ["blk_7 replica moved to rack <NUM>", "blk_7 replica verified"]
+    assert all(v.score > 0 for v in model.score(model.parse(odd)))
+    model.refute(windows=[[p.masked for p in model.parse(odd)]])
+    assert all(v.score == 0.0 and not v.flag for v in model.score(model.parse(odd)))

@@ -17,7 +17,7 @@ from logsense.server.tables import Anomaly, Feedback, LogLine, utcnow
 from logsense.server.training import rollback, start_training
 
 from .conftest import make_settings, wait_ready
-from .helpers import hdfs_slice, post_lines, SMALL_FIXTURE_FPR, tiny_loggpt_config, wait_checked, wait_job
+from .helpers import hdfs_slice, post_lines, SMALL_FIXTURE_K, tiny_loggpt_config, wait_checked, wait_job
 
 
 def test_only_one_scheduler_per_data_dir(tmp_path) -> None:
@@ -57,7 +57,7 @@ def test_scheduler_follows_the_streams(tmp_path) -> None:
 def _count_stream(client: TestClient, auth: dict, name: str = "svc") -> list[str]:
     lines, _ = hdfs_slice()
     r = client.post("/api/v1/streams", headers=auth, json={"name": name, "settings": {
-        "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "loggpt_target_fpr": SMALL_FIXTURE_FPR, "train_mode": True}})
+        "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "loggpt_top_k": SMALL_FIXTURE_K, "train_mode": True}})
     assert r.status_code == 201, r.text
     return lines
 

@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 
 from logsense.server.client import Client, free_port
 
-from .helpers import HDFS_LOG, SMALL_FIXTURE_FPR, tiny_loggpt_config
+from .helpers import HDFS_LOG, SMALL_FIXTURE_K, tiny_loggpt_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +58,7 @@ def test_sigkill_with_queued_windows_loses_nothing(tmp_path: Path) -> None:
     try:
         c.wait_ready(lambda: proc.poll() is None, timeout=120)
         code, _ = c.call("POST", "/api/v1/streams", {"name": "svc", "settings": {
-            "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "loggpt_target_fpr": SMALL_FIXTURE_FPR, "train_mode": True}})
+            "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "loggpt_top_k": SMALL_FIXTURE_K, "train_mode": True}})
         assert code == 201
         for start in range(0, 1000, 500):
             assert c.call("POST", "/api/v1/streams/svc/logs", {"lines": lines[start : start + 500]})[0] == 200

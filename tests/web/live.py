@@ -18,7 +18,7 @@ from logsense.server.app import create_app
 from logsense.server.auth import create_api_key
 from logsense.server.settings import Settings
 from logsense.server.users import create_user
-from tests.server.helpers import hdfs_slice, SMALL_FIXTURE_FPR, tiny_loggpt_config, wait_for
+from tests.server.helpers import hdfs_slice, SMALL_FIXTURE_K, tiny_loggpt_config, wait_for
 
 USERNAME, PASSWORD = "operator", "correct horse battery"
 
@@ -120,7 +120,7 @@ def seed_demo(server: LiveServer) -> dict:
     lines, _ = hdfs_slice()
     with server.api() as api:
         r = api.post("/api/v1/streams", json={"name": "hdfs-prod", "settings": {
-            "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "loggpt_target_fpr": SMALL_FIXTURE_FPR, "train_mode": True}})
+            "format": "hdfs", "window_size": 10, "loggpt_config": tiny_loggpt_config(), "loggpt_top_k": SMALL_FIXTURE_K, "train_mode": True}})
         assert r.status_code == 201, r.text
         post(api, "hdfs-prod", lines[:600])
         wait_job(api, api.post("/api/v1/streams/hdfs-prod/train").json()["job_id"])

@@ -641,6 +641,9 @@ def test_training_review_page_lists_suspicious_templates_and_answers_in_one_clic
         s.add(TemplateReview(stream_id=svc.id, template_id=7, reasons=["burst: 200 of its 210 lines within 60 s"],
                              n_lines=210, n_windows=21, first_ts=1.7e9, last_ts=1.7e9 + 60,
                              example="disk quota low <NUM>"))
+        s.add(TemplateReview(stream_id=svc.id, template_id=-5, shape=[1, 2], n_lines=6, n_windows=3,
+                             reasons=["rare session shape: 3 of 400 sessions hold exactly templates 1, 2"],
+                             example="open <NUM> | read <NUM>"))
         s.commit()
     page = client.get("/streams/svc/review")
     assert page.status_code == 200
@@ -650,4 +653,8 @@ def test_training_review_page_lists_suspicious_templates_and_answers_in_one_clic
                     headers={"HX-Request": "true"})
     assert r.status_code == 200 and "Template 7: normal." in r.text and "<html" not in r.text
     assert client.post("/streams/svc/review/7", data={"label": "normal"}).status_code == 403  # no CSRF token
+    assert "rare session shape" in page.text and 'hx-post="/streams/svc/review/-5"' in page.text
+    r = client.post("/streams/svc/review/-5", data={"label": "anomaly", "csrf_token": csrf_of(page.text)},
+                    headers={"HX-Request": "true"})
+    assert r.status_code == 200 and "Session shape: anomaly." in r.text
     assert "Training review" in client.get("/streams/svc").text
