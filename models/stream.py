@@ -642,6 +642,7 @@ class StreamModel:
                    "n_train": len(data.train_seqs), "fit_seconds": round(time.perf_counter() - start, 2),
                    "mode": "train"}
         metrics["calibration"] = self.calibration(len(data.val_seqs), metrics["val_fpr"])
+        metrics["target_fpr"] = self.config.loggpt_target_fpr
         if self._det.loggpt is not None:  # a retrain: the live model on the same validation data, beside it
             live = self.evaluate(self._det.loggpt, self.k or k, data.val_seqs, data.anomaly_seqs)
             metrics.update({f"live_{name}": value for name, value in live.items()})
@@ -668,6 +669,7 @@ class StreamModel:
                    "n_train": len(data.train_seqs), "fit_seconds": round(time.perf_counter() - start, 2),
                    "mode": "fine_tune", "rapid_threshold": self.rapid_threshold}
         metrics["calibration"] = self.calibration(len(data.val_seqs), metrics["val_fpr"])
+        metrics["target_fpr"] = self.config.loggpt_target_fpr
         live = self.evaluate(det.loggpt, self.k or k, data.val_seqs, data.anomaly_seqs)
         metrics.update({f"live_{name}": value for name, value in live.items()})
         return Candidate(loggpt=loggpt, k=k, rapid=None, rapid_threshold=self.rapid_threshold, metrics=metrics,

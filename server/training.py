@@ -216,6 +216,10 @@ def _train(app: Any, job_id: int, stream_id: int, mode: str, progress: Any) -> d
         session.add(ModelVersion(stream_id=stream_id, kind="loggpt", version=next_version, path=rel,
                                  metrics=_jsonable(candidate.metrics), live=promote, job_id=job_id))
     message = f"version {next_version} {'promoted' if promote else 'kept back'}: {reason}"
+    m = candidate.metrics
+    if m.get("val_fpr") is not None:
+        message += (f"; validation FPR {m['val_fpr']:.4f} against a target of {m['target_fpr']:.4f} "
+                    f"on {m.get('n_val', 0):,} held-back windows, K={candidate.k}")
     if held or held_shapes:
         message += (f"; {len(held)} suspicious template(s) and {len(held_shapes)} session shape(s) held back "
                     f"until reviewed (GET /api/v1/streams/{stream.name}/review)")

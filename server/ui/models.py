@@ -18,7 +18,7 @@ from logsense.server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_
 router = APIRouter()
 
 METRICS = (  # shown as columns, in this order, when a version has them
-    ("val_fpr", "val. FPR"), ("anomaly_recall", "recall on confirmed"), ("k", "top-K"),
+    ("val_fpr", "val. FPR"), ("target_fpr", "target FPR"), ("anomaly_recall", "recall on confirmed"), ("k", "top-K"),
     ("rapid_threshold", "RAPID threshold"), ("n_train", "train windows"), ("n_val", "val. windows"),
 )
 

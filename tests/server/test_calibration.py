@@ -34,6 +34,7 @@ def test_too_little_validation_data_keeps_the_first_model_back_and_says_so(serve
     client.post("/api/v1/streams/small/flush", headers=auth)
     job = wait_job(client, auth, client.post("/api/v1/streams/small/train", headers=auth).json()["job_id"], promoted=False)
     assert "too little validation data" in job["message"] and "needed" in job["message"]
+    assert "against a target of 0.0100" in job["message"]  # the achieved validation FPR beside the target
     assert job["result"]["metrics"]["calibration"]["holds"] is False
     client.patch("/api/v1/streams/small", headers=auth, json={"settings": {"train_mode": False}})
     state, reason = _state(client, auth, "small")
