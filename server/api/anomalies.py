@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlmodel import Session
 
-from logsense.server.api.deps import CurrentKey, SessionDep, actor_name
+from logsense.server.api.deps import MAX_ID, AfterId, CurrentKey, RowId, SessionDep, UtcTime, actor_name
 from logsense.server import incidents
 from logsense.server.feedback import apply_feedback, apply_to_group, mute_template
 from logsense.server.tables import Anomaly, LogLine, Stream
@@ -43,7 +43,7 @@ class FeedbackIn(BaseModel):
     label: Literal["normal", "anomaly"] | None = Field(
         None, description="normal: refute (teach the model); anomaly: confirm; leave out to only mute (suppress_until)")
     scope: Literal["line", "template"] = Field("line", description="template: every line of its template is normal")
-    suppress_until: datetime | None = Field(None, description="mute alerts from this template until then")
+    suppress_until: UtcTime | None = Field(None, description="mute alerts from this template until then")
     note: str | None = Field(None, max_length=2000)
 
     @model_validator(mode="after")
@@ -87,7 +87,8 @@ class AnomalyGroupOut(BaseModel):
 
 class GroupFeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ids: list[int] = Field(min_length=1, max_length=1000, description="the group's members (AnomalyGroupOut.ids)")
+    ids: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(min_length=1, max_length=1000,
+                                                             description="the group's members (AnomalyGroupOut.ids)")
     label: Literal["normal", "anomaly"]
     scope: Literal["line", "template"] = Field("line", description="template: every line of its template is normal")
 
@@ -105,9 +106,9 @@ def list_anomalies(
     severity: Annotated[Literal["watch", "danger"] | None, Query()] = None,
     status: Annotated[Literal["open", "confirmed", "refuted", "muted", "any"], Query()] = "open",
     kind: Annotated[Literal["line", "window"] | None, Query()] = None,
-    since: Annotated[datetime | None, Query(description="created at or after (ISO 8601)")] = None,
-    until: Annotated[datetime | None, Query(description="created before (ISO 8601)")] = None,
-    after_id: Annotated[int, Query(ge=0, description="only ids above this (paging)")] = 0,
+    since: Annotated[UtcTime | None, Query(description="created at or after (ISO 8601)")] = None,
+    until: Annotated[UtcTime | None, Query(description="created before (ISO 8601)")] = None,
+    after_id: AfterId = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     group: Annotated[Literal["template"] | None, Query(
         description="template: the queue's rows instead of single anomalies, the anomalies of one template in one "
@@ -162,7 +163,7 @@ async def post_group_feedback(body: GroupFeedbackIn, request: Request, key: Curr
 
 
 @router.get("/{anomaly_id}", response_model=AnomalyOut)
-def read_anomaly(anomaly_id: int, request: Request, session: SessionDep) -> AnomalyOut:
+def read_anomaly(anomaly_id: RowId, request: Request, session: SessionDep) -> AnomalyOut:
     a = session.get(Anomaly, anomaly_id)
     if a is None:
         raise HTTPException(404, f"no anomaly with id {anomaly_id}")
@@ -180,7 +181,7 @@ def _mute_only(app, anomaly_id: int, until: datetime, author: str) -> None:  # n
 
 
 @router.post("/{anomaly_id}/feedback", response_model=AnomalyOut)
-async def post_feedback(anomaly_id: int, body: FeedbackIn, request: Request, key: CurrentKey) -> AnomalyOut:
+async def post_feedback(anomaly_id: RowId, body: FeedbackIn, request: Request, key: CurrentKey) -> AnomalyOut:
     """Refute (`normal`: the model learns it at once) or confirm (`anomaly`); closes the anomaly."""
     try:
         if body.label is None:  # mute only: the template's alerts stop until then, nothing is learned

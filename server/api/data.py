@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from logsense.server import store, windows
-from logsense.server.api.deps import SessionDep, StreamDep
+from logsense.server.api.deps import AfterId, SessionDep, StreamDep
 from logsense.server.tables import LogLine, Window, severity_is, utcnow
 
 router = APIRouter(prefix="/api/v1/streams", tags=["lines and windows"])
@@ -61,7 +61,7 @@ class WindowsOut(BaseModel):
 def list_lines(
     stream: StreamDep,
     session: SessionDep,
-    after_id: Annotated[int, Query(ge=0, description="only lines with a larger id")] = 0,
+    after_id: AfterId = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     severity: Annotated[Literal["train", "normal", "watch", "danger"] | None, Query()] = None,
 ) -> list[LineVerdict]:
@@ -79,7 +79,7 @@ def list_windows(
     session: SessionDep,
     state: Annotated[Literal["pending", "open", "queued", "checking", "done", "failed", "any"], Query(
         description="pending = open, queued or checking")] = "pending",
-    after_id: Annotated[int, Query(ge=0)] = 0,
+    after_id: AfterId = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> WindowsOut:
     """The stream's windows and sessions; by default those whose LogGPT check is still to come."""

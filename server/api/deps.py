@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Query, Request, status
+from pydantic import AfterValidator
 from fastapi.security import APIKeyHeader
 from sqlmodel import Session, select
 
@@ -26,6 +28,24 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT store: a larger id is a 422, not a 500
+RowId = Annotated[int, Path(ge=0, le=MAX_ID)]
+AfterId = Annotated[int, Query(ge=0, le=MAX_ID, description="only ids above this (paging)")]
+
+
+def utc_time(value: datetime) -> datetime:
+    """A date and time the database can store and compare: read as UTC when it has no zone, and
+    refused (a 422) when UTC takes it outside years 1 to 9999."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError("date and time out of range once in UTC (years 1 to 9999)") from None
+
+
+UtcTime = Annotated[datetime, AfterValidator(utc_time)]
 
 
 api_key_header = APIKeyHeader(

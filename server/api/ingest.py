@@ -3,7 +3,7 @@
 Bodies:
 - `application/json` `{"lines": ["raw line", ...]}`
 - `application/json` `{"records": [{"message": ..., "timestamp": ..., "session": ..., "attributes": {...}}]}`
-  (`timestamp`: epoch seconds or ISO 8601; `session`: a key or a list of keys, used instead of
+  (`timestamp`: epoch seconds, milliseconds, microseconds or nanoseconds, or ISO 8601; `session`: a key or a list of keys, used instead of
   the stream's session regex; `attributes`: any JSON object, stored with the line)
 - `text/plain`: one line per line (blank lines skipped; an index still counts them).
 
@@ -123,11 +123,27 @@ def _check_text(text: str, settings: Settings) -> str | None:
     return None
 
 
+LATEST_TS = 253402300799.0  # 9999-12-31T23:59:59Z: any later one cannot be shown as a date
+_EPOCH_UNITS = ((1e11, 1.0), (1e14, 1e3), (1e17, 1e6), (1e20, 1e9))  # below -> divisor: s, ms, us, ns
+
+
+def epoch_seconds(value: float) -> float:
+    """A number a shipper sent as a timestamp, in seconds: milliseconds, microseconds and
+    nanoseconds since the epoch are recognised by their size (seconds below 1e11, the year 5138).
+    ValueError when it is negative, not finite or beyond the year 9999 once in seconds."""
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("timestamp must be a finite time since 1970 (epoch seconds, ms, us or ns)")
+    for below, divisor in _EPOCH_UNITS:
+        if value < below:
+            return value / divisor
+    raise ValueError(f"timestamp {value:g} is beyond the year 9999 in any epoch unit")
+
+
 def _timestamp(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("timestamp must be epoch seconds or an ISO 8601 string, not a boolean")
     if isinstance(value, (int, float)):
-        ts = float(value)
+        ts = epoch_seconds(float(value))
     elif isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -135,11 +151,14 @@ def _timestamp(value: Any) -> float:
             raise ValueError(f"timestamp {value[:40]!r} is not ISO 8601") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=timezone.utc)
-        ts = dt.timestamp()
+        try:
+            ts = dt.timestamp()
+        except (OverflowError, ValueError):
+            raise ValueError("timestamp must fall between 1970 and the year 9999") from None
     else:
         raise ValueError("timestamp must be epoch seconds or an ISO 8601 string")
-    if not math.isfinite(ts):
-        raise ValueError("timestamp must be finite")
+    if not math.isfinite(ts) or not 0 <= ts <= LATEST_TS:
+        raise ValueError("timestamp must fall between 1970 and the year 9999")
     return ts
 
 
@@ -355,7 +374,7 @@ def _columns(parsed: list, verdicts: list | None, records: list[Item] | None) ->
     """The log_lines columns of a chunk: its ParsedLines, their RAPID verdicts (None: train mode),
     their records if the body had records (their own timestamp, sessions and attributes win)."""
     fields = dict(zip(ParsedLine._fields, zip(*parsed)))  # each field of the chunk's lines, as a tuple
-    timestamps = [t if t is None or math.isfinite(t) else None for t in fields["timestamp"]]
+    timestamps = [t if t is None or 0 <= t <= LATEST_TS else None for t in fields["timestamp"]]  # NaN fails too
     sessions = list(fields["sessions"])
     n = len(parsed)
     attributes = [None] * n

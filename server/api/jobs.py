@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from logsense.server.api.deps import SessionDep
+from logsense.server.api.deps import RowId, SessionDep
 from logsense.server.tables import Job, Stream
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
@@ -47,7 +47,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def read_job(job_id: int, session: SessionDep) -> JobOut:
+def read_job(job_id: RowId, session: SessionDep) -> JobOut:
     job = session.get(Job, job_id)
     if job is None:
         raise HTTPException(404, f"no job with id {job_id}")

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from logsense.server.api.deps import SessionDep, StreamDep
+from logsense.server.api.deps import RowId, SessionDep, StreamDep
 from logsense.server.tables import ModelVersion
 from logsense.server.training import rollback, start_training
 
@@ -55,7 +55,7 @@ def list_versions(stream: StreamDep, session: SessionDep) -> list[VersionOut]:
 
 
 @router.post("/{name}/models/{version}/rollback", response_model=VersionOut)
-async def rollback_version(version: int, stream: StreamDep, request: Request) -> VersionOut:
+async def rollback_version(version: RowId, stream: StreamDep, request: Request) -> VersionOut:
     """Make an older (or kept-back) LogGPT version live."""
     try:
         await run_in_threadpool(rollback, request.app, stream.id, version)

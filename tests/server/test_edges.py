@@ -1,0 +1,47 @@
+"""Numbers, dates and ids at the edge of what the database stores are a 422 with a reason (or a
+line's error), never a 500; shippers' epoch milliseconds are read as milliseconds."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from logsense.server.tables import LogLine
+
+LINE = "081109 203615 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_38 terminating"
+BIG = 2**63
+
+
+def test_ids_beyond_a_64_bit_integer_are_422(client, auth) -> None:
+    client.post("/api/v1/streams", json={"name": "svc"}, headers=auth)
+    for url in (f"/api/v1/anomalies/{BIG}", f"/api/v1/jobs/{BIG}", f"/api/v1/anomalies?after_id={BIG}",
+                f"/api/v1/streams/svc/lines?after_id={BIG}", f"/api/v1/streams/svc/windows?after_id={BIG}"):
+        r = client.get(url, headers=auth)
+        assert r.status_code == 422 and r.json()["message"], url
+    assert client.post(f"/api/v1/streams/svc/models/{BIG}/rollback", headers=auth).status_code == 422
+    r = client.post("/api/v1/anomalies/feedback", json={"ids": [BIG], "label": "normal"}, headers=auth)
+    assert r.status_code == 422
+    assert client.get(f"/api/v1/anomalies/{BIG - 1}", headers=auth).status_code == 404  # the largest id: just unknown
+
+
+def test_dates_that_leave_the_calendar_in_utc_are_422(client, auth) -> None:
+    r = client.get("/api/v1/anomalies", params={"since": "0001-01-01T00:00:00+14:00"}, headers=auth)
+    assert r.status_code == 422 and "range" in r.json()["message"]
+    r = client.post("/api/v1/anomalies/1/feedback", json={"suppress_until": "9999-12-31T23:59:59-14:00"}, headers=auth)
+    assert r.status_code == 422 and "range" in r.json()["message"]
+    assert client.get("/api/v1/anomalies", params={"since": "2024-05-01T12:30:00+02:00"}, headers=auth).status_code == 200
+
+
+def test_record_timestamps_in_ms_are_read_as_ms_and_impossible_ones_are_a_line_error(served) -> None:
+    client, auth, app = served
+    assert client.post("/api/v1/streams", json={"name": "hdfs", "settings": {"format": "hdfs"}}, headers=auth).status_code == 201
+    records = [{"message": LINE, "timestamp": 1733000000000}, {"message": LINE, "timestamp": 1733000000},
+               {"message": LINE, "timestamp": 1e308}, {"message": LINE, "timestamp": -1e18},
+               {"message": LINE, "timestamp": "0001-01-01T00:00:00+14:00"}, {"message": LINE, "timestamp": 1733000000e9}]
+    r = client.post("/api/v1/streams/hdfs/logs", headers=auth, json={"records": records})
+    assert r.status_code == 207, r.text
+    body = r.json()
+    assert [x["index"] for x in body["lines"]] == [0, 1, 5]
+    assert {e["index"] for e in body["errors"]} == {2, 3, 4}
+    with Session(app.state.engine) as session:
+        stamps = [session.get(LogLine, x["id"]).timestamp for x in body["lines"]]
+    assert stamps == [1733000000.0, 1733000000.0, 1733000000.0]
