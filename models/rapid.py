@@ -14,8 +14,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -239,14 +237,13 @@ class RapidScorer:
     # ------------------------------------------------------------------ disk
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the scorer to directory `path`, atomically (temp dir beside it, then rename).
+        """Write the scorer to directory `path`, atomically (`models.atomic.atomic_dir`).
 
         The FAISS index is not written: `load` rebuilds it from the stored token vectors.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        from logsense.models.atomic import atomic_dir
+
+        with atomic_dir(path) as tmp:
             with self._lock:
                 meta = {
                     "format": FORMAT,
@@ -259,17 +256,7 @@ class RapidScorer:
                 (tmp / "exact.json").write_text(json.dumps(list(self._exact_only)))
                 np.save(tmp / "tokens.npy", self._tok[: self._n_tok], allow_pickle=False)
                 np.save(tmp / "offsets.npy", np.asarray(self._offsets, dtype=np.int64), allow_pickle=False)
-            (tmp / "config.json").write_text(json.dumps(meta, indent=2))  # last: marks a complete dir
-            if path.exists():  # a directory cannot be os.replace'd over a non-empty one: swap
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-                os.replace(path, old / "x")
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            (tmp / "config.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
     def load(cls, path: str | os.PathLike, embedder) -> "RapidScorer":

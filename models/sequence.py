@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy as _copy
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -415,6 +414,8 @@ class NextKeyModel:
 
     def save(self, path: str | os.PathLike) -> None:
         """One torch checkpoint (config, vocabulary, K, sessions, weights), written atomically."""
+        from logsense.models.atomic import atomic_path
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint = {
@@ -423,14 +424,8 @@ class NextKeyModel:
             "sessions": self.sessions, "history": self.history,
             "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
         }
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None):

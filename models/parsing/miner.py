@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -189,15 +188,7 @@ def _node_from_dict(d: dict[str, Any]) -> Node:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """JSON to a temporary name beside `path`, fsync, rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """JSON at `path`, atomically (`models.atomic.write_json`): readers see the old or the new file."""
+    from logsense.models.atomic import write_json as write
+
+    write(path, data)
