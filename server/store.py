@@ -544,6 +544,29 @@ def as_dicts(rows: Iterable[Any]) -> list[dict]:
     return [dict(r._mapping) for r in rows]
 
 
+# --------------------------------------------------------------------------- idempotent ingest
+
+INGEST_KEY_DAYS = 1  # how long a batch's Idempotency-Key answers a retry
+
+
+def stored_answer(session: Session, stream_id: int, key: str) -> tuple[int, bytes] | None:
+    """The (status, answer) a batch posted earlier with this key got, if any."""
+    from logsense.server.tables import IngestKey
+
+    row = session.execute(select(IngestKey.status, IngestKey.answer)
+                          .where(IngestKey.stream_id == stream_id, IngestKey.key == key)).first()
+    return (row.status, bytes(row.answer)) if row is not None else None
+
+
+def save_answer(session: Session, stream_id: int, key: str, status: int, answer: bytes, now: datetime) -> None:
+    """Keep a keyed batch's answer in the batch's transaction; forget keys older than a day."""
+    from logsense.server.tables import IngestKey
+
+    t = IngestKey.__table__
+    session.execute(t.delete().where(t.c.created_at < now - timedelta(days=INGEST_KEY_DAYS)))
+    session.add(IngestKey(stream_id=stream_id, key=key, status=status, answer=answer, created_at=now))
+
+
 # --------------------------------------------------------------------------- the training review
 
 

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from logsense.models.settings import FORMAT_PRESETS, MaskRule, StreamSettings  # noqa: F401 (stored as JSON here)
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, UniqueConstraint, and_, text
+from sqlalchemy import (JSON, BigInteger, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, UniqueConstraint,
+                        and_, text)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -268,6 +269,20 @@ class TemplateMute(SQLModel, table=True):
     until: datetime = Field(sa_type=UtcDateTime, nullable=False)
     actor: str | None = Field(default=None, max_length=128, nullable=True)
     created_at: datetime = _created()
+
+
+class IngestKey(SQLModel, table=True):
+    """A batch posted with an `Idempotency-Key`: its answer, stored in the batch's own transaction,
+    so a retry whose first answer was lost is answered from it instead of stored twice."""
+
+    __tablename__ = "ingest_keys"
+    __table_args__ = (UniqueConstraint("stream_id", "key", name="uq_ingest_keys_stream_id_key"),)
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: int = _stream_fk()
+    key: str = Field(max_length=255, nullable=False)
+    status: int = Field(nullable=False)
+    answer: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime, nullable=False, index=True)
 
 
 class TemplateReview(SQLModel, table=True):

@@ -25,10 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
@@ -307,9 +307,11 @@ def _entries(data: Any, settings: Settings, batch: Batch) -> Batch:
 # --------------------------------------------------------------------------- storing
 
 
-def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, bytes]:
+def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tuple[int, bytes]:
     """Parse, score, store and window a batch; returns (status code, the answer's JSON), once
-    committed. Runs in a worker thread.
+    committed. Runs in a worker thread. With an idempotency `key`, the answer is stored in the
+    same transaction, and a batch whose key is known stores nothing: it gets that answer
+    (`Replayed`).
 
     Chunk by chunk inside one transaction: while a chunk is scored and inserted, the parse
     helper (if any) masks the next one on another core. The lines are kept column by column
@@ -325,6 +327,8 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, bytes]:
     out = Lines()
     chunks = model.parse_chunks(batch.messages, getattr(state, "parse_helper", None))
     with store.write_session(state.engine) as session, closing(chunks):
+        if key is not None and (known := store.stored_answer(session, stream_id, key)) is not None:
+            raise Replayed(*known)
         for parsed in chunks:
             if train:
                 model.learn_normal([p.masked for p in parsed])
@@ -356,6 +360,9 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, bytes]:
         # The answer is built while the commit below waits for the disk (it lets go of the GIL
         # meanwhile), and sent only once the commit has returned.
         answer = _ANSWERS.submit(_answer, model, stream.name, train, batch, out, in_window, len(queued))
+        if key is not None:  # a keyed batch's answer commits with its lines
+            content, _ = answer.result()
+            store.save_answer(session, stream_id, key, 207 if batch.errors else 200, content, now)
 
     content, severities = answer.result()
     m = state.metrics
@@ -365,6 +372,14 @@ def ingest(app: Any, stream: Stream, batch: Batch) -> tuple[int, bytes]:
     if queued and getattr(state, "worker", None) is not None:
         state.worker.wake()
     return (207 if batch.errors else 200), content
+
+
+class Replayed(Exception):
+    """A batch whose Idempotency-Key was seen: its first answer, nothing stored again."""
+
+    def __init__(self, status: int, content: bytes):
+        super().__init__("replayed")
+        self.status, self.content = status, content
 
 
 _SEVERITY = {flag: combine(flag, False) for flag in (False, True)}  # before LogGPT has checked the line
@@ -481,7 +496,10 @@ _RECORDS_SCHEMA = {"type": "object", "required": ["records"],
         "text/plain": {"schema": {"type": "string"}, "example": "line one\nline two\n"},
     }}},
 )
-async def post_logs(name: str, request: Request) -> Response:
+async def post_logs(name: str, request: Request, key: Annotated[str | None, Header(
+        alias="Idempotency-Key", min_length=1, max_length=255,
+        description="a retry with the same key gets the first attempt's answer; nothing is stored twice (kept a day)")] = None,
+) -> Response:
     """Store a batch of log lines; each line's verdict so far comes back in the same answer.
 
     The `Server-Timing` header says where the time went: `read` (body and checks), `store`
@@ -497,6 +515,8 @@ async def post_logs(name: str, request: Request) -> Response:
             return get_stream(name, session)
 
     stream = await run_in_threadpool(lookup)  # 404 before reading a large body
+    if key is not None and not key.isprintable():
+        raise HTTPException(400, "Idempotency-Key must be printable characters")
     body = await request.body()
     batch = parse_body(body, request.headers.get("content-type", ""), settings)
     if not batch.messages:
@@ -504,11 +524,15 @@ async def post_logs(name: str, request: Request) -> Response:
                              "message": "; ".join(f"{e['index']}: {e['error']}" for e in batch.errors[:10])},
                             status_code=422)
     read = time.perf_counter()
+    replayed = {}
     try:
-        status, content = await run_in_threadpool(ingest, request.app, stream, batch)
+        status, content = await run_in_threadpool(ingest, request.app, stream, batch, key)
     except ModelsUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
+    except Replayed as again:
+        status, content, replayed = again.status, again.content, {"Idempotent-Replayed": "true"}
     stored = time.perf_counter()
     timing = (f"read;dur={(read - start) * 1000:.1f}, store;dur={(stored - read) * 1000:.1f}, "
               f"total;dur={(time.perf_counter() - start) * 1000:.1f}")
-    return Response(content, status_code=status, media_type="application/json", headers={"Server-Timing": timing})
+    return Response(content, status_code=status, media_type="application/json",
+                    headers={"Server-Timing": timing, **replayed})

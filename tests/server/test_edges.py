@@ -3,7 +3,7 @@ line's error), never a 500; shippers' epoch milliseconds are read as millisecond
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from sqlmodel import Session, func, select
 
 from logsense.server.tables import LogLine
 
@@ -45,3 +45,23 @@ def test_record_timestamps_in_ms_are_read_as_ms_and_impossible_ones_are_a_line_e
     with Session(app.state.engine) as session:
         stamps = [session.get(LogLine, x["id"]).timestamp for x in body["lines"]]
     assert stamps == [1733000000.0, 1733000000.0, 1733000000.0]
+
+
+def test_a_retried_batch_with_an_idempotency_key_is_answered_again_not_stored_twice(served) -> None:
+    client, auth, app = served
+    client.post("/api/v1/streams", json={"name": "hdfs", "settings": {"format": "hdfs"}}, headers=auth)
+    client.post("/api/v1/streams", json={"name": "other", "settings": {"format": "hdfs"}}, headers=auth)
+    keyed = {**auth, "Idempotency-Key": "batch-0001"}
+    first = client.post("/api/v1/streams/hdfs/logs", headers=keyed, json={"lines": [LINE, LINE, 7]})
+    again = client.post("/api/v1/streams/hdfs/logs", headers=keyed, json={"lines": [LINE, LINE, 7]})
+    assert first.status_code == again.status_code == 207
+    assert again.content == first.content and again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    elsewhere = client.post("/api/v1/streams/other/logs", headers=keyed, json={"lines": [LINE]})  # keys are per stream
+    assert elsewhere.status_code == 200 and "Idempotent-Replayed" not in elsewhere.headers
+    fresh = client.post("/api/v1/streams/hdfs/logs", headers={**auth, "Idempotency-Key": "batch-0002"}, json={"lines": [LINE]})
+    assert fresh.json()["accepted"] == 1
+    with Session(app.state.engine) as session:
+        assert session.exec(select(func.count()).select_from(LogLine)).one() == 4  # 2 + 1 + 1
+    r = client.post("/api/v1/streams/hdfs/logs", headers={**auth, "Idempotency-Key": "x" * 256}, json={"lines": [LINE]})
+    assert r.status_code == 422
