@@ -9,6 +9,7 @@ Each field's `title` and `description` are the form's label and help; `json_sche
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -42,6 +43,15 @@ class MaskRule(BaseModel):
         return _check_regex(value)
 
 
+MAX_SPAN_SECONDS = 30 * 86400  # the longest window or idle timeout: a month of log time
+LOGGPT_BOUNDS = {  # LogGPTConfig fields an operator may set, within what trains on one machine
+    "n_layer": (1, 12), "n_head": (1, 16), "n_embd": (8, 1024), "n_positions": (8, 4096), "dropout": (0.0, 0.9),
+    "lr": (1e-6, 1.0), "weight_decay": (0.0, 1.0), "batch_size": (1, 4096), "max_epochs": (1, 1000),
+    "patience": (0, 1000), "val_fraction": (0.0, 0.9), "seed": (0, 2**32 - 1), "rl_steps": (0, 100_000),
+    "rl_top_k": (1, 100_000), "rl_lr": (1e-7, 1.0), "target_fpr": (1e-6, 0.5),
+}
+
+
 def _form(kind: str, **extra: Any) -> dict:
     return {"form": kind, **extra}
 
@@ -66,17 +76,18 @@ class StreamSettings(BaseModel):
         description=r"Lines with the same match form a session (HDFS: blk_-?\d+). Empty: count or time windows.")
     window_size: int | None = Field(20, ge=2, le=10_000, title="Window size (lines)",
                                     description="Lines per count window (2 to 10000).", json_schema_extra=_form("number", step="1"))
-    window_seconds: float | None = Field(None, gt=0, title="Window length (seconds)",
-                                         description="Seconds per time window, by log time; empty: none.")
-    idle_timeout_seconds: float = Field(300.0, gt=0, title="Session idle timeout (s)",
-                                        description="A session or window closes after this long without a line (log time).")
+    window_seconds: float | None = Field(None, ge=1, le=MAX_SPAN_SECONDS, allow_inf_nan=False, title="Window length (seconds)",
+                                         description="Seconds per time window, by log time (1 s to 30 days); empty: none.")
+    idle_timeout_seconds: float = Field(300.0, ge=1, le=MAX_SPAN_SECONDS, allow_inf_nan=False,
+                                        title="Session idle timeout (s)",
+                                        description="A session or window closes after this long without a line (log time, 1 s to 30 days).")
     rapid_k: int = Field(5, ge=1, le=1000, title="RAPID k", description="Nearest normal lines compared token by token.",
                          json_schema_extra=_form("number", step="1"))
     rapid_threshold: float | None = Field(None, ge=0, le=1, title="RAPID threshold",
                                           description="Fixed flag threshold in [0, 1]; empty: calibrated.")
     rapid_target_fpr: float = Field(0.01, gt=0, lt=1, title="RAPID target false-positive rate",
                                     description="Calibrates the threshold on held-back normal lines.")
-    loggpt_top_k: int | None = Field(None, ge=1, title="LogGPT top-K", description="Fixed K; empty: calibrated.",
+    loggpt_top_k: int | None = Field(None, ge=1, le=100_000, title="LogGPT top-K", description="Fixed K; empty: calibrated.",
                                      json_schema_extra=_form("number", step="1"))
     loggpt_target_fpr: float = Field(0.01, gt=0, lt=1, title="LogGPT target false-positive rate",
                                      description="Calibrates K on held-back normal windows.")
@@ -95,7 +106,16 @@ class StreamSettings(BaseModel):
     @field_validator("format_regex", "session_regex")
     @classmethod
     def _regexes_compile(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("empty: leave it out (null) instead")  # "" would match everywhere, or nothing
         return _check_regex(value)
+
+    @field_validator("format_regex")
+    @classmethod
+    def _format_regex_has_a_message(cls, value: str | None) -> str | None:
+        if value is not None and "message" not in re.compile(value).groupindex:
+            raise ValueError("a custom header regex needs a named group (?P<message>...): the rest of the line")
+        return value
 
     @field_validator("retrain_cron")
     @classmethod
@@ -104,9 +124,11 @@ class StreamSettings(BaseModel):
             from apscheduler.triggers.cron import CronTrigger
 
             try:
-                CronTrigger.from_crontab(value)
+                trigger = CronTrigger.from_crontab(value)
             except ValueError as exc:
                 raise ValueError(f"invalid crontab expression (or use 'off'): {exc}") from None
+            if trigger.get_next_fire_time(None, datetime.now(timezone.utc)) is None:
+                raise ValueError(f"{value!r} never fires (or use 'off')")
         return value
 
     @field_validator("mask_rules")
@@ -131,6 +153,17 @@ class StreamSettings(BaseModel):
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"unknown LogGPT setting(s) {unknown}; known: {sorted(known)}")
+        for name, v in value.items():
+            if name in LOGGPT_BOUNDS and not (v is None and name == "rl_top_k"):
+                low, high = LOGGPT_BOUNDS[name]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
+                    raise ValueError(f"loggpt_config.{name} must be a number from {low} to {high}, not {v!r}")
+        if value.get("device") not in (None, "cpu", "cuda", "auto"):
+            raise ValueError(f"loggpt_config.device must be 'cpu', 'cuda' or 'auto', not {value['device']!r}")
+        defaults = LogGPTConfig()
+        n_embd, n_head = value.get("n_embd", defaults.n_embd), value.get("n_head", defaults.n_head)
+        if n_embd % n_head:
+            raise ValueError(f"loggpt_config: n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
         return value
 
     @model_validator(mode="after")

@@ -65,3 +65,18 @@ def test_a_retried_batch_with_an_idempotency_key_is_answered_again_not_stored_tw
         assert session.exec(select(func.count()).select_from(LogLine)).one() == 4  # 2 + 1 + 1
     r = client.post("/api/v1/streams/hdfs/logs", headers={**auth, "Idempotency-Key": "x" * 256}, json={"lines": [LINE]})
     assert r.status_code == 422
+
+
+def test_settings_that_would_break_a_stream_are_refused_with_the_field_named(client, auth) -> None:
+    bad = {"window_seconds": 5e-324, "idle_timeout_seconds": 1e300, "loggpt_config": {"n_layer": 1_000_000},
+           "format_regex": r"(?P<timestamp>\S+) (?P<level>\w+)", "session_regex": "", "retrain_cron": "0 0 31 2 *"}
+    for name, value in bad.items():
+        r = client.post("/api/v1/streams", json={"name": "s", "settings": {name: value}}, headers=auth)
+        assert r.status_code == 422 and name in r.text, (name, r.text)
+    r = client.post("/api/v1/streams", content=b'{"name": "s", "settings": {"idle_timeout_seconds": 1e309}}',
+                    headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 422  # JSON's 1e309 is infinity
+    r = client.post("/api/v1/streams", json={"name": "s", "settings": {"loggpt_config": {"n_embd": -1}}}, headers=auth)
+    assert r.status_code == 422 and "n_embd" in r.text
+    ok = {"format_regex": r"(?P<timestamp>\S+) (?P<message>.*)", "retrain_cron": "0 2 * * *", "idle_timeout_seconds": 60}
+    assert client.post("/api/v1/streams", json={"name": "s", "settings": ok}, headers=auth).status_code == 201
