@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from logsense.models.stream import StreamConfig
 from logsense.models.windowing import MAX_SESSION_LINES, WindowSpec
 
-FORMAT_PRESETS = ("hdfs", "bgl", "syslog", "iso8601", "json", "generic")
+FORMAT_PRESETS = ("auto", "hdfs", "bgl", "syslog", "iso8601", "json", "android", "apache", "cbs", "python", "log4j",
+                  "hpc", "bracketed", "epoch", "generic")
 
 
 def _check_regex(value: str | None) -> str | None:
@@ -66,8 +67,9 @@ class StreamSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: Literal["hdfs", "bgl", "syslog", "iso8601", "json", "generic"] = Field(
-        "generic", title="Header format", description="How each line's header (time, level) is read.")
+    format: Literal[FORMAT_PRESETS] = Field(  # type: ignore[valid-type]
+        "auto", title="Header format",
+        description="How each line's header (time, level) is read; auto: recognized from the stream's own lines.")
     format_regex: str | None = Field(
         None, title="Custom header regex",
         description="Optional: named groups timestamp, level, message. Overrides the format.")
@@ -171,6 +173,28 @@ class StreamSettings(BaseModel):
         if self.session_regex is None and self.window_size is None and self.window_seconds is None:
             raise ValueError("set session_regex, window_size or window_seconds: lines must be grouped for LogGPT")
         return self
+
+    @classmethod
+    def read_stored(cls, stored: dict[str, Any]) -> tuple["StreamSettings", list[str]]:
+        """Settings stored by an older version, whose checks were looser: the fields that fail
+        today's checks fall back to their defaults (named in the second value), so a stored row
+        can never break a stream or a page."""
+        from pydantic import ValidationError
+
+        data = dict(stored)
+        dropped: list[str] = []
+        for _ in range(len(data) + 1):
+            try:
+                return cls.model_validate(data), dropped
+            except ValidationError as exc:
+                bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"] and str(e["loc"][0]) in data}
+                if not bad:  # a rule across fields (grouping): the defaults group lines
+                    bad = {k for k in ("session_regex", "window_size", "window_seconds") if k in data}
+                    if not bad:
+                        break
+                dropped += sorted(bad)
+                data = {k: v for k, v in data.items() if k not in bad}
+        return cls(train_mode=bool(stored.get("train_mode", True))), sorted(set(stored))
 
     def stream_config(self) -> StreamConfig:
         """What the detectors read of these settings."""

@@ -12,6 +12,7 @@ fails while the two differ.
 from __future__ import annotations
 
 
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +21,8 @@ from sqlalchemy import (JSON, BigInteger, Column, DateTime, ForeignKey, Index, I
                         and_, text)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+log = logging.getLogger("logsense.tables")
 
 # Named constraints, so later migrations (and SQLite batch mode) can address them.
 SQLModel.metadata.naming_convention = {
@@ -96,8 +99,12 @@ class Stream(SQLModel, table=True):
     updated_at: datetime = _created()
 
     def config(self) -> StreamSettings:
-        """The settings as a validated model (defaults filled for fields added since the row was written)."""
-        return StreamSettings.model_validate(self.settings)
+        """The settings as a validated model (defaults filled for fields added since the row was
+        written, and for fields an older version accepted that today's checks refuse)."""
+        settings, dropped = StreamSettings.read_stored(self.settings or {})
+        if dropped:
+            log.warning("stream %s: stored settings %s fail today's checks; their defaults apply", self.name, dropped)
+        return settings
 
 
 class ApiKey(SQLModel, table=True):

@@ -80,3 +80,18 @@ def test_settings_that_would_break_a_stream_are_refused_with_the_field_named(cli
     assert r.status_code == 422 and "n_embd" in r.text
     ok = {"format_regex": r"(?P<timestamp>\S+) (?P<message>.*)", "retrain_cron": "0 2 * * *", "idle_timeout_seconds": 60}
     assert client.post("/api/v1/streams", json={"name": "s", "settings": ok}, headers=auth).status_code == 201
+
+
+def test_settings_an_older_version_stored_fall_back_to_their_defaults(client, auth, app) -> None:
+    from logsense.server.tables import Stream
+
+    assert client.post("/api/v1/streams", json={"name": "old", "settings": {"format": "hdfs"}}, headers=auth).status_code == 201
+    with Session(app.state.engine) as session:  # as an older version let it through
+        row = session.exec(select(Stream).where(Stream.name == "old")).one()
+        row.settings = {**row.settings, "idle_timeout_seconds": 0.001, "window_seconds": 5e-324}
+        session.add(row)
+        session.commit()
+    got = client.get("/api/v1/streams/old", headers=auth)
+    assert got.status_code == 200 and got.json()["settings"]["idle_timeout_seconds"] == 300.0
+    r = client.post("/api/v1/streams/old/logs", headers=auth, json={"lines": [LINE]})
+    assert r.status_code == 200, r.text
