@@ -2,6 +2,9 @@
 
 A request names its key in the `X-API-Key` header. The key's first characters (`prefix`) pick
 the candidate rows through an index; the hashes are then compared in constant time.
+
+A key has scopes (`Scope`: a log shipper's key can post lines and nothing else) and may be
+limited to named streams; `ROUTE_SCOPES` says what each API route needs, in one place.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import timedelta
+from enum import Enum
 
 from fastapi import HTTPException, status
 from sqlmodel import Session, select
@@ -22,15 +26,63 @@ HEADER = "X-API-Key"
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # write last_used_at at most this often per key
 
 
+class Scope(str, Enum):
+    INGEST = "ingest"  # post lines, flush: a log shipper
+    READ = "read"  # every GET
+    OPERATE = "operate"  # read, feedback, the training review, start a training
+    ADMIN = "admin"  # everything: streams and their settings, deletes, rollbacks
+
+
+IMPLIES = {Scope.ADMIN: set(Scope), Scope.OPERATE: {Scope.OPERATE, Scope.READ}, Scope.READ: {Scope.READ},
+           Scope.INGEST: {Scope.INGEST}}
+ROUTE_SCOPES = {  # (method, route template) -> the scope it needs; any other GET needs READ
+    ("POST", "/api/v1/streams/{name}/logs"): Scope.INGEST,
+    ("POST", "/api/v1/streams/{name}/flush"): Scope.INGEST,
+    ("POST", "/api/v1/anomalies/feedback"): Scope.OPERATE,
+    ("POST", "/api/v1/anomalies/{anomaly_id}/feedback"): Scope.OPERATE,
+    ("POST", "/api/v1/streams/{name}/review/{template_id}"): Scope.OPERATE,
+    ("POST", "/api/v1/streams/{name}/train"): Scope.OPERATE,
+    ("POST", "/api/v1/streams"): Scope.ADMIN,
+    ("PATCH", "/api/v1/streams/{name}"): Scope.ADMIN,
+    ("DELETE", "/api/v1/streams/{name}"): Scope.ADMIN,
+    ("POST", "/api/v1/streams/{name}/models/{version}/rollback"): Scope.ADMIN,
+}
+
+
+def needed_scope(method: str, route: str) -> Scope:
+    """What a request to this route needs; a write no table entry names needs ADMIN."""
+    if (method, route) in ROUTE_SCOPES:
+        return ROUTE_SCOPES[method, route]
+    return Scope.READ if method in ("GET", "HEAD", "OPTIONS") else Scope.ADMIN
+
+
+def authorize(key: ApiKey, method: str, route: str, stream: str | None) -> None:
+    """A 403 saying why when `key` may not call this route (on this stream)."""
+    needed = needed_scope(method, route)
+    granted = set().union(*(IMPLIES[Scope(s)] for s in key.scopes or () if s in Scope._value2member_map_))
+    if needed not in granted:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            f"API key {key.name!r} has scopes {sorted(key.scopes or [])}: {method} {route} needs {needed.value!r}")
+    if key.streams is not None and stream not in key.streams:
+        where = f"stream {stream!r}" if stream is not None else "routes of no single stream"
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {key.name!r} is limited to streams {key.streams}, not {where}")
+
+
 def hash_key(key: str) -> str:
     """sha256 hex of the full key: what the database keeps."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_api_key(session: Session, name: str) -> tuple[str, ApiKey]:
-    """A new key and its stored row; the caller shows the key once, it cannot be recovered."""
+def create_api_key(session: Session, name: str, scopes: list[str] | None = None,
+                   streams: list[str] | None = None) -> tuple[str, ApiKey]:
+    """A new key and its stored row; the caller shows the key once, it cannot be recovered.
+    `scopes` default to admin; `streams` None: every stream."""
+    unknown = sorted(set(scopes or ()) - set(Scope._value2member_map_))
+    if unknown:
+        raise ValueError(f"unknown scope(s) {unknown}; known: {[s.value for s in Scope]}")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, prefix=key[:PREFIX_LEN], key_hash=hash_key(key))
+    row = ApiKey(name=name, prefix=key[:PREFIX_LEN], key_hash=hash_key(key), scopes=list(scopes or [Scope.ADMIN.value]),
+                 streams=list(streams) if streams else None)
     session.add(row)
     session.commit()
     session.refresh(row)

@@ -32,6 +32,10 @@ def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
     keys = apikey.add_subparsers(dest="apikey_command", required=True)
     create = keys.add_parser("create", help="create a key and print it (once: only its hash is stored)")
     create.add_argument("name", help="what the key is for, e.g. the sending host")
+    create.add_argument("--scope", action="append", choices=["ingest", "read", "operate", "admin"], default=None,
+                        help="what it may do (repeat for more): ingest (post lines: a shipper), read, operate "
+                             "(read, feedback, review, train), admin (everything; the default)")
+    create.add_argument("--stream", action="append", default=None, help="limit it to this stream (repeat for more)")
     create.set_defaults(func=run_apikey_create)
     listing = keys.add_parser("list", help="list keys (never the keys themselves)")
     listing.set_defaults(func=run_apikey_list)
@@ -108,9 +112,10 @@ def run_apikey_create(args: argparse.Namespace) -> int:
 
     engine = _prepared(_settings(args))
     with Session(engine) as session:
-        key, row = create_api_key(session, args.name)
+        key, row = create_api_key(session, args.name, args.scope, args.stream)
         print(key)
-        print(f"API key {row.id} ({row.name!r}) created. Only its hash is stored: copy it now, "
+        limits = f"scopes {', '.join(row.scopes)}" + (f", streams {', '.join(row.streams)}" if row.streams else ", every stream")
+        print(f"API key {row.id} ({row.name!r}, {limits}) created. Only its hash is stored: copy it now, "
               "it cannot be shown again. Send it as the X-API-Key header.", file=sys.stderr)
     engine.dispose()
     return 0
@@ -124,11 +129,12 @@ def run_apikey_list(args: argparse.Namespace) -> int:
     engine = _prepared(_settings(args))
     with Session(engine) as session:
         rows = session.exec(select(ApiKey).order_by(ApiKey.id)).all()
-        print(f"{'id':>4}  {'name':<24} {'prefix':<12} {'created (UTC)':<20} {'last used (UTC)':<20} state")
+        print(f"{'id':>4}  {'name':<24} {'prefix':<12} {'created (UTC)':<20} {'last used (UTC)':<20} {'state':<8} scopes")
         for r in rows:
             used = r.last_used_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_used_at else "never"
+            where = f" on {','.join(r.streams)}" if r.streams else ""
             print(f"{r.id:>4}  {r.name:<24} {r.prefix + '…':<12} {r.created_at:%Y-%m-%d %H:%M:%S}  {used:<20} "
-                  f"{'revoked' if r.revoked else 'active'}")
+                  f"{'revoked' if r.revoked else 'active':<8} {','.join(r.scopes)}{where}")
     engine.dispose()
     return 0
 

@@ -118,6 +118,8 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = _created()
     last_used_at: datetime | None = _when()
     revoked: bool = Field(default=False, nullable=False)
+    scopes: list = Field(default_factory=lambda: ["admin"], sa_column=Column(JSON, nullable=False))  # server.auth.Scope
+    streams: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # None: every stream
 
 
 class LogLine(SQLModel, table=True):

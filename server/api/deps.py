@@ -11,7 +11,7 @@ from pydantic import AfterValidator
 from fastapi.security import APIKeyHeader
 from sqlmodel import Session, select
 
-from logsense.server.auth import HEADER, verify_api_key
+from logsense.server.auth import HEADER, authorize, verify_api_key
 from logsense.server.settings import Settings
 from logsense.server.tables import ApiKey, Stream
 
@@ -64,7 +64,10 @@ def current_key(
     if settings.dev_mode and not x_api_key:
         return None
     with Session(request.app.state.engine, expire_on_commit=False) as session:
-        return verify_api_key(session, x_api_key)  # a key sent in dev mode is still checked
+        key = verify_api_key(session, x_api_key)  # a key sent in dev mode is still checked
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    authorize(key, request.method, route, request.path_params.get("name"))
+    return key
 
 
 CurrentKey = Annotated[ApiKey | None, Depends(current_key)]
