@@ -91,7 +91,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from logsense.server.ui import install_ui
 
     install_ui(app)  # the operator web UI: pages, /static, sessions, security headers
+    _document_statuses(app)
     return app
+
+
+COMMON_ERRORS = {  # every /api route can answer these; the spec says so (FastAPI lists only 2xx and 422)
+    "401": "missing, invalid or revoked API key (X-API-Key)",
+    "403": "the key lacks the scope this route needs, or is limited to other streams",
+    "503": "the stream's models are still loading (Retry-After)",
+}
+BODY_ERRORS = {"400": "malformed JSON", "413": "request body over max_request_bytes", "415": "unsupported Content-Type"}
+
+
+def _document_statuses(app: FastAPI) -> None:
+    """The OpenAPI spec names every status a route can give: the key's (401, 403), an unknown id or
+    name in the path (404), bad input (422) and, for routes with a body, 400, 413 and 415."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith("/api/"):
+                continue
+            for method, op in operations.items():
+                responses = op.setdefault("responses", {})
+                errors = dict(COMMON_ERRORS)
+                if "{" in path:
+                    errors["404"] = "no such stream, anomaly, job or version"
+                errors["422"] = "invalid parameters or body: `detail` says which and why"
+                if method in ("post", "patch", "put"):
+                    errors.update(BODY_ERRORS)
+                for code, text in errors.items():
+                    responses.setdefault(code, {"description": text})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
 
 
 def _forget_open_sessions(app: FastAPI, stream_id: int) -> None:

@@ -50,3 +50,11 @@ def test_every_api_route_has_a_stated_need(app) -> None:
     assert writes and all((m, p) in ROUTE_SCOPES for m, p in writes), [w for w in writes if w not in ROUTE_SCOPES]
     assert needed_scope("GET", "/api/v1/anything") is Scope.READ
     assert needed_scope("PUT", "/api/v1/anything") is Scope.ADMIN  # a write nobody named: admin only
+
+
+def test_the_spec_names_the_errors_each_route_can_give(app) -> None:
+    paths = app.openapi()["paths"]
+    feedback = paths["/api/v1/anomalies/{anomaly_id}/feedback"]["post"]["responses"]
+    assert {"401", "403", "404", "422", "400", "413", "415", "503"} <= set(feedback)
+    listing = paths["/api/v1/streams"]["get"]["responses"]
+    assert {"401", "403"} <= set(listing) and "404" not in listing and "413" not in listing
