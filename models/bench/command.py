@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="hdfs-2pct", help=f"one of {', '.join(DATASETS)}, or 'custom' with --log")
     parser.add_argument("--data-dir", default=None, help="folder with the labeled data (default: ../shared/datasets or $LOGSENSE_DATASETS)")
     parser.add_argument("--out", default="bench-out", help="folder for results.json, results.md, pr.png")
+    parser.add_argument("--parsing", action="store_true",
+                        help="the parsing benchmark instead: header parse rate, masked lines and grouping accuracy "
+                             "on the loghub-2k samples (format auto, default masks) against bare Drain3")
     parser.add_argument("--protocol", choices=["live", "chrono", "paper"], default="live",
                         help="live (default): the product replayed as a stream; chrono: items split by time, offline; "
                              "paper: random split, oracle thresholds")
@@ -72,6 +75,10 @@ def load(args) -> object:
 
 def run(args: argparse.Namespace) -> int:
     """The `logsense bench` command."""
+    if getattr(args, "parsing", False):
+        from logsense.models.bench.parsing import run_parsing
+
+        return run_parsing(args.out, args.data_dir)
     try:
         dataset = load(args)
     except DatasetMissing as exc:

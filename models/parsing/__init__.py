@@ -8,7 +8,8 @@ p.template_id  # 1 (stable for the stream's life, saved with `save(dir)`)
 p.sessions     # ('blk_-160',)
 ```
 
-Masking applies to the message only; session keys come from the unmasked message. Not
+`preset="auto"` recognizes the header layout from the stream's own lines; `header_parse_rate`
+says how many lines' headers parsed. Masking applies to the message only; session keys come from the unmasked message. Not
 thread-safe (Drain mutates its state): one lock around `parse` per parser.
 """
 
@@ -20,14 +21,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from logsense.models.parsing.headers import PRESETS, Header, HeaderParser, parse_timestamp
+from logsense.models.parsing.headers import AUTO_LAYOUTS, PRESETS, Header, HeaderParser, LayoutDetector, parse_timestamp
 from logsense.models.parsing.masking import DEFAULT_RULES, PRESET_RULES, Masker
 from logsense.models.parsing.miner import TemplateMiner, write_json
 from logsense.models.parsing.sessions import SessionKeyer, count_windows, time_windows
 
 __all__ = [
-    "DEFAULT_RULES", "PRESETS", "PRESET_RULES", "Header", "HeaderParser", "LogParser", "Masker", "ParsedLine",
-    "Prepared", "SessionKeyer", "TemplateMiner", "count_windows", "parse_timestamp", "prepare_lines", "time_windows",
+    "AUTO_LAYOUTS", "DEFAULT_RULES", "PRESETS", "PRESET_RULES", "Header", "HeaderParser", "LayoutDetector", "LogParser",
+    "Masker", "ParsedLine", "Prepared", "SessionKeyer", "TemplateMiner", "count_windows", "parse_timestamp", "prepare_lines", "time_windows",
 ]
 
 FORMAT = "logsense.parser"
@@ -49,18 +50,18 @@ class ParsedLine(NamedTuple):
     component: str | None = None
 
 
-Prepared = tuple  # (timestamp, level, message, masked, session keys, component): `prepare_lines`
+Prepared = tuple  # (timestamp, level, message, masked, session keys, component, header parsed): `prepare_lines`
 
 
 def prepare_lines(headers: HeaderParser, masker: Masker, keyer: SessionKeyer | None,
                   lines: Sequence[str]) -> list[Prepared]:
     """Header, masking and session keys of each line: everything of parsing but the template."""
-    fields, mask = headers.fields, masker.mask
+    read, mask = headers.read, masker.mask
     keys = keyer.keys if keyer is not None else None
     out = []
     for line in lines:
-        ts, level, message, component = fields(line)
-        out.append((ts, level, message, mask(message), tuple(keys(message)) if keys else (), component))
+        ts, level, message, component, parsed = read(line)
+        out.append((ts, level, message, mask(message), tuple(keys(message)) if keys else (), component, parsed))
     return out
 
 
@@ -89,10 +90,25 @@ class LogParser:
         self.mask_rules = None if mask_rules is None else self.masker.config()
         self.keyer = SessionKeyer(self.session_regex)
         self.miner = TemplateMiner(sim_th=sim_th, depth=depth)
+        self.lines_seen = 0  # since this parser was built (not saved)
+        self.headers_parsed = 0
+
+    @property
+    def header_parse_rate(self) -> float | None:
+        """Lines whose header parsed / lines seen (None before the first line): how well the
+        format fits; a low rate means timestamps and levels are missing and headers are mined."""
+        return self.headers_parsed / self.lines_seen if self.lines_seen else None
+
+    @property
+    def layout(self) -> str:
+        """The preset that reads lines now (`auto`'s current choice)."""
+        return self.headers.layout
 
     def parse(self, line: str | bytes, learn: bool = True) -> ParsedLine:
         """Parse one raw line. learn=False never changes the templates (unknown text: template_id None)."""
-        ts, level, message, component = self.headers.fields(line)
+        ts, level, message, component, parsed = self.headers.read(line)
+        self.lines_seen += 1
+        self.headers_parsed += parsed
         masked = self.masker.mask(message)
         miner = self.miner
         template_id = miner.add(masked) if learn else miner.match(masked)
@@ -117,8 +133,11 @@ class LogParser:
         the same as `parse_many(lines, learn)`."""
         miner = self.miner
         mine = miner.add if learn else miner.match
-        return [ParsedLine(line, ts, level, message, masked, mine(masked), keys, component)
-                for line, (ts, level, message, masked, keys, component) in zip(lines, prepared)]
+        out = [ParsedLine(line, ts, level, message, masked, mine(masked), keys, component)
+               for line, (ts, level, message, masked, keys, component, _) in zip(lines, prepared)]
+        self.lines_seen += len(out)
+        self.headers_parsed += sum(p[6] for p in prepared)
+        return out
 
     def config(self) -> dict[str, Any]:
         """What rebuilds this parser (the miner has its own file)."""

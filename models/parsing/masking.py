@@ -6,6 +6,11 @@ All rules are compiled into ONE regex (an alternation of groups) and applied in 
 each position the first rule in order that matches wins, so order matters (`blk`, `uuid`,
 `ip` before `num`). Replacements are literal text (no group references).
 
+The defaults collapse what varies between two lines of one event while keeping its words: ids
+that mix letters and digits (`attempt_1445087491445_0005_m_000001_0`, `storage622`, `node-17`),
+hex, UUIDs, paths, timestamps, numbers with units (`12ms`, `3.5GB`), IPs with ports, and the
+name after `user`. None of them names a system: a new stream needs no rule of its own.
+
 The preset regexes avoid nested quantifiers and bound every lookahead scan, so a 100 kB line
 costs linear time.
 """
@@ -18,18 +23,40 @@ from typing import Any
 
 _HEX = "[0-9a-fA-F]"
 
+_SEG = "[A-Za-z0-9]+"
+# A standard's name with a number in it is a word, not an id (UTF-8, ISO-8859-1, x86_64, SHA-256).
+_STANDARD = r"(?!(?i:utf|ucs|iso|x86|sha|crc|ipv|rfc|tls|ssl|http)[-_]?\d)"
+
 # name -> (regex, replacement). Order here is the order in DEFAULT_RULES.
 PRESET_RULES: dict[str, tuple[str, str]] = {
     "blk": (r"blk_-?\d+", "<BLK>"),  # HDFS block ids
     "uuid": (rf"(?<![\w-]){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}(?![\w-])", "<UUID>"),
+    # a date with a time (2016/9/27:20:30:31.455, 2017-05-16 00:00:01,5) or a time of day (20:30:31)
+    "time": (
+        r"(?<![\w.:])(?:\d{4}[-/]\d{1,2}[-/]\d{1,2}(?:[T :_]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?)?"
+        r"|\d{1,2}:\d{2}:\d{2}(?:[.,]\d{1,9})?)(?![\w:])", "<TIME>"),
     "ip": (r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?!\.?\w)", "<IP>"),  # IPv4, optional :port
     "url": (r"\b[A-Za-z][A-Za-z0-9+.\-]{0,15}://[^\s\"'<>]+", "<URL>"),  # scheme bounded: no O(n^2) scans
-    "hex": (rf"\b0[xX]{_HEX}+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F]){_HEX}{{8,}}\b", "<HEX>"),
+    # 0x..., 6+ hex digits with a digit and a letter (Java's identity hashes are 7), or zero-padded
+    # digits (00000001 beside 0000000a: one field)
+    "hex": (rf"\b0[xX]{_HEX}+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F]){_HEX}{{6,}}\b|\b0\d{{5,}}\b",
+            "<HEX>"),
     # a path of 1+ segments not glued to a word; a segment that starts like an IPv4 is left to `ip`
     "path": (r"(?<![\w/.])(?:/(?!(?:\d{1,3}\.){3}\d)[\w.\-~+%@=,]+)+/?", "<PATH>"),
+    # segments joined by _ or -, one of them all digits (rdd_42_7, node-17, 30546174_108353204,
+    # container_1445087491445_0005_01_000001), or letters and 3+ digits in one (storage622, KB2813430)
+    "id": (
+        rf"(?<![\w.\-]){_STANDARD}(?:{_SEG}[_\-])*(?:\d+(?:[_\-]{_SEG})+|(?<=[_\-])\d+"
+        rf"|[A-Za-z]+\d{{3,}}[A-Za-z0-9]*(?:[_\-]{_SEG})*)(?![\w\-])", "<ID>"),
+    "size": (r"(?<![\w.\-])\d+(?:\.\d+)?(?:[KMGTPE]i?B|[kKMGTPE]|B|bytes)(?![\w\-])", "<SIZE>"),  # 3.5GB, 512K
+    # 12ms, 1.5s, 3min, 1h2m3.5s
+    "duration": (r"(?<![\w.\-])(?:\d+[dhm]){0,3}\d+(?:\.\d+)?(?:ns|us|µs|ms|s|sec|secs|min|mins|h|hrs|d)(?![\w\-])",
+                 "<DURATION>"),
     "num": (r"(?<![\w.\-])-?\d+(?:\.\d+)*(?![\w\-]|\.\w)", "<NUM>"),  # standalone numbers
+    "user": (r"(?<=(?<![\w-])[Uu]ser[ =])[\w.\-@$]{1,64}(?![\w.\-@$])", "<USER>"),  # user root, user=bob
 }
-DEFAULT_RULES: tuple[str, ...] = ("blk", "uuid", "ip", "url", "hex", "path", "num")
+DEFAULT_RULES: tuple[str, ...] = ("blk", "uuid", "time", "ip", "url", "hex", "path", "id", "size", "duration", "num",
+                                  "user")
 # Presets that can only start where no ASCII letter/digit precedes and at one of [-\w/]: a guard
 # in front of a run of them skips most positions at once (about 2x faster on HDFS).
 _GUARDED = frozenset(PRESET_RULES) - {"blk"}
