@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logsense.server.api import anomalies, data, ingest, jobs, models, review, streams
 from logsense.server.api.deps import current_key
-from logsense.server.db import Checkpointer, make_engine, upgrade_database
+from logsense.server.db import Checkpointer, make_engine, make_private_dir, upgrade_database
 from logsense.server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from logsense.server.settings import Settings
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(settings.data_dir)
         upgrade_database(settings.database_url)
         app.state.engine = make_engine(settings.database_url)
         sqlite = app.state.engine.dialect.name == "sqlite"

@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 from logsense.server.settings import Settings
 
+ROLES = ("viewer", "operator", "admin")  # = server.users.ROLES, not imported here: argon2 and the tables load lazily
+
 
 def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
     """The argument parser; `include_bench=False` skips importing models.bench for its arguments."""
@@ -45,14 +47,33 @@ def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
     for p in (create, listing, revoke):
         p.add_argument("--data-dir", default=None, help="the server's data directory")
 
-    user = sub.add_parser("user", help="web UI operators")
+    user = sub.add_parser("user", help="web UI users: create, list, delete, set-password, set-role")
     users = user.add_subparsers(dest="user_command", required=True)
-    user_create = users.add_parser("create", help="create an operator who can log in to the web UI")
+    user_create = users.add_parser("create", help="create a user who can log in to the web UI")
     user_create.add_argument("username")
+    user_create.add_argument("--role", choices=ROLES, default=None,
+                             help="viewer (read), operator (also verdicts, the training review, retrain), admin (also "
+                                  "stream settings, creating streams, rollbacks); default: admin for the first user, "
+                                  "else operator")
     user_create.add_argument("--password-stdin", action="store_true",
                              help="read the password from the first line of standard input (else: prompt)")
-    user_create.add_argument("--data-dir", default=None, help="the server's data directory")
     user_create.set_defaults(func=run_user_create)
+    user_list = users.add_parser("list", help="list users with their roles and live sessions")
+    user_list.set_defaults(func=run_user_list)
+    user_delete = users.add_parser("delete", help="delete a user (their sessions end at once)")
+    user_delete.add_argument("username")
+    user_delete.set_defaults(func=run_user_delete)
+    user_password = users.add_parser("set-password", help="set a user's password (their sessions end at once)")
+    user_password.add_argument("username")
+    user_password.add_argument("--password-stdin", action="store_true",
+                               help="read the password from the first line of standard input (else: prompt)")
+    user_password.set_defaults(func=run_user_set_password)
+    user_role = users.add_parser("set-role", help="set a user's role (in effect from their next request)")
+    user_role.add_argument("username")
+    user_role.add_argument("role", choices=ROLES)
+    user_role.set_defaults(func=run_user_set_role)
+    for p in (user_create, user_list, user_delete, user_password, user_role):
+        p.add_argument("--data-dir", default=None, help="the server's data directory")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -92,6 +113,18 @@ def _prepared(settings: Settings):  # noqa: ANN202 (an Engine)
     return make_engine(settings.database_url)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only this machine (`localhost` or a loopback address)."""
+    import ipaddress
+
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -99,9 +132,18 @@ def run_serve(args: argparse.Namespace) -> int:
     from logsense.server.db import upgrade_database
 
     settings = _settings(args, host=args.host, port=args.port, dev_mode=args.dev)
+    if settings.dev_mode and not is_loopback(settings.host):
+        print(f"logsense serve: refusing --dev on {settings.host!r}: dev mode serves the API without keys and the UI "
+              "without login, so it binds only to a loopback address (127.0.0.1, ::1, localhost). Create an API key "
+              "(logsense apikey create NAME) and a user (logsense user create NAME) to serve the network.",
+              file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     upgrade_database(settings.database_url)  # fail here, before binding the port, if the schema cannot be made
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    # proxy_headers off: X-Forwarded-For is read by the app, from `forwarded_allow_ips` only (uvicorn trusts
+    # 127.0.0.1 by default, so anyone on the machine could pick their address for the login throttle)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                proxy_headers=False)
     return 0
 
 
@@ -152,36 +194,114 @@ def run_apikey_revoke(args: argparse.Namespace) -> int:
     return 0 if found else 1
 
 
-def run_user_create(args: argparse.Namespace) -> int:
+def _read_password(args: argparse.Namespace) -> str:
+    """The new password: the first line of stdin (`--password-stdin`), else typed twice; checked."""
     import getpass
 
+    from logsense.server.users import check_password
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"Password for {args.username}: ")
+        if getpass.getpass("Repeat it: ") != password:
+            raise ValueError("the passwords differ")
+    return check_password(password)
+
+
+def _user_command(name: str, args: argparse.Namespace, action: Callable[[Any], str]) -> int:
+    """Run `action(session)` on the database; its message on stderr, or `logsense user NAME: why` and 1."""
     from sqlmodel import Session
 
-    from logsense.server.users import check_password, check_username, create_user
-
-    try:
-        check_username(args.username)
-        if args.password_stdin:
-            password = sys.stdin.readline().rstrip("\r\n")
-        else:
-            password = getpass.getpass(f"Password for {args.username}: ")
-            if getpass.getpass("Repeat it: ") != password:
-                raise ValueError("the passwords differ")
-        check_password(password)
-    except ValueError as exc:
-        print(f"logsense user create: {exc}", file=sys.stderr)
-        return 1
     engine = _prepared(_settings(args))
     try:
         with Session(engine) as session:
-            row = create_user(session, args.username, password)
+            message = action(session)
     except ValueError as exc:
-        print(f"logsense user create: {exc}", file=sys.stderr)
+        print(f"logsense user {name}: {exc}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
-    print(f"user {row.id} ({row.username!r}) created; log in at the web UI's /login", file=sys.stderr)
+    print(message, file=sys.stderr)
     return 0
+
+
+def run_user_create(args: argparse.Namespace) -> int:
+    from logsense.server.users import check_username, create_user
+
+    try:
+        check_username(args.username)
+        password = _read_password(args)
+    except ValueError as exc:
+        print(f"logsense user create: {exc}", file=sys.stderr)
+        return 1
+
+    def create(session: Any) -> str:
+        row = create_user(session, args.username, password, args.role)
+        return f"user {row.id} ({row.username!r}, role {row.role}) created; log in at the web UI's /login"
+
+    return _user_command("create", args, create)
+
+
+def run_user_list(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from logsense.server.users import list_users, live_sessions
+
+    engine = _prepared(_settings(args))
+    with Session(engine) as session:
+        print(f"{'id':>4}  {'username':<24} {'role':<9} {'created (UTC)':<20} sessions")
+        for u in list_users(session):
+            print(f"{u.id:>4}  {u.username:<24} {u.role:<9} {u.created_at:%Y-%m-%d %H:%M:%S}  {live_sessions(session, u.id)}")
+    engine.dispose()
+    return 0
+
+
+def run_user_delete(args: argparse.Namespace) -> int:
+    from logsense.server.users import delete_user
+
+    def delete(session: Any) -> str:
+        delete_user(session, args.username)
+        return f"user {args.username!r} deleted; their sessions ended"
+
+    return _user_command("delete", args, delete)
+
+
+def run_user_set_password(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from logsense.server.users import get_user, set_password
+
+    engine = _prepared(_settings(args))
+    try:
+        with Session(engine) as session:  # no prompt for a user who is not there
+            known = get_user(session, args.username) is not None
+    finally:
+        engine.dispose()
+    try:
+        if not known:
+            raise ValueError(f"there is no user named {args.username!r}")
+        password = _read_password(args)
+    except ValueError as exc:
+        print(f"logsense user set-password: {exc}", file=sys.stderr)
+        return 1
+
+    def change(session: Any) -> str:
+        set_password(session, args.username, password)
+        return f"password of {args.username!r} changed; their sessions ended (they log in again)"
+
+    return _user_command("set-password", args, change)
+
+
+def run_user_set_role(args: argparse.Namespace) -> int:
+    from logsense.server.users import count_admins, set_role
+
+    def change(session: Any) -> str:
+        row = set_role(session, args.username, args.role)
+        note = "" if count_admins(session) else " (no admin is left: `logsense user set-role NAME admin` makes one)"
+        return f"{row.username!r} is now {row.role}{note}"
+
+    return _user_command("set-role", args, change)
 
 
 def run_db_upgrade(args: argparse.Namespace) -> int:

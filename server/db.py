@@ -1,11 +1,17 @@
 """Database plumbing: the engine, Alembic migrations run from code, sessions outside requests.
 
 The schema comes only from `migrations/` (`upgrade_database`), never from `create_all`.
+
+A SQLite database is the owner's alone, whatever the umask: the file (and its `-wal`/`-shm`) is
+created 0600 and tightened to 0600 if an older version left it readable by others; the folders
+made for it (the data directory by default) are 0700. Folders that exist are left as they are.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +36,58 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 SQLITE_AUTOCHECKPOINT_PAGES = 10_000
 
 
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def make_private_dir(path: Path) -> None:
+    """`mkdir -p path`, every folder it makes mode 0700 (umask-independent); existing ones untouched."""
+    missing = []
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:  # made meanwhile by another process: theirs to decide
+            continue
+        os.chmod(folder, DIR_MODE)
+
+
+def _tighten(path: Path) -> None:
+    """Mode 0600 for a file others can read or write (nothing when it is absent)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        log.warning("%s is accessible by others (mode %o); tightening to 0600", path, mode)
+        os.chmod(path, FILE_MODE)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL (None: not SQLite, or in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:" \
+            or parsed.database.startswith("file:"):
+        return None
+    return Path(parsed.database)
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """The database file and its folders, made private before SQLite first opens it."""
+    make_private_dir(path.parent)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))  # empty: SQLite's new database
+        os.chmod(path, FILE_MODE)  # whatever the umask took away or left
+    except FileExistsError:
+        pass
+    for p in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)):
+        _tighten(p)
+
+
 def _on_sqlite_connect(dbapi_conn, _record) -> None:  # noqa: ANN001 (DB-API objects)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
@@ -45,12 +103,15 @@ def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    path = _sqlite_path(url)
+    if path is not None:
+        prepare_sqlite_file(path)
     engine = create_engine(
         url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
     )
     event.listen(engine, "connect", _on_sqlite_connect)
+    if path is not None:  # SQLite gives -wal/-shm the file's mode; ones an older version left open are tightened
+        event.listen(engine, "connect", lambda *_: [_tighten(path.with_name(path.name + s)) for s in SQLITE_SIDE_FILES])
     return engine
 
 
@@ -64,9 +125,9 @@ def alembic_config(url: str) -> Config:
 
 def upgrade_database(url: str, revision: str = "head") -> None:
     """`alembic upgrade head` on `url` (creates the SQLite file and its folder if needed)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    path = _sqlite_path(url)
+    if path is not None:
+        prepare_sqlite_file(path)
     command.upgrade(alembic_config(url), revision)
 
 

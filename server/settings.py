@@ -71,11 +71,19 @@ class Settings(BaseSettings):
     secure_cookies: bool = Field(
         False, description="Mark the web UI's session cookie Secure (sent over HTTPS only); set it behind TLS."
     )
+    forwarded_allow_ips: str = Field(
+        "", description="Reverse proxies whose `X-Forwarded-For` names the client (comma-separated addresses or "
+        "networks, e.g. `127.0.0.1,10.0.0.0/8`; `*`: any peer). Empty: none; the client is the connection's peer "
+        "(login throttling counts per client address).",
+    )
 
     @model_validator(mode="after")
     def _default_database_url(self) -> "Settings":
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir}/logsense.db"
+        from logsense.server.throttle import parse_trusted
+
+        parse_trusted(self.forwarded_allow_ips)  # a ValueError naming the bad entry
         return self
 
     def stream_dir(self, stream_id: int) -> Path:

@@ -361,3 +361,16 @@ class User(SQLModel, table=True):
     username: str = Field(max_length=64, unique=True, nullable=False)
     password_hash: str = Field(max_length=255, nullable=False)
     created_at: datetime = _created()
+    role: str = Field(default="operator", max_length=16, nullable=False)  # server.users.ROLES: viewer/operator/admin
+
+
+class UserSession(SQLModel, table=True):
+    """A web UI login: the signed cookie carries a random token, `id` is its sha256 (server.users).
+    Logout revokes it; a new password or deleting the user revokes every one of the user's."""
+
+    __tablename__ = "user_sessions"
+    id: str = Field(max_length=64, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE", nullable=False, index=True)
+    created_at: datetime = _created()
+    last_seen_at: datetime = _created()
+    revoked: bool = Field(default=False, nullable=False)

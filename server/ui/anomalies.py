@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 from logsense.server.feedback import apply_to_group, mute_template
 from logsense.server.tables import Anomaly, Stream, utcnow
 from logsense.server.ui import queue
-from logsense.server.ui.core import CsrfDep, Operator, OperatorDep, UiError, fragment, is_htmx, open_count, redirect, render
+from logsense.server.ui.core import CsrfDep, OperateDep, Operator, OperatorDep, UiError, fragment, is_htmx, open_count, redirect, render
 
 router = APIRouter()
 
@@ -141,7 +141,7 @@ def _message(action: str, n: int, notes: list[str]) -> str:
 
 
 @router.post("/anomalies/act", dependencies=[CsrfDep])
-async def act(request: Request, op: OperatorDep) -> Response:
+async def act(request: Request, op: OperateDep) -> Response:
     """One row's (or the detail page's) button: `ids`, `action`, `hours` (mute), `view` row|detail."""
     form = await request.form()
     ids = queue.parse_ids(form.getlist("ids"))
@@ -178,7 +178,7 @@ async def act(request: Request, op: OperatorDep) -> Response:
 
 
 @router.post("/anomalies/bulk", dependencies=[CsrfDep])
-async def bulk(request: Request, op: OperatorDep) -> Response:
+async def bulk(request: Request, op: OperateDep) -> Response:
     """The queue's bulk bar: every selected row (`sel`), one action; the queue is drawn again."""
     form = await request.form()
     filters = _filters_from(form)

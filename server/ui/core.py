@@ -3,8 +3,13 @@
 - `render(request, "x/list.html", ctx, partial="x/table.html")`: the whole page on a normal
   request, only `partial` (default: the page's `content` block) on an `HX-Request` (fief-style).
   A history-restore request (`HX-History-Restore-Request`) always gets the whole page.
-- `OperatorDep`: the logged-in operator; without one, a redirect to `/login` (HTMX: `HX-Redirect`).
-  In dev mode everyone is operator "dev" and every page says so.
+- `OperatorDep`: the logged-in user; without one, a redirect to `/login` (HTMX: `HX-Redirect`).
+  The session cookie names a server-side session (`server.users.session_user`: one lookup per
+  request), so logout and a new password end it. In dev mode everyone is admin "dev" and every
+  page says so.
+- `OperateDep`, `AdminDep` (`require_role(role)`): the user, or a 403 page naming the role the
+  action needs (`server.users.ROLES`: viewer < operator < admin). Every mutating UI route takes
+  the one its action needs; templates ask `can("operator")` to hide buttons a user cannot use.
 - `csrf_protect`: every UI POST carries the session's token, in the `csrf_token` form field or
   the `X-CSRF-Token` header (`hx-headers` on `<body>`); else 403 with a message.
 - `UiError(status, message)`: a 4xx page (HTMX: the message in `#flash`), never a 500.
@@ -28,7 +33,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from logsense import web
-from logsense.server.tables import Anomaly, User
+from logsense.server.tables import Anomaly
 
 WEB_DIR = Path(web.__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
@@ -66,11 +71,18 @@ class Operator:
     name: str
     user_id: int | None
     dev: bool = False
+    role: str = "admin"
 
     @property
     def actor(self) -> str:
         """Who did it, in feedback rows (API keys are `key:<name>`)."""
         return "dev" if self.dev else f"user:{self.name}"
+
+    def can(self, role: str) -> bool:
+        """Whether this user's role includes `role` (viewer < operator < admin)."""
+        from logsense.server.users import role_allows
+
+        return role_allows(self.role, role)
 
 
 # --------------------------------------------------------------------------- templates
@@ -195,23 +207,23 @@ CsrfDep = Depends(csrf_protect)
 
 
 def current_operator(request: Request) -> Operator:
-    """The logged-in operator (dev mode: "dev"); LoginRequired otherwise."""
+    """The logged-in user (dev mode: admin "dev"); LoginRequired otherwise."""
     settings = request.app.state.settings
     if settings.dev_mode:
-        op = Operator("dev", None, dev=True)
+        op = Operator("dev", None, dev=True, role="admin")
     else:
-        from logsense.server.users import password_stamp
+        from logsense.server.users import session_user
 
         session = _session(request)
-        uid = session.get("uid") if session is not None else None
+        token = session.get("sid") if session is not None else None
         op = None
-        if uid is not None:
+        if token is not None:
             with Session(request.app.state.engine) as db:
-                user = db.get(User, uid)
-            if user is not None and session.get("stamp") == password_stamp(user):
-                op = Operator(user.username, user.id)
-            else:
-                session.pop("uid", None)
+                user = session_user(db, token)
+                if user is not None:
+                    op = Operator(user.username, user.id, role=user.role)
+            if op is None:  # revoked, expired, or its user deleted: the cookie is worth nothing now
+                session.pop("sid", None)
         if op is None:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise LoginRequired(target)
@@ -220,6 +232,26 @@ def current_operator(request: Request) -> Operator:
 
 
 OperatorDep = Annotated[Operator, Depends(current_operator)]
+
+ROLE_WORDS = {"viewer": "read the pages", "operator": "answer anomalies, the training review and start trainings",
+              "admin": "create streams, change their settings and roll models back"}
+
+
+def require_role(role: str) -> Any:
+    """A dependency: the logged-in user when their role includes `role`, else a 403 saying so."""
+
+    def check(op: OperatorDep) -> Operator:
+        if not op.can(role):
+            raise UiError(403, f"This needs the {role} role (to {ROLE_WORDS[role]}); {op.name} has the role "
+                               f"{op.role}. An administrator can change it: logsense user set-role {op.name} {role}")
+        return op
+
+    check.__name__ = f"require_{role}"
+    return Depends(check)
+
+
+OperateDep = Annotated[Operator, require_role("operator")]
+AdminDep = Annotated[Operator, require_role("admin")]
 
 
 def safe_next(url: str | None) -> str:
@@ -243,9 +275,11 @@ def open_count(request: Request) -> int:
 
 def base_context(request: Request) -> dict:
     settings = request.app.state.settings
+    operator = getattr(request.state, "operator", None)
     return {
         "request": request,
-        "operator": getattr(request.state, "operator", None),
+        "operator": operator,
+        "can": lambda role: operator is not None and operator.can(role),  # hide what the user may not do
         "dev_mode": settings.dev_mode,
         "csrf": csrf_token(request),
         "csrf_field": CSRF_FIELD,

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from logsense.server.tables import ModelVersion, Stream
 from logsense.server.training import rollback
-from logsense.server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+from logsense.server.ui.core import AdminDep, CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
 
 router = APIRouter()
 
@@ -50,7 +50,7 @@ def list_models(request: Request, op: OperatorDep, stream: str = "") -> Response
 
 
 @router.post("/streams/{name}/models/{version}/rollback", dependencies=[CsrfDep])
-async def roll_back(name: str, version: int, request: Request, op: OperatorDep) -> Response:
+async def roll_back(name: str, version: int, request: Request, op: AdminDep) -> Response:
     def run() -> str:
         with Session(request.app.state.engine) as db:
             stream = db.execute(select(Stream).where(Stream.name == name)).scalars().first()

@@ -14,7 +14,7 @@ from sqlmodel import Session
 from logsense.server import review
 from logsense.server.registry import ModelsUnavailable
 from logsense.server.tables import Stream
-from logsense.server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+from logsense.server.ui.core import CsrfDep, OperateDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
 
 router = APIRouter()
 
@@ -44,7 +44,7 @@ async def show_review(name: str, request: Request, op: OperatorDep) -> Response:
 
 
 @router.post("/streams/{name}/review/{template_id}", dependencies=[CsrfDep])
-async def answer_review(name: str, template_id: int, request: Request, op: OperatorDep) -> Response:
+async def answer_review(name: str, template_id: int, request: Request, op: OperateDep) -> Response:
     form = await request.form()
     label = str(form.get("label") or "")
 

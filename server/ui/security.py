@@ -5,7 +5,9 @@
   sessions survive a restart and no secret lives in the repository.
 - The session is Starlette's signed cookie (`logsense_session`, HttpOnly, SameSite=Lax, Secure
   with `secure_cookies`), made lazily on the first UI request: `create_app` touches no disk.
-  It holds the user id, a fingerprint of the password hash and the CSRF token; nothing secret.
+  It holds a random session token and the CSRF token. The token names a server-side session
+  (`server.users`, table `user_sessions`): logout, a new password or deleting the user revoke
+  it, so a copied cookie stops working then, not only when it expires (`SESSION_MAX_AGE`).
 - Headers: a Content-Security-Policy allowing only this origin, X-Frame-Options DENY,
   nosniff, a same-origin Referrer-Policy; UI pages are not cached (`no-store`).
 """
@@ -25,11 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logsense.server.settings import Settings
 from logsense.server.ui.core import is_ui_path
+from logsense.server.users import SESSION_MAX_AGE  # the cookie lasts as long as its session
 
 log = logging.getLogger("logsense.ui")
 
 SESSION_COOKIE = "logsense_session"
-SESSION_MAX_AGE = 12 * 3600  # seconds; a login lasts a working day
 SECRET_FILE = "secret_key"
 
 CSP = (
@@ -50,7 +52,9 @@ def secret_key(settings: Settings) -> str:
     path = Path(settings.data_dir) / SECRET_FILE
     with _secret_lock:
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.chmod(0o700)  # what this makes is the owner's alone (whatever the umask)
             tmp = path.with_name(f".{SECRET_FILE}.{secrets.token_hex(4)}")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:

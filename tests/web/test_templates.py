@@ -146,7 +146,7 @@ def test_failed_logins_are_throttled(ui) -> None:
     codes = [c.post("/login", data={"username": "nobody", "password": "x" * 8, "csrf_token": token}).status_code
              for _ in range(11)]
     assert codes[:10] == [401] * 10 and codes[10] == 429
-    app.state.login_throttle.clear("testclient")
+    app.state.login_throttle.reset()
 
 
 def test_posts_without_the_csrf_token_are_refused(ui) -> None:
