@@ -1,14 +1,15 @@
 """Prometheus metrics: one `Metrics` per app (its own registry, so apps and tests do not share counts).
 
 Counters are incremented by the code that does the work (`request.app.state.metrics`);
-gauges that describe stored state (queue depth, live model version, last training) are read
-from the database at every scrape (`refresh_from_db`), so they are right after a restart.
+gauges that describe stored state (queue depth and lag, live model version, last training) are read
+from the database at every scrape (`refresh_from_db`), so they are right after a restart; the
+header parse rate is read from each loaded stream model (counted since the server loaded it).
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import (
@@ -24,7 +25,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from logsense.server.tables import ModelVersion, Stream, Window
+from logsense.server import store
+from logsense.server.tables import ModelVersion, Stream
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
 
@@ -63,6 +65,15 @@ class Metrics:
         self.queue_depth = Gauge(
             "logsense_queue_depth", "Windows waiting for a LogGPT check (queued or checking).", ["stream"], registry=r
         )
+        self.queue_lag = Gauge(
+            "logsense_loggpt_queue_lag_seconds", "Age of the oldest window waiting for a LogGPT check (queued or "
+            "checking) since it closed; 0 when none waits.", ["stream"], registry=r,
+        )
+        self.header_parse_rate = Gauge(
+            "logsense_header_parse_rate", "Share of the lines since the stream's model was loaded whose header the "
+            "stream's format parsed (a low rate: the format does not fit the lines). Streams without a loaded "
+            "model or without lines since are left out.", ["stream"], registry=r,
+        )
         self.model_version = Gauge(
             "logsense_model_version", "Live model version (0: none yet).", ["stream", "kind"], registry=r
         )
@@ -86,18 +97,18 @@ class Metrics:
         streams = session.exec(select(Stream)).all()
         names = {s.id: s.name for s in streams}
         if registry is not None:
+            from logsense.server.api.streams import header_report
+
             self.stream_state.clear()
+            self.header_parse_rate.clear()
             for stream in streams:
                 state, _ = registry.state(stream)
                 for name in ("learning", "calibrating", "detecting", "loading"):
                     self.stream_state.labels(stream.name, name).set(1.0 if name == state else 0.0)
-        queued = dict(
-            session.exec(
-                select(Window.stream_id, func.count(Window.id))
-                .where(Window.state.in_(("queued", "checking")))
-                .group_by(Window.stream_id)
-            ).all()
-        )
+                rate, _ = header_report(registry.peek(stream.id))
+                if rate is not None:
+                    self.header_parse_rate.labels(stream.name).set(rate)
+        queues = store.loggpt_queues(session, datetime.now(timezone.utc))
         live = session.exec(
             select(ModelVersion.stream_id, ModelVersion.kind, func.max(ModelVersion.version))
             .where(ModelVersion.live == True)  # noqa: E712 (SQL expression)
@@ -106,10 +117,12 @@ class Metrics:
         trained = session.exec(
             select(ModelVersion.stream_id, func.max(ModelVersion.created_at)).group_by(ModelVersion.stream_id)
         ).all()
-        for gauge in (self.queue_depth, self.model_version, self.last_training):
+        for gauge in (self.queue_depth, self.queue_lag, self.model_version, self.last_training):
             gauge.clear()  # forget deleted streams
         for stream_id, name in names.items():
-            self.queue_depth.labels(name).set(queued.get(stream_id, 0))
+            queue = queues.get(stream_id, {})
+            self.queue_depth.labels(name).set(queue.get("depth", 0))
+            self.queue_lag.labels(name).set(queue.get("lag_seconds", 0.0))
             for kind in ("loggpt", "rapid"):
                 self.model_version.labels(name, kind).set(0)
         for stream_id, kind, version in live:

@@ -478,6 +478,34 @@ def pending_counts(session: Session, stream_id: int) -> dict[str, int]:
     return {"open": 0, "queued": 0, "checking": 0, **{state: n for state, n in rows}}
 
 
+def loggpt_queues(session: Session, now: datetime, stream_id: int | None = None,
+                  with_open: bool = False) -> dict[int, dict]:
+    """Per stream id, its LogGPT queue in one grouped query (the indexes on windows (state, id)
+    and (stream_id, state, id) serve it): `queued` and `checking` counts, `depth` (their sum:
+    closed and waiting for the LogGPT worker, or being checked) and `lag_seconds` (`now` minus the
+    `closed_at` of the oldest of them; 0 when there is none); `open` too with `with_open` (else 0).
+    Streams with none of these windows are left out; `stream_id` limits it to one stream."""
+    states = ("open", "queued", "checking") if with_open else ("queued", "checking")
+    q = (select(Window.stream_id, Window.state, func.count(Window.id), func.min(Window.closed_at))
+         .where(Window.state.in_(states)))
+    if stream_id is not None:
+        q = q.where(Window.stream_id == stream_id)
+    out: dict[int, dict] = {}
+    for sid, state, n, oldest in session.execute(q.group_by(Window.stream_id, Window.state)).all():
+        row = out.setdefault(sid, {"open": 0, "queued": 0, "checking": 0, "depth": 0, "lag_seconds": 0.0})
+        row[state] = int(n)
+        if state == "open":
+            continue
+        row["depth"] += int(n)
+        if oldest is not None:
+            if isinstance(oldest, str):  # an aggregate SQLite hands back untyped
+                oldest = datetime.fromisoformat(oldest)
+            if oldest.tzinfo is None:  # stored as naive UTC
+                oldest = oldest.replace(tzinfo=timezone.utc)
+            row["lag_seconds"] = max(row["lag_seconds"], (now - oldest).total_seconds(), 0.0)
+    return out
+
+
 # --------------------------------------------------------------------------- training data
 
 

@@ -38,6 +38,7 @@ from logsense.models.policy import combine
 from logsense.models.parsing import ParsedLine
 from logsense.server import store, windows
 from logsense.server.api.deps import get_stream
+from logsense.server.api.streams import LOW_HEADER_PARSE_RATE
 from logsense.server.registry import ModelsUnavailable
 from logsense.server.settings import Settings
 from logsense.server.tables import Stream, utcnow
@@ -93,6 +94,7 @@ class IngestOut(BaseModel):
     queued_windows: int  # windows this batch closed and queued for LogGPT
     lines: list[LineOut]
     errors: list[dict]  # {"index": i, "error": "..."} per rejected line or record
+    warnings: list[str] = []  # e.g. most of the batch's lines did not match the stream's header format
 
 
 # --------------------------------------------------------------------------- request body
@@ -329,6 +331,8 @@ def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tu
     with store.write_session(state.engine) as session, closing(chunks):
         if key is not None and (known := store.stored_answer(session, stream_id, key)) is not None:
             raise Replayed(*known)
+        parser = model.parser  # its header counts before the batch (ingest holds the write lock: no other batch parses)
+        seen, headers = parser.lines_seen, parser.headers_parsed
         for parsed in chunks:
             if train:
                 model.learn_normal([p.masked for p in parsed])
@@ -343,6 +347,11 @@ def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tu
             out.add(store.insert_lines(session, stream_id, now, columns), columns)
         if train:
             state.registry.mark_dirty(stream_id)
+        warnings = []
+        if model.parser is parser and parser.lines_seen - seen == len(out.ids):  # counts of this batch alone
+            warning = header_warning(cfg, parser.layout, len(out.ids), parser.headers_parsed - headers)
+            if warning:
+                warnings.append(warning)
         slots = list(map(windows.LineSlot, out.ids, out.timestamps, out.sessions))
         queued = windows.assign(session, stream_id, cfg, slots, now)
         in_window = _lines_in_windows(cfg, slots)
@@ -359,7 +368,7 @@ def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tu
             store.insert_anomalies(session, anomalies)
         # The answer is built while the commit below waits for the disk (it lets go of the GIL
         # meanwhile), and sent only once the commit has returned.
-        answer = _ANSWERS.submit(_answer, model, stream.name, train, batch, out, in_window, len(queued))
+        answer = _ANSWERS.submit(_answer, model, stream.name, train, batch, out, in_window, len(queued), warnings)
         if key is not None:  # a keyed batch's answer commits with its lines
             content, _ = answer.result()
             store.save_answer(session, stream_id, key, 207 if batch.errors else 200, content, now)
@@ -440,8 +449,21 @@ class Lines:
 _ANSWERS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logsense-answer")
 
 
+def header_warning(cfg: Any, layout: str, lines: int, parsed: int) -> str | None:
+    """The ingest answer's warning when under `LOW_HEADER_PARSE_RATE` of a batch's `lines` had
+    a header the stream's format (`cfg`: its settings; `layout`: the preset in use) could read."""
+    if not lines or parsed >= LOW_HEADER_PARSE_RATE * lines:
+        return None
+    fmt = "format_regex" if cfg.format_regex else f"format {cfg.format!r}"
+    if not cfg.format_regex and layout != cfg.format:
+        fmt += f" (layout {layout!r})"
+    return (f"{lines - parsed} of {lines} lines did not match the stream's header {fmt}: their timestamp, level "
+            "and component were not read (the header is mined as part of the message); check the stream's format "
+            "or format_regex")
+
+
 def _answer(model: Any, stream_name: str, train: bool, batch: Batch, out: Lines, in_window: list[bool],
-            queued: int) -> tuple[bytes, Counter]:
+            queued: int, warnings: list[str] = ()) -> tuple[bytes, Counter]:
     """The answer's JSON, and the lines per severity (for the metrics, counted once committed)."""
     texts = {tid: model.template(tid) for tid in set(out.template_ids)}
     lines = [
@@ -452,7 +474,7 @@ def _answer(model: Any, stream_name: str, train: bool, batch: Batch, out: Lines,
             batch.indexes, out.ids, out.template_ids, out.scores, out.flags, out.severities, in_window)
     ]
     answer = {"stream": stream_name, "train_mode": train, "accepted": len(out.ids), "rejected": len(batch.errors),
-              "queued_windows": queued, "lines": lines, "errors": batch.errors}
+              "queued_windows": queued, "lines": lines, "errors": batch.errors, "warnings": list(warnings)}
     return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY), Counter(out.severities)
 
 

@@ -8,7 +8,7 @@ artifact folder is removed. A stream cannot be renamed (ingest clients address i
 from __future__ import annotations
 
 import shutil
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
@@ -18,6 +18,7 @@ from sqlalchemy import exists
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from logsense.server import store
 from logsense.server.api.deps import SessionDep, SettingsDep, StreamDep
 from logsense.server.tables import Job, LogLine, ModelVersion, Stream, StreamSettings, Window, utcnow
 
@@ -39,20 +40,51 @@ class StreamUpdate(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict, description="A partial `StreamSettings`.")
 
 
+LOW_HEADER_PARSE_RATE = 0.5  # under this share of lines whose header parsed, the format does not fit: a warning
+
+
+def header_report(model: Any) -> tuple[float | None, str | None]:
+    """(header parse rate, layout) of a stream's loaded model (`models.parsing.LogParser`): the
+    share of lines since the model was loaded whose header the format read (None: no line yet),
+    and the preset reading them (`auto`'s choice, `custom` for a format_regex). (None, None)
+    without a model."""
+    parser = getattr(model, "parser", None)
+    if parser is None:
+        return None, None
+    rate = parser.header_parse_rate
+    return (None if rate is None else round(float(rate), 4)), parser.layout
+
+
 class StreamOut(BaseModel):
     id: int
     name: str
     settings: StreamSettings
     state: str | None = None  # learning / calibrating / detecting (loading: the model is not loaded yet)
     state_reason: str | None = None
+    header_parse_rate: float | None = Field(None, description=(
+        "Share of the lines since the server loaded the stream whose header its format parsed (null: no line "
+        f"yet); under {LOW_HEADER_PARSE_RATE} the format does not fit the lines"))
+    layout: str | None = Field(None, description="The header preset reading the lines (with format auto: the "
+                                                 "detected one; custom: format_regex)")
+    queue_depth: int | None = Field(None, description="Windows closed and waiting for their LogGPT check "
+                                                      "(queued or being checked)")
+    queue_lag_seconds: float | None = Field(None, description="Age of the oldest of those windows since it "
+                                                              "closed (0: none waiting)")
     created_at: datetime
     updated_at: datetime
 
     @classmethod
-    def of(cls, stream: Stream, registry: Any = None) -> "StreamOut":
+    def of(cls, stream: Stream, registry: Any = None, queue: dict | None = None) -> "StreamOut":
+        """`registry` adds the state and the header report, `queue` (a `store.loggpt_queues` row,
+        or {} for none) the LogGPT queue; without them those fields are null."""
         state, reason = registry.state(stream) if registry is not None else (None, None)
+        rate, layout = header_report(registry.peek(stream.id)) if registry is not None else (None, None)
+        depth = lag = None
+        if queue is not None:
+            depth, lag = queue.get("depth", 0), round(queue.get("lag_seconds", 0.0), 3)
         return cls(
             id=stream.id, name=stream.name, settings=stream.config(), state=state, state_reason=reason,
+            header_parse_rate=rate, layout=layout, queue_depth=depth, queue_lag_seconds=lag,
             created_at=stream.created_at, updated_at=stream.updated_at,
         )
 
@@ -79,15 +111,19 @@ def create_stream(body: StreamCreate, session: SessionDep) -> StreamOut:
 
 @router.get("", response_model=list[StreamOut])
 def list_streams(session: SessionDep, request: Request) -> list[StreamOut]:
-    """Every stream, by name, with its state (learning, calibrating, detecting) and why."""
+    """Every stream, by name, with its state (learning, calibrating, detecting) and why, how well
+    its format parses and its LogGPT queue."""
     registry = request.app.state.registry
-    return [StreamOut.of(s, registry) for s in session.exec(select(Stream).order_by(Stream.name)).all()]
+    queues = store.loggpt_queues(session, datetime.now(timezone.utc))
+    return [StreamOut.of(s, registry, queues.get(s.id, {}))
+            for s in session.exec(select(Stream).order_by(Stream.name)).all()]
 
 
 @router.get("/{name}", response_model=StreamOut)
-def read_stream(stream: StreamDep, request: Request) -> StreamOut:
-    """One stream with all its settings and its state."""
-    return StreamOut.of(stream, request.app.state.registry)
+def read_stream(stream: StreamDep, session: SessionDep, request: Request) -> StreamOut:
+    """One stream with all its settings, its state, how well its format parses and its LogGPT queue."""
+    queues = store.loggpt_queues(session, datetime.now(timezone.utc), stream.id)
+    return StreamOut.of(stream, request.app.state.registry, queues.get(stream.id, {}))
 
 
 @router.patch("/{name}", response_model=StreamOut)

@@ -1,4 +1,5 @@
-"""`/`: every stream at a glance: ingest rate, open anomalies by severity, live model, train mode, a chart."""
+"""`/`: every stream at a glance: ingest rate, open anomalies by severity, live model, train mode,
+the LogGPT queue (depth and lag), a chart."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class StreamCard:
     open_danger: int
     open_watch: int
     model_version: int | None
-    pending: dict
+    pending: dict  # windows open, queued, checking; depth (queued + checking), lag_seconds (`store.loggpt_queues`)
     last_job: Job | None
     chart: Chart
 
@@ -49,6 +50,8 @@ def cards(request: Request, range_name: str) -> list[StreamCard]:
                 .where(Anomaly.status == "open").group_by(Anomaly.stream_id, Anomaly.severity)).all()}
         live = dict(db.execute(select(ModelVersion.stream_id, ModelVersion.version).where(
             ModelVersion.kind == "loggpt", ModelVersion.live == True)).all())  # noqa: E712
+        queues = store.loggpt_queues(db, now, with_open=True)
+        none_pending = {"open": 0, "queued": 0, "checking": 0, "depth": 0, "lag_seconds": 0.0}
         out = []
         for s in streams:
             last_job = db.execute(select(Job).where(Job.stream_id == s.id).order_by(Job.id.desc())).scalars().first()
@@ -58,7 +61,7 @@ def cards(request: Request, range_name: str) -> list[StreamCard]:
                 lines_total=totals.get(s.id, 0),
                 rate_per_min=recent.get(s.id, 0) * 60.0 / RATE_SECONDS,
                 open_danger=opens.get((s.id, "danger"), 0), open_watch=opens.get((s.id, "watch"), 0),
-                model_version=live.get(s.id), pending=store.pending_counts(db, s.id), last_job=last_job,
+                model_version=live.get(s.id), pending=queues.get(s.id, none_pending), last_job=last_job,
                 chart=None,  # type: ignore[arg-type]
             ))
     for c in out:

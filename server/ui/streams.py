@@ -1,4 +1,5 @@
-"""`/streams`: create streams and edit their settings, switch train mode, "Retrain now".
+"""`/streams`: create streams and edit their settings, switch train mode, "Retrain now"; how well
+each stream's header format parses its lines (a warning when most do not).
 
 Creating and updating call the streams API's own functions (`server.api.streams.create_stream`
 and `update_stream`: the same checks, conflicts and validation); training calls
@@ -23,7 +24,7 @@ from logsense.server import store
 from logsense.server.api import streams as streams_api
 from logsense.server.tables import Job, Stream, StreamSettings
 from logsense.server.training import MODES, start_training
-from logsense.server.ui.core import CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+from logsense.server.ui.core import AdminDep, CsrfDep, OperateDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
 
 router = APIRouter()
 
@@ -116,6 +117,18 @@ def _validation_errors(errors: list[dict], strip: int) -> dict[str, str]:
     return out
 
 
+def _parsing(request: Request, stream: Stream) -> dict:
+    """How the stream's header format fits its lines, from its loaded model (`streams_api.header_report`):
+    `rate` (None: no line since the model was loaded, or no model), `layout`, `lines` seen, `low` (warn)."""
+    registry = getattr(request.app.state, "registry", None)
+    model = registry.peek(stream.id) if registry is not None else None
+    rate, layout = streams_api.header_report(model)
+    cfg = stream.config()
+    return {"rate": rate, "layout": layout, "lines": getattr(getattr(model, "parser", None), "lines_seen", 0),
+            "low": rate is not None and rate < streams_api.LOW_HEADER_PARSE_RATE, "loaded": model is not None,
+            "format": cfg.format, "format_regex": cfg.format_regex}
+
+
 def _rows(request: Request) -> list[dict]:
     with Session(request.app.state.engine) as db:
         streams = db.execute(select(Stream).order_by(Stream.name)).scalars().all()
@@ -127,7 +140,8 @@ def _rows(request: Request) -> list[dict]:
             grouping = (f"sessions by {cfg.session_regex}" if cfg.session_regex else
                         " + ".join(x for x in (f"{cfg.window_size} lines" if cfg.window_size else "",
                                                f"{cfg.window_seconds:g} s" if cfg.window_seconds else "") if x))
-            rows.append({"stream": s, "cfg": cfg, "lines": counts.get(s.id, 0), "job": job, "grouping": grouping})
+            rows.append({"stream": s, "cfg": cfg, "lines": counts.get(s.id, 0), "job": job, "grouping": grouping,
+                         "parsing": _parsing(request, s)})
     return rows
 
 
@@ -146,14 +160,14 @@ def list_streams(request: Request, op: OperatorDep) -> Response:
 
 
 @router.get("/streams/new")
-def new_stream(request: Request, op: OperatorDep) -> Response:
+def new_stream(request: Request, op: AdminDep) -> Response:
     return render(request, "streams/form.html", {
         "section": "streams", "stream": None, "fields": FIELDS, "values": _values(StreamSettings()),
         "errors": {}, "name": "", "saved": False})
 
 
 @router.post("/streams", dependencies=[CsrfDep])
-async def create(request: Request, op: OperatorDep) -> Response:
+async def create(request: Request, op: AdminDep) -> Response:
     form = await request.form()
     name = str(form.get("name") or "").strip()
     settings, typed, errors = _parse_form(form)
@@ -188,7 +202,8 @@ def edit_stream(name: str, request: Request, op: OperatorDep, created: str = "")
     stream = _stream(request, name)
     return render(request, "streams/form.html", {
         "section": "streams", "stream": stream, "fields": FIELDS, "values": _values(stream.config()),
-        "errors": {}, "name": stream.name, "saved": bool(created), "job": _last_job(request, stream)})
+        "errors": {}, "name": stream.name, "saved": bool(created), "job": _last_job(request, stream),
+        "parsing": _parsing(request, stream)})
 
 
 def _update(request: Request, stream: Stream, settings: dict) -> Stream:
@@ -201,7 +216,7 @@ def _update(request: Request, stream: Stream, settings: dict) -> Stream:
 
 
 @router.post("/streams/{name}", dependencies=[CsrfDep])
-async def update(name: str, request: Request, op: OperatorDep) -> Response:
+async def update(name: str, request: Request, op: AdminDep) -> Response:
     stream = await run_in_threadpool(_stream, request, name)
     form = await request.form()
     settings, typed, errors = _parse_form(form)
@@ -212,12 +227,12 @@ async def update(name: str, request: Request, op: OperatorDep) -> Response:
             errors = _validation_errors(list(exc.errors()), 2)  # loc: body, settings, field
     ctx = {"section": "streams", "stream": stream, "fields": FIELDS, "errors": errors, "name": stream.name,
            "values": typed if errors else _values(stream.config()), "saved": not errors,
-           "job": await run_in_threadpool(_last_job, request, stream)}
+           "job": await run_in_threadpool(_last_job, request, stream), "parsing": _parsing(request, stream)}
     return render(request, "streams/form.html", ctx, status=422 if errors else 200)
 
 
 @router.post("/streams/{name}/train-mode", dependencies=[CsrfDep])
-async def train_mode(name: str, request: Request, op: OperatorDep) -> Response:
+async def train_mode(name: str, request: Request, op: AdminDep) -> Response:
     """The train mode switch: `train_mode` on/off; answers the switch (or the streams page)."""
     stream = await run_in_threadpool(_stream, request, name)
     form = await request.form()
@@ -236,7 +251,7 @@ def _last_job(request: Request, stream: Stream) -> Job | None:
 
 
 @router.post("/streams/{name}/train", dependencies=[CsrfDep])
-async def retrain(name: str, request: Request, op: OperatorDep) -> Response:
+async def retrain(name: str, request: Request, op: OperateDep) -> Response:
     """"Retrain now": a training job (`mode` train or nightly); answers its progress bar."""
     stream = await run_in_threadpool(_stream, request, name)
     form = await request.form()
