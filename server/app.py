@@ -11,6 +11,7 @@ New `/api` routers are added with `include_api(app, router)` (it adds the API ke
 from __future__ import annotations
 
 import logging
+import re
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.stream_deleted_hooks = [partial(_forget_open_sessions, app)]
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MethodsMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: sees the 413s too
     _add_exception_handlers(app)
     _add_health_routes(app)
@@ -301,6 +303,46 @@ def _add_exception_handlers(app: FastAPI) -> None:
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+
+class MethodsMiddleware:
+    """What plain routing gets wrong for /api: `OPTIONS` answers 204 with every method the path
+    takes (Starlette's answer named only the first matching route's), a 405 names them all too,
+    and a body sent without a `Content-Type` is a 415 (a JSON route would read it as a form)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._paths: list[tuple[re.Pattern, set[str]]] | None = None
+
+    def _allowed(self, scope: Scope, path: str) -> set[str]:
+        if self._paths is None:  # the spec lists every API route once it is built
+            spec = scope["app"].openapi()
+            self._paths = [(re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(p)) + "$"),
+                            {m.upper() for m in ops} | {"OPTIONS"} | ({"HEAD"} if "get" in ops else set()))
+                           for p, ops in spec.get("paths", {}).items() if p.startswith("/api/")]
+        return set().union(*(methods for pattern, methods in self._paths if pattern.match(path)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        allowed = self._allowed(scope, scope["path"])
+        headers = dict(scope["headers"])
+        allow = {"Allow": ", ".join(sorted(allowed))}
+        if method == "OPTIONS" and allowed:
+            await Response(status_code=204, headers=allow)(scope, receive, send)
+            return
+        if allowed and method not in allowed:
+            await JSONResponse({"detail": f"{method} is not allowed here; use {allow['Allow']}"}, status_code=405,
+                               headers=allow)(scope, receive, send)
+            return
+        has_body = headers.get(b"content-length", b"0") not in (b"0", b"") or b"transfer-encoding" in headers
+        if method in ("POST", "PUT", "PATCH") and has_body and not headers.get(b"content-type", b"").strip():
+            await JSONResponse({"detail": "send a Content-Type: application/json (or text/plain for log lines)"},
+                               status_code=415)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class BodyLimitMiddleware:

@@ -44,7 +44,7 @@ class FeedbackIn(BaseModel):
         None, description="normal: refute (teach the model); anomaly: confirm; leave out to only mute (suppress_until)")
     scope: Literal["line", "template"] = Field("line", description="template: every line of its template is normal")
     suppress_until: UtcTime | None = Field(None, description="mute alerts from this template until then")
-    note: str | None = Field(None, max_length=2000)
+    note: str | None = Field(None, max_length=2000, pattern=r"^[^\x00]*$", description="free text (no NUL)")
 
     @model_validator(mode="after")
     def _label_or_mute(self) -> "FeedbackIn":

@@ -184,6 +184,8 @@ def _record(index: int, rec: Any, settings: Settings) -> Item:
         keys = [session] if isinstance(session, str) else session
         if not isinstance(keys, list) or not all(isinstance(k, str) and 0 < len(k) <= 255 for k in keys):
             raise ValueError("'session' must be a non-empty string (<= 255 chars) or a list of them")
+        if any("\x00" in k for k in keys):
+            raise ValueError("'session' contains a NUL character")
         if len(keys) > MAX_SESSION_KEYS:
             raise ValueError(f"more than {MAX_SESSION_KEYS} session keys")
         item.sessions = list(dict.fromkeys(keys))

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import exists
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -29,8 +29,15 @@ router = APIRouter(prefix="/api/v1/streams", tags=["streams"])
 
 class StreamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=NAME_PATTERN, description="Letters, digits, `_`, `.`, `-`; 1 to 64 characters.")
+    name: str = Field(pattern=NAME_PATTERN, description="Letters, digits, `_`, `.`, `-`; 1 to 64 characters; not `.` or `..`.")
     settings: StreamSettings = Field(default_factory=StreamSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _reachable(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError("'.' and '..' cannot be named in a URL path")
+        return value
 
 
 class StreamUpdate(BaseModel):

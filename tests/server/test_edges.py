@@ -95,3 +95,22 @@ def test_settings_an_older_version_stored_fall_back_to_their_defaults(client, au
     assert got.status_code == 200 and got.json()["settings"]["idle_timeout_seconds"] == 300.0
     r = client.post("/api/v1/streams/old/logs", headers=auth, json={"lines": [LINE]})
     assert r.status_code == 200, r.text
+
+
+def test_methods_content_types_names_and_nul_characters_get_clear_answers(served) -> None:
+    client, auth, app = served
+    assert client.post("/api/v1/streams", json={"name": "hdfs", "settings": {"format": "hdfs"}}, headers=auth).status_code == 201
+    r = client.request("OPTIONS", "/api/v1/streams/hdfs", headers=auth)
+    assert r.status_code == 204 and {"GET", "PATCH", "DELETE"} <= set(r.headers["allow"].split(", "))
+    r = client.put("/api/v1/streams/hdfs", json={}, headers=auth)
+    assert r.status_code == 405 and "PATCH" in r.headers["allow"]
+    r = client.post("/api/v1/streams", content=b'{"name": "x"}', headers=auth)  # no Content-Type
+    assert r.status_code == 415 and "Content-Type" in r.json()["detail"]
+    assert client.post("/api/v1/streams/hdfs/flush", headers=auth).status_code == 200  # no body: no type needed
+    for name in (".", ".."):
+        assert client.post("/api/v1/streams", json={"name": name}, headers=auth).status_code == 422
+    r = client.post("/api/v1/streams/hdfs/logs", headers=auth, json={"records": [
+        {"message": LINE, "session": "a\x00b"}, {"message": LINE, "session": "ok"}]})
+    assert r.status_code == 207 and r.json()["errors"][0]["index"] == 0 and "NUL" in r.json()["errors"][0]["error"]
+    r = client.post("/api/v1/anomalies/1/feedback", json={"label": "normal", "note": "bad\x00note"}, headers=auth)
+    assert r.status_code == 422
