@@ -250,7 +250,18 @@ def _add_health_routes(app: FastAPI) -> None:
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def metrics(request: Request) -> Response:
-        """Prometheus text format: request metrics and domain metrics."""
+        """Prometheus text format: request metrics and domain metrics. It names the streams, so it
+        needs a key with the read scope (`X-API-Key`, or `Authorization: Bearer KEY` as Prometheus
+        sends it) unless `metrics_public` or dev mode."""
+        settings = request.app.state.settings
+        if not (settings.metrics_public or settings.dev_mode):
+            from logsense.server.auth import HEADER, authorize, verify_api_key
+
+            bearer = request.headers.get("authorization", "")
+            key = request.headers.get(HEADER) or (bearer[7:].strip() if bearer[:7].lower() == "bearer " else None)
+            with Session(request.app.state.engine, expire_on_commit=False) as session:
+                row = verify_api_key(session, key)
+            authorize(row, "GET", "/metrics", None)  # the read scope, on every stream
         m: Metrics = request.app.state.metrics
         try:
             with Session(request.app.state.engine) as session:

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     secure_cookies: bool = Field(
         False, description="Mark the web UI's session cookie Secure (sent over HTTPS only); set it behind TLS."
     )
+    metrics_public: bool = Field(
+        False, description="Serve /metrics without a key. Off: a key with the read scope (X-API-Key, or "
+        "`Authorization: Bearer KEY` as Prometheus sends it); the metrics name the streams.")
     forwarded_allow_ips: str = Field(
         "", description="Reverse proxies whose `X-Forwarded-For` names the client (comma-separated addresses or "
         "networks, e.g. `127.0.0.1,10.0.0.0/8`; `*`: any peer). Empty: none; the client is the connection's peer "

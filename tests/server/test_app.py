@@ -40,7 +40,7 @@ def test_start_prepares_data_dir_and_database(tmp_path) -> None:
 def test_metrics_expose_request_and_domain_metrics(client: TestClient, auth: dict) -> None:
     client.get("/healthz")
     client.post("/api/v1/streams", json={"name": "svc"}, headers=auth)
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=auth).text
     assert 'logsense_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert 'route="/api/v1/streams",status="201"' in text  # whole route template
     assert "logsense_http_request_duration_seconds_bucket" in text

@@ -17,7 +17,7 @@ def test_an_untrained_stream_is_not_reported_as_detecting(served) -> None:
     client.post("/api/v1/streams/fresh/logs", headers=auth, json={"lines": ["service started on port 80"]})
     state, reason = _state(client, auth, "fresh")
     assert state == "learning" and "no trained model" in reason
-    metrics = client.get("/metrics").text
+    metrics = client.get("/metrics", headers=auth).text
     assert 'logsense_stream_state{state="detecting",stream="fresh"} 0.0' in metrics
     assert 'logsense_stream_state{state="learning",stream="fresh"} 1.0' in metrics
     assert [s["state"] for s in client.get("/api/v1/streams", headers=auth).json()] == ["learning"]

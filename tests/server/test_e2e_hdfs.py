@@ -136,7 +136,7 @@ def test_hdfs_end_to_end(served) -> None:
                  if x.severity != "normal"])
 
     # metrics: the domain series are there
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=auth).text
     assert 'logsense_lines_ingested_total{stream="HDFS"}' in text
     assert 'logsense_feedback_total{label="normal",stream="HDFS"} 1.0' in text
     assert 'logsense_model_version{kind="loggpt",stream="HDFS"} 1.0' in text

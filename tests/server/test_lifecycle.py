@@ -91,7 +91,7 @@ def test_train_nightly_versions_and_rollback(served) -> None:
     assert app.state.registry.peek(1).version == 2
     with pytest.raises(LookupError):
         rollback(app, 1, 9)
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=auth).text
     assert 'logsense_model_version{kind="loggpt",stream="svc"} 2.0' in text
     assert 'logsense_last_training_timestamp_seconds{stream="svc"}' in text
 
@@ -139,7 +139,7 @@ def test_feedback_scopes_mutes_and_restart(served, tmp_path) -> None:
     with Session(app.state.engine) as session:
         newest = session.exec(select(Anomaly).order_by(Anomaly.id.desc())).first()
     assert newest.status == "muted"
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=auth).text
     assert 'logsense_feedback_total{label="anomaly",stream="svc"} 1.0' in text
 
     # a new app on the same data directory remembers the template refutation (from the database)

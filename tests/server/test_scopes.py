@@ -58,3 +58,13 @@ def test_the_spec_names_the_errors_each_route_can_give(app) -> None:
     assert {"401", "403", "404", "422", "400", "413", "415", "503"} <= set(feedback)
     listing = paths["/api/v1/streams"]["get"]["responses"]
     assert {"401", "403"} <= set(listing) and "404" not in listing and "413" not in listing
+
+
+def test_metrics_need_a_reading_key_unless_public(client, app, auth) -> None:
+    assert client.get("/metrics").status_code == 401
+    key = auth["X-API-Key"]
+    assert client.get("/metrics", headers={"Authorization": f"Bearer {key}"}).status_code == 200  # as Prometheus sends it
+    assert client.get("/metrics", headers=_key(app, ["ingest"])).status_code == 403
+    assert client.get("/metrics", headers=_key(app, ["read"], ["a"])).status_code == 403  # names every stream
+    app.state.settings.metrics_public = True
+    assert client.get("/metrics").status_code == 200
