@@ -1,4 +1,4 @@
-"""The `logsense` command: serve, apikey, user, db, bench.
+"""The `logsense` command: serve, apikey, user, db, bench, scan.
 
 Settings come from `LOGSENSE_*` / `.env`; `--data-dir` (and serve's flags) override them.
 `bench` imports `models.bench` (torch and friends) only when it is the command being run, and
@@ -81,6 +81,8 @@ def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
     upgrade.add_argument("--data-dir", default=None, help="the server's data directory")
     upgrade.set_defaults(func=run_db_upgrade)
 
+    add_scan_arguments(sub)
+
     bench_help = "benchmark every detector on a labeled data set"
     add_bench_arguments, import_error = None, None
     if include_bench:
@@ -98,6 +100,63 @@ def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
         bench.add_argument("rest", nargs="*")
         bench.set_defaults(func=_bench_unavailable(import_error))
     return parser
+
+
+SCAN_DESCRIPTION = """\
+Print a report of the anomalies in FILE(s): lines scanned, anomalies (lines whose final severity is
+watch or danger) and incidents (the queue's anomalies of one template close in time) with their
+time span, severity, count and first line.
+
+Offline (the default) an embedded stream learns a normal baseline and judges the files exactly as
+a server stream would (RAPID line verdicts, windows cut with the stream defaults, LogGPT checks of
+closed windows, severities from models.policy). The baseline is needed: --train FILE... (normal
+logs of the same system, posted in train mode), or --train-fraction F (the first F of the scanned
+lines are learned as normal and not judged); without either, scan refuses. LogGPT is a quick small
+config by default (1 layer, 3 epochs: seconds on a CPU); --full trains the stream default. A first
+LogGPT whose K cannot be calibrated (too few held-back windows) is kept back as on a server, and
+RAPID's verdicts stand alone; the report says which.
+
+Against a server (--server URL --key KEY --stream NAME) the lines are posted in 1,000-line
+batches to POST /api/v1/streams/NAME/logs, the stream is flushed, the LogGPT checks are awaited,
+and the anomalies of those lines are read back (GET /api/v1/anomalies?group=template): the
+server's queue rows. With --train as well, a new stream NAME is created, the training files are
+posted in train mode, trained, and the stream leaves train mode before the scan.
+
+The report goes to stdout (--format json: one JSON document); progress and messages to stderr.
+Loghub BGL files carry a ground-truth label as their first field: --label-field auto (the default)
+cuts it off when the lines look like that, and only the report's "labels" figures read it."""
+
+
+def add_scan_arguments(sub: Any) -> argparse.ArgumentParser:
+    scan = sub.add_parser("scan", help="report the anomalies in log files (offline, or through a server)",
+                          description=SCAN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    scan.add_argument("files", nargs="+", metavar="FILE", help="log files to judge (.gz ok), in time order")
+    scan.add_argument("--train", nargs="+", metavar="FILE", default=None,
+                      help="normal logs of the same system: the baseline, learned in train mode")
+    scan.add_argument("--train-fraction", type=float, default=None, metavar="F",
+                      help="without --train: learn the first F (0 < F < 1) of the scanned lines as normal; "
+                           "only the rest is judged (offline only)")
+    scan.add_argument("--format", choices=["text", "json"], default="text", help="report format (default: text)")
+    scan.add_argument("--preset", default="auto", help="header format preset: auto (default), hdfs, bgl, syslog, "
+                                                       "iso8601, json, ... (models.settings.FORMAT_PRESETS)")
+    scan.add_argument("--session-regex", default=None, metavar="R",
+                      help=r"group lines into sessions by this regex (HDFS: blk_-?\d+); default: count windows")
+    scan.add_argument("--label-field", choices=["auto", "yes", "no"], default="auto",
+                      help="cut off a Loghub label field (BGL's first field) before the lines are judged; auto: "
+                           "when the lines look like labeled BGL")
+    scan.add_argument("--full", action="store_true", help="train the stream's default LogGPT (slow on a CPU) "
+                                                          "instead of the quick one")
+    scan.add_argument("--seed", type=int, default=0, help="LogGPT seed (offline)")
+    scan.add_argument("--server", default=None, metavar="URL", help="a running server, e.g. http://127.0.0.1:8000")
+    scan.add_argument("--key", default=None, help="its API key (default: $LOGSENSE_API_KEY)")
+    scan.add_argument("--stream", default=None, metavar="NAME", help="the server's stream to post to")
+    scan.add_argument("--wait", type=float, default=600.0, metavar="S",
+                      help="with --server: seconds to wait for the LogGPT checks and the training (default 600)")
+    scan.add_argument("--limit", type=int, default=50, metavar="N",
+                      help="text report: the N worst incidents (default 50; JSON lists every one)")
+    scan.add_argument("--quiet", action="store_true", help="no progress bars or messages on stderr")
+    scan.set_defaults(func=run_scan)
+    return scan
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -319,6 +378,72 @@ def run_bench(args: argparse.Namespace) -> int:
     from logsense.models.bench import run
 
     return run(args)
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from logsense.models.scan import ScanConfig, format_report, read_files
+    from logsense.models.settings import FORMAT_PRESETS
+
+    def say(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def fail(message: str) -> int:
+        print(f"logsense scan: {message}", file=sys.stderr)
+        return 2
+
+    if args.preset not in FORMAT_PRESETS:
+        return fail(f"unknown --preset {args.preset!r}; known: {', '.join(FORMAT_PRESETS)}")
+    remote = [n for n in ("server", "stream") if getattr(args, n)]
+    if remote and len(remote) < 2:
+        return fail("against a server give --server URL, --stream NAME and --key KEY (or $LOGSENSE_API_KEY)")
+    key = args.key or os.environ.get("LOGSENSE_API_KEY")
+    if remote and not key:
+        return fail("--server needs --key KEY (or $LOGSENSE_API_KEY)")
+    if args.train and args.train_fraction is not None:
+        return fail("give --train or --train-fraction, not both")
+    if not remote and not args.train and args.train_fraction is None:
+        return fail("a normal baseline is needed: give --train FILE... (normal logs of the same system, learned in "
+                    "train mode) or --train-fraction F (the first F of the scanned lines are learned as normal)")
+    if args.train_fraction is not None and (remote or not 0 < args.train_fraction < 1):
+        return fail("--train-fraction takes a number between 0 and 1, and only offline")
+    try:
+        lines = read_files(args.files)
+        train = read_files(args.train) if args.train else None
+    except (FileNotFoundError, OSError) as exc:
+        return fail(str(exc))
+    if not lines:
+        return fail("the files hold no lines")
+    cfg = ScanConfig(preset=args.preset, session_regex=args.session_regex, full=args.full,
+                     label_field=args.label_field, train_fraction=args.train_fraction, seed=args.seed)
+    try:
+        if remote:
+            from logsense.server.client import Client
+            from logsense.server.scan import scan_server
+
+            client = Client(0, key, timeout=max(60.0, args.wait))
+            client.base = args.server.rstrip("/")
+            report = scan_server(client, args.stream, lines, train, cfg, wait=args.wait, progress=not args.quiet,
+                                 say=say)
+        else:
+            from logsense.models.embedding import load_embedder
+            from logsense.models.scan import scan
+
+            say(f"logsense scan: {len(lines)} lines to judge" + (f", {len(train)} to learn" if train else "")
+                + " (offline, embedded model); loading the embedder")
+            report = scan(lines, train, cfg, load_embedder(), progress=not args.quiet, say=say)
+    except RuntimeError as exc:  # server.scan.ScanError: a scan against a server that cannot go on
+        return fail(str(exc))
+    except ValueError as exc:  # offline: no baseline, no training windows, bad settings
+        return fail(str(exc))
+    if args.format == "json":
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(format_report(report, limit=max(0, args.limit)))
+    return 0
 
 
 def _bench_unavailable(exc: Exception) -> Callable[[argparse.Namespace], int]:
