@@ -5,7 +5,8 @@ Extension points for later code, all on `app.state`:
 - `ready_checks`: callables `(app) -> str | None`; a string is why the server is not ready (503).
 - `stream_deleted_hooks`: callables `(stream_id) -> None`, run after a stream is deleted.
 - `metrics`: the `Metrics` object (counters to increment), `settings`, `engine`.
-New `/api` routers are added with `include_api(app, router)` (it adds the API key check).
+New `/api` routers are added with `include_api(app, router)` (it adds the API key check); the log
+shippers' own protocols (`/loki/api/v1/push`, OTLP `/v1/logs`) with `include_push(app, router)`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from sqlalchemy import text
 from sqlmodel import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from logsense.server.api import anomalies, data, ingest, jobs, models, review, streams
-from logsense.server.api.deps import current_key
+from logsense.server.api import anomalies, data, ingest, jobs, loki, models, otlp, review, streams
+from logsense.server.api.deps import current_key, push_key
 from logsense.server.db import Checkpointer, make_engine, make_private_dir, upgrade_database
 from logsense.server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from logsense.server.settings import Settings
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (streams.router, ingest.router, data.router, models.router, anomalies.router, jobs.router,
                    review.router):
         include_api(app, router)
+    for router in (loki.router, otlp.router):
+        include_push(app, router)
     from logsense.server.ui import install_ui
 
     install_ui(app)  # the operator web UI: pages, /static, sessions, security headers
@@ -204,6 +207,18 @@ def include_api(app: FastAPI, router: APIRouter) -> None:
     if not router.prefix.startswith("/api/"):
         raise ValueError(f"API routers need a full /api/... prefix, got {router.prefix!r}")
     app.include_router(router, dependencies=[Depends(current_key)])
+
+
+PUSH_PREFIXES = ("/loki/api/v1", "/v1")  # Loki's push API, OTLP/HTTP: the paths their clients post to
+
+
+def include_push(app: FastAPI, router: APIRouter) -> None:
+    """Mount a log shippers' protocol router (outside /api: their clients fix the paths) behind the
+    push key check (`deps.push_key`: X-API-Key, Bearer or basic-auth password; the scope here, the
+    stream limit per stream the body names)."""
+    if router.prefix not in PUSH_PREFIXES:
+        raise ValueError(f"push routers mount at {PUSH_PREFIXES}, got {router.prefix!r}")
+    app.include_router(router, dependencies=[Depends(push_key)])
 
 
 # --------------------------------------------------------------------------- health and metrics

@@ -1,7 +1,9 @@
 """API keys: `ls_<43 urlsafe chars>`, shown once at creation; only their sha256 is stored.
 
-A request names its key in the `X-API-Key` header. The key's first characters (`prefix`) pick
-the candidate rows through an index; the hashes are then compared in constant time.
+A request names its key in the `X-API-Key` header; the push front doors (`/loki/api/v1/push`,
+`/v1/logs`) also take `Authorization: Bearer KEY` and the basic-auth password, as Loki clients
+send secrets (`key_from_headers`). The key's first characters (`prefix`) pick the candidate rows
+through an index; the hashes are then compared in constant time.
 
 A key has scopes (`Scope`: a log shipper's key can post lines and nothing else) and may be
 limited to named streams; `ROUTE_SCOPES` says what each API route needs, in one place.
@@ -9,9 +11,12 @@ limited to named streams; `ROUTE_SCOPES` says what each API route needs, in one 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import Enum
 
@@ -38,6 +43,8 @@ IMPLIES = {Scope.ADMIN: set(Scope), Scope.OPERATE: {Scope.OPERATE, Scope.READ}, 
 ROUTE_SCOPES = {  # (method, route template) -> the scope it needs; any other GET needs READ
     ("POST", "/api/v1/streams/{name}/logs"): Scope.INGEST,
     ("POST", "/api/v1/streams/{name}/flush"): Scope.INGEST,
+    ("POST", "/loki/api/v1/push"): Scope.INGEST,  # the streams come from the body: `authorize_stream` per stream
+    ("POST", "/v1/logs"): Scope.INGEST,  # OTLP/HTTP logs: likewise
     ("POST", "/api/v1/anomalies/feedback"): Scope.OPERATE,
     ("POST", "/api/v1/anomalies/{anomaly_id}/feedback"): Scope.OPERATE,
     ("POST", "/api/v1/streams/{name}/review/{template_id}"): Scope.OPERATE,
@@ -58,14 +65,47 @@ def needed_scope(method: str, route: str) -> Scope:
 
 def authorize(key: ApiKey, method: str, route: str, stream: str | None) -> None:
     """A 403 saying why when `key` may not call this route (on this stream)."""
+    authorize_scope(key, method, route)
+    authorize_stream(key, stream)
+
+
+def authorize_scope(key: ApiKey, method: str, route: str) -> None:
+    """A 403 saying why when `key` lacks the scope this route needs (its streams not checked: a
+    route that names its streams in the body checks each with `authorize_stream`)."""
     needed = needed_scope(method, route)
     granted = set().union(*(IMPLIES[Scope(s)] for s in key.scopes or () if s in Scope._value2member_map_))
     if needed not in granted:
         raise HTTPException(status.HTTP_403_FORBIDDEN,
                             f"API key {key.name!r} has scopes {sorted(key.scopes or [])}: {method} {route} needs {needed.value!r}")
+
+
+def authorize_stream(key: ApiKey, stream: str | None) -> None:
+    """A 403 saying why when `key` is limited to other streams."""
     if key.streams is not None and stream not in key.streams:
         where = f"stream {stream!r}" if stream is not None else "routes of no single stream"
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"API key {key.name!r} is limited to streams {key.streams}, not {where}")
+
+
+def key_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The API key a log shipper sent: `X-API-Key`, else `Authorization: Bearer KEY`, else the
+    password of `Authorization: Basic base64(user:KEY)` (the user name is ignored; a key sent as
+    the user name with an empty password is taken too). None when there is none."""
+    if headers.get(HEADER):
+        return headers[HEADER]
+    scheme, _, credentials = (headers.get("authorization") or "").strip().partition(" ")
+    credentials = credentials.strip()
+    if not credentials:
+        return None
+    if scheme.lower() == "bearer":
+        return credentials
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise unauthorized("malformed basic auth credentials: send base64(user:API_KEY)") from None
+        user, _, password = decoded.partition(":")
+        return password or user or None
+    return None
 
 
 def hash_key(key: str) -> str:

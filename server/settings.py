@@ -44,6 +44,13 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1, description="Largest accepted request body in bytes, for every route (else 413)."
     )
 
+    loki_stream_label: str = Field(
+        "service_name", min_length=1, description="The Loki label whose value names the stream a pushed "
+        "entry goes to (`/loki/api/v1/push`); an entry without it goes by its `job` label.")
+    push_create_streams: bool = Field(
+        True, description="A Loki or OTLP push naming an unknown stream creates it (train mode, default "
+        "settings: `format` auto). Off: those entries are refused (404 naming the stream).")
+
     nightly_cron: str = Field(
         "0 2 * * *", description="Default retraining schedule (crontab syntax) for streams without their own."
     )

@@ -11,7 +11,7 @@ from pydantic import AfterValidator
 from fastapi.security import APIKeyHeader
 from sqlmodel import Session, select
 
-from logsense.server.auth import HEADER, authorize, verify_api_key
+from logsense.server.auth import HEADER, authorize, authorize_scope, key_from_headers, unauthorized, verify_api_key
 from logsense.server.settings import Settings
 from logsense.server.tables import ApiKey, Stream
 
@@ -71,6 +71,25 @@ def current_key(
 
 
 CurrentKey = Annotated[ApiKey | None, Depends(current_key)]
+
+
+def push_key(request: Request, settings: SettingsDep) -> ApiKey | None:
+    """The key of a log shipper's push (`/loki/api/v1/push`, `/v1/logs`): `X-API-Key`,
+    `Authorization: Bearer KEY` or the basic-auth password; its scope checked here, its stream
+    limit per stream the body names (`auth.authorize_stream`). None in dev mode without a key."""
+    supplied = key_from_headers(request.headers)
+    if settings.dev_mode and not supplied:
+        return None
+    if not supplied:
+        raise unauthorized(f"missing API key: send it as {HEADER}, Authorization: Bearer, or the basic-auth password")
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        key = verify_api_key(session, supplied)
+    route = getattr(request.scope.get("route"), "path", None) or request.url.path
+    authorize_scope(key, request.method, route)
+    return key
+
+
+PushKey = Annotated[ApiKey | None, Depends(push_key)]
 
 
 def actor_name(key: ApiKey | None) -> str:

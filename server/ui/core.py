@@ -44,7 +44,7 @@ CSRF_HEADER = "X-CSRF-Token"
 KIND_WORDS = {"session": "session", "count": "window", "time": "time window"}  # Window.kind in words
 
 # Paths that are not UI pages (API, health, docs, static): the UI's error pages and session stay out.
-NON_UI_PREFIXES = ("/api/", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/static/")
+NON_UI_PREFIXES = ("/api/", "/loki/", "/v1/logs", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/static/")
 
 
 def is_ui_path(path: str) -> bool:
