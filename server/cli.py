@@ -1,4 +1,4 @@
-"""The `logsense` command: serve, apikey, user, db, bench, scan.
+"""The `logsense` command: serve, apikey, user, db, bench, scan, watch.
 
 Settings come from `LOGSENSE_*` / `.env`; `--data-dir` (and serve's flags) override them.
 `bench` imports `models.bench` (torch and friends) only when it is the command being run, and
@@ -82,6 +82,18 @@ def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
     upgrade.set_defaults(func=run_db_upgrade)
 
     add_scan_arguments(sub)
+
+    watch = sub.add_parser("watch", help="follow a log file (like tail -F) and post its new lines to a stream")
+    watch.add_argument("file", help="the log file (followed by name: rotation and truncation are handled)")
+    watch.add_argument("--server", required=True, help="the server's base URL, e.g. http://127.0.0.1:8000")
+    watch.add_argument("--stream", required=True, help="the stream to post to")
+    watch.add_argument("--key", default=None, help="an API key with the ingest scope (default: $LOGSENSE_API_KEY)")
+    watch.add_argument("--state", default=None,
+                       help="where the position is kept (default: .FILE.logsense-watch beside the file)")
+    watch.add_argument("--from-start", action="store_true", help="a first start posts the whole file, not only new lines")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between looks at the file")
+    watch.add_argument("--once", action="store_true", help="post what is new and exit")
+    watch.set_defaults(func=run_watch)
 
     bench_help = "benchmark every detector on a labeled data set"
     add_bench_arguments, import_error = None, None
@@ -443,6 +455,47 @@ def run_scan(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print(format_report(report, limit=max(0, args.limit)))
+    return 0
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    import os
+    import signal
+    from pathlib import Path
+    from urllib.parse import quote
+
+    from logsense.server.client import Client
+    from logsense.server.watch import Follower, idempotency_key, watch
+
+    key = args.key or os.environ.get("LOGSENSE_API_KEY")
+    if not key:
+        print("logsense watch: give --key KEY (or $LOGSENSE_API_KEY), a key with the ingest scope", file=sys.stderr)
+        return 2
+    path = Path(args.file)
+    state = Path(args.state) if args.state else path.with_name(f".{path.name}.logsense-watch")
+    client = Client(0, key, timeout=120)
+    client.base = args.server.rstrip("/")
+    url = f"/api/v1/streams/{quote(args.stream, safe='')}/logs"
+
+    def post(batch) -> None:  # noqa: ANN001
+        code, body = client.call("POST", url, {"lines": batch.lines}, headers={"Idempotency-Key": idempotency_key(batch)})
+        if code >= 300 and code != 207:
+            raise RuntimeError(f"{code} {body}")
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    follower = Follower(path, state, from_start=args.from_start)
+    print(f"logsense watch: following {path} into stream {args.stream!r} at {client.base} (position kept in {state})",
+          file=sys.stderr)
+    try:
+        n = watch(follower, post, interval=args.interval, once=args.once, stop=lambda: bool(stopping),
+                  say=lambda m: print(m, file=sys.stderr, flush=True))
+    except KeyboardInterrupt:
+        n = None
+    finally:
+        follower.close()
+    if n is not None:
+        print(f"logsense watch: {n} lines posted", file=sys.stderr)
     return 0
 
 

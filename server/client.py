@@ -27,10 +27,11 @@ class Client:
     def __init__(self, port: int, key: str, timeout: float = 600):
         self.base, self.key, self.timeout = f"http://127.0.0.1:{port}", key, timeout
 
-    def call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> tuple[int, Any]:
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"X-API-Key": self.key, "Content-Type": "application/json"})
+                                     headers={"X-API-Key": self.key, "Content-Type": "application/json", **(headers or {})})
         try:
             with urllib.request.urlopen(req, timeout=timeout or self.timeout) as r:
                 return r.status, json.loads(r.read() or b"{}")
