@@ -456,6 +456,8 @@ def header_warning(cfg: Any, layout: str, lines: int, parsed: int) -> str | None
     a header the stream's format (`cfg`: its settings; `layout`: the preset in use) could read."""
     if not lines or parsed >= LOW_HEADER_PARSE_RATE * lines:
         return None
+    if cfg.format == "generic" and not cfg.format_regex:  # chosen for lines without a header layout: no news
+        return None
     fmt = "format_regex" if cfg.format_regex else f"format {cfg.format!r}"
     if not cfg.format_regex and layout != cfg.format:
         fmt += f" (layout {layout!r})"

@@ -157,3 +157,12 @@ def test_the_queue_query_is_one_grouped_select_through_an_index(served):
         assert client.get("/api/v1/streams/queued").status_code == 200
     plan = query_plan(app.state.engine, *seen[0])
     assert "ix_windows_stream_id_state_id" in plan and "SCAN" not in plan, plan
+
+
+def test_a_stream_set_to_generic_gets_no_warning_for_lines_without_a_header(served) -> None:
+    client, _ = served
+    _create(client, "plain", format="generic")
+    answer = _post(client, "plain", [PLAIN_LINE.format(n=i) for i in range(20)])
+    assert answer["warnings"] == []
+    _create(client, "guessing", format="auto")  # auto found no layout either: that is news
+    assert _post(client, "guessing", [PLAIN_LINE.format(n=i) for i in range(20)])["warnings"]
