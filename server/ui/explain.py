@@ -53,7 +53,8 @@ class Detail:
     other_normals: list[str] = field(default_factory=list)
     window: WindowView | None = None
     windows_note: str | None = None
-    reasons: list[dict] = field(default_factory=list)  # {"kind": ..., "text": ...}
+    reasons: list[dict] = field(default_factory=list)  # {"kind": ..., "text": ...}: what the detectors used
+    context: list[dict] = field(default_factory=list)  # the same shape: facts beside it no detector used
     around: list[LogLine] = field(default_factory=list)
     feedback: list[Feedback] = field(default_factory=list)
     mute_until: datetime | None = None
@@ -191,7 +192,11 @@ def _key_text(key: Any, text: str | None) -> str:
     return f"{label} “{text}”" if text else label
 
 
-def _reasons(detail: Detail, db: Session, gap_seconds: float, tz_name: str) -> list[dict]:
+CONTEXT_KINDS = ("new-template", "burst", "hour")  # shown beside the reasons: no detector decides by them
+
+
+def _reasons(detail: Detail, db: Session, gap_seconds: float, tz_name: str) -> tuple[list[dict], list[dict]]:
+    """(why the detectors flagged it, context no detector used: a new template, a burst, the hour)."""
     a, line, out = detail.anomaly, detail.line, []
     reasons = a.reasons or {}
     score, threshold = reasons.get("rapid_score"), detail.rapid_threshold
@@ -246,9 +251,14 @@ def _reasons(detail: Detail, db: Session, gap_seconds: float, tz_name: str) -> l
             if m.get("unseen"):
                 text += " LogGPT never saw this key in training."
             out.append({"kind": "sequence", "text": text})
-    if not out:
-        out.append({"kind": "other", "text": "No reason recorded beyond the detector's flag."})
-    return out
+    if reasons.get("incident"):
+        out.append({"kind": "incident", "text": "Joined an incident an operator confirmed: a new anomaly of this "
+                                                "template within the incident gap is not queued again."})
+    why = [r for r in out if r["kind"] not in CONTEXT_KINDS]
+    context = [r for r in out if r["kind"] in CONTEXT_KINDS]
+    if not why:
+        why.append({"kind": "other", "text": "No reason recorded beyond the detector's flag."})
+    return why, context
 
 
 def _unusual_hour(db: Session, line: LogLine, tz_name: str) -> str | None:
@@ -311,7 +321,7 @@ def load_detail(db: Session, app: Any, anomaly_id: int) -> Detail | None:
             detail.template = None
     _loggpt(detail, db, registry)
     settings = app.state.settings
-    detail.reasons = _reasons(detail, db, settings.incident_gap_seconds, settings.timezone)
+    detail.reasons, detail.context = _reasons(detail, db, settings.incident_gap_seconds, settings.timezone)
     if line is not None:
         before = db.execute(select(LogLine).where(LogLine.stream_id == line.stream_id, LogLine.id < line.id)
                             .order_by(LogLine.id.desc()).limit(AROUND)).scalars().all()

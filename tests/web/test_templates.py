@@ -367,6 +367,8 @@ def test_detail_of_a_window_anomaly_and_a_burst(ui) -> None:
     assert ">Mark normal: whole template</button>" not in html and ">Mute</button>" not in html  # no template
     detail = client.get(f"/anomalies/{burst[-1]}").text
     assert "Burst of a template: 6 lines of E51" in detail
+    around = detail[detail.index("<h3>Around it</h3>"):]  # context, apart from the detectors' reasons
+    assert "Burst of a template" in around and "Burst of a template" not in detail[:detail.index("<h3>Around it</h3>")]
     assert "LogGPT checked its window" not in detail  # that line is in no window
     first = client.get(f"/anomalies/{burst[0]}").text
     assert "LogGPT: the window as a list of keys" in first and '<li class="this">' in first
