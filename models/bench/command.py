@@ -8,6 +8,7 @@ above it. The default protocol is chronological with thresholds from validation 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -79,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         from logsense.models.bench.parsing import run_parsing
 
         return run_parsing(args.out, args.data_dir)
+    missing = [name for name in ("sklearn", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:  # the baselines and the figures need them; a server install leaves them out
+        print(f"logsense bench: {', '.join(missing)} missing: install the bench extra (pip install -e '.[bench]')",
+              file=sys.stderr)
+        return 2
     try:
         dataset = load(args)
     except DatasetMissing as exc:
