@@ -28,6 +28,8 @@ def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default: settings, 8000)")
     serve.add_argument("--data-dir", default=None, help="where the database and model artifacts live")
     serve.add_argument("--dev", action="store_true", default=None, help="dev mode: /api needs no API key")
+    serve.add_argument("--syslog-port", type=int, default=None,
+                       help="also listen for syslog over TCP on this port (default: settings, off)")
     serve.set_defaults(func=run_serve)
 
     apikey = sub.add_parser("apikey", help="create, list and revoke API keys")
@@ -202,7 +204,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from logsense.server.app import create_app
     from logsense.server.db import upgrade_database
 
-    settings = _settings(args, host=args.host, port=args.port, dev_mode=args.dev)
+    settings = _settings(args, host=args.host, port=args.port, dev_mode=args.dev,
+                         syslog_port=getattr(args, "syslog_port", None))
     if settings.dev_mode and not is_loopback(settings.host):
         print(f"logsense serve: refusing --dev on {settings.host!r}: dev mode serves the API without keys and the UI "
               "without login, so it binds only to a loopback address (127.0.0.1, ::1, localhost). Create an API key "

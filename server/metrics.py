@@ -87,6 +87,10 @@ class Metrics:
             "calibrating (a first model kept back: too little validation data), detecting, loading.",
             ["stream", "state"], registry=r,
         )
+        self.syslog_messages = Counter(
+            "logsense_syslog_messages", "Syslog listener messages by outcome: stored, malformed (stored as a plain "
+            "line with what could be parsed), rejected (not stored; logged).", ["outcome"], registry=r,
+        )
         self.last_training = Gauge(
             "logsense_last_training_timestamp_seconds", "Unix time of the newest trained model version.",
             ["stream"], registry=r,
