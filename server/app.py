@@ -28,9 +28,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logsense.server.api import anomalies, data, ingest, jobs, loki, models, otlp, review, streams
 from logsense.server.api.deps import current_key, push_key
+from logsense.server import alerts  # alerts out: the enqueue hook and the dispatcher
+from logsense.server.api import alerts as alerts_api
 from logsense.server.db import Checkpointer, make_engine, make_private_dir, upgrade_database
 from logsense.server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from logsense.server.settings import Settings
+from logsense.server.syslog import start_syslog, stop_syslog
 
 log = logging.getLogger("logsense")
 
@@ -57,12 +60,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.dev_mode:
             log.warning(DEV_MODE_BANNER)
         _start_background(app)
+        alerts.start(app)  # after the registry: the alert hook names templates
         log.info("LogSense started: data in %s (models load in the background; see /readyz)",
                  settings.data_dir.resolve())
         try:
+            app.state.syslog = await start_syslog(app)  # syslog_port set: the TCP syslog listener
             yield
         finally:
+            await stop_syslog(app)
             _stop_background(app)
+            alerts.stop(app)  # after the worker: its last anomalies still queue alerts
             if app.state.checkpointer is not None:
                 app.state.checkpointer.stop()
             app.state.engine.dispose()
@@ -91,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (streams.router, ingest.router, data.router, models.router, anomalies.router, jobs.router,
                    review.router):
         include_api(app, router)
+    include_api(app, alerts_api.router)  # /api/v1/alerts: channels and the outbox
     for router in (loki.router, otlp.router):
         include_push(app, router)
     from logsense.server.ui import install_ui

@@ -53,6 +53,11 @@ ROUTE_SCOPES = {  # (method, route template) -> the scope it needs; any other GE
     ("PATCH", "/api/v1/streams/{name}"): Scope.ADMIN,
     ("DELETE", "/api/v1/streams/{name}"): Scope.ADMIN,
     ("POST", "/api/v1/streams/{name}/models/{version}/rollback"): Scope.ADMIN,
+    ("GET", "/api/v1/alerts/channels"): Scope.READ,  # alert channels: secrets are never shown
+    ("GET", "/api/v1/alerts/outbox"): Scope.READ,
+    ("POST", "/api/v1/alerts/channels"): Scope.ADMIN,
+    ("DELETE", "/api/v1/alerts/channels/{channel_id}"): Scope.ADMIN,
+    ("POST", "/api/v1/alerts/channels/{channel_id}/test"): Scope.ADMIN,
 }
 
 

@@ -12,6 +12,8 @@
   keeps it out of training data and makes it a validation case for promotions.
 - `suppress_until` (or `mute_template`) mutes alerts from the template until then: open
   anomalies of it become "muted" and new ones are stored muted; the model learns nothing.
+- Whatever an answer closes (refuted, confirmed, muted) that had a firing alert gets its
+  `resolved` alert queued in the same transaction (`server.alerts.resolve_closed`).
 
 Everything is written to the database first (the truth a restart rebuilds the models from),
 then applied to the live model.
@@ -25,7 +27,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from logsense.server import store
+from logsense.server import alerts, store
 from logsense.server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine, utcnow
 
 LABELS = ("normal", "anomaly")
@@ -105,6 +107,7 @@ def apply_feedback(
         if suppress_until is not None and anomaly.template_id is not None:
             _mute(session, anomaly.stream_id, anomaly.template_id, suppress_until, author, now)
         session.flush()
+        alerts.resolve_closed(session, anomaly.stream_id, now)  # what this closed resolves its alerts
         session.refresh(anomaly)
         session.expunge(anomaly)
         masked = line.masked if line is not None else None
@@ -206,4 +209,7 @@ def mute_template(app: Any, stream_id: int, template_id: int, until: datetime, a
     with store.write_session(app.state.engine) as session:
         if session.get(Stream, stream_id) is None:
             raise LookupError(f"no stream with id {stream_id}")
-        _mute(session, stream_id, int(template_id), until, author, utcnow())
+        now = utcnow()
+        _mute(session, stream_id, int(template_id), until, author, now)
+        session.flush()
+        alerts.resolve_closed(session, stream_id, now)

@@ -7,6 +7,7 @@ the table and the code cannot drift apart.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,15 @@ class Settings(BaseSettings):
     push_create_streams: bool = Field(
         True, description="A Loki or OTLP push naming an unknown stream creates it (train mode, default "
         "settings: `format` auto). Off: those entries are refused (404 naming the stream).")
+    syslog_port: int | None = Field(
+        None, ge=1, le=65535, description="TCP port of the syslog listener (RFC 5424 and 3164, octet-counted or "
+        "newline framing; `logsense serve --syslog-port N`). Unset: no listener. It has no authentication: keep it "
+        "on loopback or behind the network's controls.")
+    syslog_host: str = Field("127.0.0.1", description="Interface the syslog listener binds to.")
+    syslog_stream_by: Literal["app", "host"] = Field(
+        "app", description="What names a syslog message's stream: `app` (its APP-NAME or TAG, else its hostname) "
+        "or `host` (its hostname, else its app). Sanitised to the stream-name rule; unknown streams are created "
+        "as `push_create_streams` says.")
 
     nightly_cron: str = Field(
         "0 2 * * *", description="Default retraining schedule (crontab syntax) for streams without their own."
@@ -86,6 +96,14 @@ class Settings(BaseSettings):
         "networks, e.g. `127.0.0.1,10.0.0.0/8`; `*`: any peer). Empty: none; the client is the connection's peer "
         "(login throttling counts per client address).",
     )
+
+    # alerts (server/alerts.py)
+    alerts_enabled: bool = Field(
+        True, description="Run the in-process alert dispatcher that sends the alert outbox to the channels of "
+        "`/api/v1/alerts/channels`. Off: alerts are still queued, and sent once a server with it on runs.")
+    public_url: str = Field(
+        "http://127.0.0.1:8000", min_length=1, description="The server's address as the people receiving alerts "
+        "reach it: alerts link to `{public_url}/anomalies/{id}`.")
 
     @model_validator(mode="after")
     def _default_database_url(self) -> "Settings":

@@ -366,11 +366,22 @@ def route_anomalies(session: Session, stream_id: int, rows: list[dict], now: dat
             row["reasons"] = {**row["reasons"], "incident": "joined an incident an operator confirmed"}
 
 
+ANOMALY_HOOKS: "weakref.WeakKeyDictionary[Engine, Any]" = weakref.WeakKeyDictionary()
+"""Per engine, while an app runs: `server.alerts.AlertHook`, told of new anomalies in their transaction."""
+
+
 def insert_anomalies(session: Session, rows: list[dict]) -> None:
-    """Insert anomalies rows (dicts of column values, the same keys in each)."""
+    """Insert anomalies rows (dicts of column values, the same keys in each). With an alert hook
+    for the engine and a channel that may want them, the open ones queue alerts in this
+    transaction (`server.alerts`); without channels nothing more is done."""
     if not rows:
         return
-    executemany_rows(session.connection(), Anomaly.__table__, rows)  # a batch can flag hundreds of lines
+    hook = ANOMALY_HOOKS.get(session.get_bind()) if ANOMALY_HOOKS else None
+    rules = hook.wants(session, rows) if hook is not None else None
+    if not rules:
+        executemany_rows(session.connection(), Anomaly.__table__, rows)  # a batch can flag hundreds of lines
+        return
+    hook.fired(session, rows, insert_rows(session, Anomaly.__table__, rows), rules)  # the ids: the alerts name them
 
 
 def update_lines(session: Session, rows: list[dict]) -> None:

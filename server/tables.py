@@ -374,3 +374,46 @@ class UserSession(SQLModel, table=True):
     created_at: datetime = _created()
     last_seen_at: datetime = _created()
     revoked: bool = Field(default=False, nullable=False)
+
+
+ALERT_CHANNEL_KINDS = ("webhook", "slack", "alertmanager")
+ALERT_EVENTS = ("firing", "resolved")
+ALERT_STATES = ("pending", "sending", "sent", "failed")  # sending: claimed, next_attempt_at is the claim's expiry
+
+
+class AlertChannel(SQLModel, table=True):
+    """Where alerts go (`server.alerts`): a generic webhook (signed with `secret`), a Slack incoming
+    webhook, or an Alertmanager (API v2); `streams` None: every stream."""
+
+    __tablename__ = "alert_channels"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, nullable=False)
+    kind: str = Field(max_length=16, nullable=False)  # webhook / slack / alertmanager
+    url: str = Field(max_length=2000, nullable=False)
+    secret: str | None = Field(default=None, max_length=255, nullable=True)  # webhooks: the HMAC key (never shown)
+    streams: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # stream names; None: all
+    min_severity: str = Field(default="watch", max_length=16, nullable=False)  # watch / danger
+    enabled: bool = Field(default=True, nullable=False)
+    created_at: datetime = _created()
+
+
+class AlertOutbox(SQLModel, table=True):
+    """One alert to deliver to one channel, written in the transaction of the event (a new open
+    anomaly: `firing`; its refute, confirmation or mute: `resolved`); the dispatcher sends it."""
+
+    __tablename__ = "alert_outbox"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "anomaly_id", "event", name="uq_alert_outbox_channel_id_anomaly_id_event"),
+        Index("ix_alert_outbox_state_channel_id_id", "state", "channel_id", "id"),  # each channel's oldest undelivered
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = Field(foreign_key="alert_channels.id", ondelete="CASCADE", nullable=False)
+    anomaly_id: int | None = Field(default=None, foreign_key="anomalies.id", ondelete="CASCADE", index=True)
+    event: str = Field(max_length=16, nullable=False)  # firing / resolved
+    payload: dict = _json()  # the alert (server.alerts.render turns it into the channel's body)
+    state: str = Field(default="pending", max_length=16, nullable=False)  # pending/sending/sent/failed
+    attempts: int = Field(default=0, nullable=False)
+    next_attempt_at: datetime = _created()
+    last_error: str | None = Field(default=None, nullable=True)
+    created_at: datetime = _created()
+    sent_at: datetime | None = _when()

@@ -1,0 +1,489 @@
+"""Alerts out: notification channels, the durable outbox, and the dispatcher that sends it.
+
+Channels (`alert_channels`, managed through `/api/v1/alerts/channels`) are a generic webhook
+(JSON, signed: `X-LogSense-Signature: sha256=<hex HMAC-SHA256 of the body with the channel's
+secret>`), a Slack incoming webhook (a short text), or an Alertmanager (`POST {url}/api/v2/alerts`).
+Each has rules: the streams it wants (None: all) and the least severity (watch or danger).
+
+Enqueue, in the transaction of the event (`alert_outbox`, unique per channel, anomaly and event):
+- `firing`: `store.insert_anomalies` hands the new anomalies that are still `open` after
+  `store.route_anomalies` (not muted, not joined to a confirmed incident) to `AlertHook.fired`
+  (registered per engine in `store.ANOMALY_HOOKS` while an app runs). One alert per stream,
+  template and severity of a batch (`count` says how many anomalies it stands for), and none
+  while the channel has one firing for an open anomaly of that template and severity newer than
+  `incident_gap_seconds`. The enabled channels are read once per `CACHE_SECONDS` (nothing more
+  is done while there are none).
+- `resolved`: feedback (`server.feedback`: refute, confirm, mute) calls `resolve_closed` with
+  the time it stamped on the anomalies it closed: every firing alert of those gets its resolve
+  (Alertmanager: the same alert with `endsAt`).
+
+Delivery (`Dispatcher`, a thread started with the app): per channel, the oldest undelivered row
+first and one at a time (a resolve never overtakes its firing alert). A row is claimed before it
+is sent (`sending`, `next_attempt_at` = the claim's expiry: a claim a crashed process left is
+taken again after `CLAIM_SECONDS`), marked `sent` only after a 2xx, else retried with
+exponential backoff (`BACKOFF_BASE` doubling up to `BACKOFF_CAP`) and `failed` after
+`MAX_ATTEMPTS`. Rows survive a restart; a crash between the receiver's 2xx and the `sent` mark
+sends that row again (at least once: webhooks carry `X-LogSense-Delivery`, the row id, to dedupe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy.orm import aliased
+from sqlmodel import Session
+
+from logsense.server import store
+from logsense.server.tables import AlertChannel, AlertOutbox, Anomaly, LogLine, Stream, utcnow
+
+log = logging.getLogger("logsense.alerts")
+
+SEVERITY_RANK = {"watch": 1, "danger": 2}
+SIGNATURE_HEADER = "X-LogSense-Signature"
+DELIVERY_HEADER = "X-LogSense-Delivery"
+EVENT_HEADER = "X-LogSense-Event"
+ALERTNAME = "LogSenseAnomaly"
+
+CACHE_SECONDS = 5.0  # how long the enabled channels are read from cache by the enqueue hook
+HTTP_TIMEOUT = 10.0  # seconds per delivery request
+MAX_ATTEMPTS = 10  # then the row is `failed`
+BACKOFF_BASE = 1.0  # seconds before the second attempt; doubles per attempt
+BACKOFF_CAP = 300.0
+CLAIM_SECONDS = 60.0  # a claim (state `sending`) older than this is taken again (its process died)
+POLL_SECONDS = 0.5
+SENDERS = 4  # channels sent to at once (one row in flight per channel)
+EXAMPLE_CHARS = 1000
+
+
+def severity_rank(severity: str | None) -> int:
+    return SEVERITY_RANK.get(severity or "", 0)
+
+
+def signature(secret: str, body: bytes) -> str:
+    """The `X-LogSense-Signature` value of a webhook body: `sha256=` + hex HMAC-SHA256."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def anomaly_link(public_url: str, anomaly_id: int | None) -> str:
+    base = public_url.rstrip("/")
+    return f"{base}/anomalies/{anomaly_id}" if anomaly_id is not None else f"{base}/anomalies"
+
+
+def _iso(when: datetime | None) -> str | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- rules and enqueue
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An enabled channel's rules, as the enqueue hook needs them."""
+
+    id: int
+    streams: frozenset[str] | None
+    min_rank: int
+
+    def matches(self, stream: str | None, severity: str) -> bool:
+        return (self.streams is None or stream in self.streams) and severity_rank(severity) >= self.min_rank
+
+
+class AlertHook:
+    """One app's enqueue side: `store.ANOMALY_HOOKS[engine]` while the app runs."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self._rules: list[Rule] = []
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+        self.dispatcher: Dispatcher | None = None
+
+    def invalidate(self) -> None:
+        """Channels changed: read them again at the next batch."""
+        with self._lock:
+            self._read_at = float("-inf")
+
+    def rules(self, session: Session) -> list[Rule]:
+        """The enabled channels' rules: one query per `CACHE_SECONDS`."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._read_at < CACHE_SECONDS:
+                return self._rules
+        rows = session.execute(select(AlertChannel.id, AlertChannel.streams, AlertChannel.min_severity)
+                               .where(AlertChannel.enabled == True)).all()  # noqa: E712
+        rules = [Rule(cid, frozenset(streams) if streams is not None else None, severity_rank(sev))
+                 for cid, streams, sev in rows]
+        with self._lock:
+            self._rules, self._read_at = rules, now
+        return rules
+
+    def wants(self, session: Session, rows: list[dict]) -> list[Rule]:
+        """The rules worth looking at for these new anomalies ([] when none is open or no channel is enabled)."""
+        if not any(r.get("status", "open") == "open" for r in rows):
+            return []
+        return self.rules(session)
+
+    def fired(self, session: Session, rows: list[dict], ids: list[int], rules: list[Rule]) -> int:
+        """Queue `firing` alerts for the open ones of these just-inserted anomalies (`ids` in
+        order); the number of outbox rows written."""
+        groups: dict[tuple, list[tuple[dict, int]]] = {}
+        for row, aid in zip(rows, ids):
+            if row.get("status", "open") == "open":
+                groups.setdefault((row["stream_id"], row.get("template_id"), row["severity"]), []).append((row, aid))
+        if not groups:
+            return 0
+        stream_ids = {k[0] for k in groups}
+        names = dict(session.execute(select(Stream.id, Stream.name).where(Stream.id.in_(stream_ids))).all())
+        wanted = [(rule, key) for key in groups for rule in rules if rule.matches(names.get(key[0]), key[2])]
+        if not wanted:
+            return 0
+        newest = max(max(r.get("created_at") or utcnow() for r, _ in members) for members in groups.values())
+        gap = float(getattr(self.app.state.settings, "incident_gap_seconds", 300.0))
+        firing = _still_firing(session, stream_ids, {k[1] for k in groups if k[1] is not None},
+                               newest - timedelta(seconds=gap))
+        wanted = [(rule, key) for rule, key in wanted if (rule.id, key[0], key[1], key[2]) not in firing]
+        if not wanted:
+            return 0
+        first = {key: groups[key][0] for _, key in wanted}
+        line_ids = [row["line_id"] for row, _ in first.values() if row.get("line_id") is not None]
+        raws = {}
+        if line_ids:
+            raws = dict(session.execute(select(LogLine.id, LogLine.raw).where(LogLine.id.in_(line_ids))).all())
+        registry = getattr(self.app.state, "registry", None)
+        public_url = self.app.state.settings.public_url
+        alerts = {}
+        for key, (row, aid) in first.items():
+            model = registry.peek(key[0]) if registry is not None else None
+            raw = raws.get(row.get("line_id"))
+            alerts[key] = {
+                "event": "firing", "anomaly_id": aid, "stream": names.get(key[0]), "kind": row.get("kind", "line"),
+                "severity": key[2], "status": "open", "template_id": key[1],
+                "template": model.template(key[1]) if model is not None and key[1] is not None else None,
+                "example": raw[:EXAMPLE_CHARS] if raw is not None else None, "count": len(groups[key]),
+                "created_at": _iso(row.get("created_at") or utcnow()), "resolved_at": None,
+                "link": anomaly_link(public_url, aid),
+            }
+        now = utcnow()
+        out = [{"channel_id": rule.id, "anomaly_id": first[key][1], "event": "firing", "payload": alerts[key],
+                "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
+               for rule, key in wanted]
+        session.execute(insert(AlertOutbox.__table__), out)
+        _wake_after_commit(session, self.dispatcher)
+        return len(out)
+
+
+def _still_firing(session: Session, stream_ids: set[int], template_ids: set[int], since: datetime) -> set[tuple]:
+    """(channel id, stream id, template id, severity) of alerts firing now: a firing row for an
+    anomaly still open, created since `since`."""
+    if not template_ids:
+        return set()
+    rows = session.execute(
+        select(AlertOutbox.channel_id, Anomaly.stream_id, Anomaly.template_id, Anomaly.severity)
+        .join(Anomaly, Anomaly.id == AlertOutbox.anomaly_id)
+        .where(Anomaly.stream_id.in_(stream_ids), Anomaly.status == "open", Anomaly.created_at >= since,
+               Anomaly.template_id.in_(template_ids), AlertOutbox.event == "firing")
+        .distinct()
+    ).all()
+    return {tuple(r) for r in rows}
+
+
+def resolve_closed(session: Session, stream_id: int, since: datetime) -> int:
+    """Queue `resolved` alerts for the stream's anomalies closed (refuted, confirmed, muted) at or
+    after `since` that had a firing alert; call it in the transaction that closed them, with the
+    time it stamped as their `updated_at`. The number of outbox rows written."""
+    resolved = aliased(AlertOutbox)
+    rows = session.execute(
+        select(AlertOutbox.channel_id, AlertOutbox.anomaly_id, AlertOutbox.payload, Anomaly.status)
+        .join(Anomaly, Anomaly.id == AlertOutbox.anomaly_id)
+        .where(AlertOutbox.event == "firing", Anomaly.stream_id == stream_id, Anomaly.status != "open",
+               Anomaly.updated_at >= since,
+               ~exists().where(resolved.channel_id == AlertOutbox.channel_id,
+                               resolved.anomaly_id == AlertOutbox.anomaly_id, resolved.event == "resolved"))
+    ).all()
+    if not rows:
+        return 0
+    now = utcnow()
+    out = [{"channel_id": cid, "anomaly_id": aid, "event": "resolved",
+            "payload": {**(payload or {}), "event": "resolved", "status": status, "resolved_at": _iso(now)},
+            "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
+           for cid, aid, payload, status in rows]
+    session.execute(insert(AlertOutbox.__table__), out)
+    hook = store.ANOMALY_HOOKS.get(session.get_bind())
+    _wake_after_commit(session, hook.dispatcher if hook is not None else None)
+    return len(out)
+
+
+def _wake_after_commit(session: Session, dispatcher: "Dispatcher | None") -> None:
+    if dispatcher is not None:
+        sa_event.listen(session, "after_commit", lambda _s: dispatcher.wake(), once=True)
+
+
+# --------------------------------------------------------------------------- rendering and sending
+
+
+def render(kind: str, alert: dict) -> Any:
+    """The JSON body a channel of `kind` gets for an alert (an outbox row's payload)."""
+    if kind == "slack":
+        return {"text": slack_text(alert)}
+    if kind == "alertmanager":
+        labels = {"alertname": "LogSenseTest" if alert.get("event") == "test" else ALERTNAME,
+                  "stream": str(alert.get("stream") or ""), "severity": str(alert.get("severity") or ""),
+                  "template_id": "none" if alert.get("template_id") is None else str(alert["template_id"])}
+        annotations = {"summary": alert.get("template") or alert.get("example") or "anomaly",
+                       "example": alert.get("example") or "", "link": alert.get("link") or "",
+                       "count": str(alert.get("count") or 1), "kind": str(alert.get("kind") or "")}
+        out = {"labels": labels, "annotations": annotations, "generatorURL": alert.get("link") or ""}
+        if alert.get("created_at"):
+            out["startsAt"] = alert["created_at"]
+        if alert.get("resolved_at"):
+            out["endsAt"] = alert["resolved_at"]
+        return [out]
+    return alert  # webhook: the alert as it is
+
+
+def slack_text(alert: dict) -> str:
+    template = alert.get("template") or alert.get("example") or "(no template)"
+    count = alert.get("count") or 1
+    what = f"{count} anomalies" if count > 1 else "anomaly"
+    link = alert.get("link") or ""
+    if alert.get("event") == "resolved":
+        head = f":white_check_mark: Resolved ({alert.get('status')})"
+    elif alert.get("event") == "test":
+        head = ":bell: Test alert"
+    else:
+        head = ":rotating_light: LogSense" if alert.get("severity") == "danger" else ":warning: LogSense"
+    return (f"{head} [{alert.get('severity')}] stream *{alert.get('stream')}*: `{template[:300]}` "
+            f"({what}) <{link}|open in LogSense>")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not a 2xx: urllib would re-send a POST as a GET without its body."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def deliver(kind: str, url: str, secret: str | None, alert: dict, delivery_id: int | None = None,
+            timeout: float = HTTP_TIMEOUT) -> int:
+    """POST an alert to a channel; its HTTP status (2xx), or DeliveryError saying why not."""
+    body = json.dumps(render(kind, alert), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    target = url.rstrip("/") + "/api/v2/alerts" if kind == "alertmanager" else url
+    headers = {"Content-Type": "application/json", "User-Agent": "LogSense-alerts"}
+    if kind == "webhook":
+        headers[EVENT_HEADER] = str(alert.get("event"))
+        if delivery_id is not None:
+            headers[DELIVERY_HEADER] = str(delivery_id)
+        if secret:
+            headers[SIGNATURE_HEADER] = signature(secret, body)
+    req = urllib.request.Request(target, data=body, method="POST", headers=headers)
+    try:
+        with _OPENER.open(req, timeout=timeout) as r:
+            r.read(4096)
+            status = r.status
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(300).decode("utf-8", "replace").strip() if exc.fp is not None else ""
+        raise DeliveryError(f"HTTP {exc.code}" + (f": {detail}" if detail else ""), exc.code) from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"{type(exc).__name__}: {reason}") from None
+    if not 200 <= status < 300:
+        raise DeliveryError(f"HTTP {status}", status)
+    return status
+
+
+def test_alert(public_url: str, channel_name: str) -> dict:
+    now = utcnow()
+    return {"event": "test", "anomaly_id": None, "stream": "(test)", "kind": "test", "severity": "watch",
+            "status": "open", "template_id": None, "template": f"LogSense test alert for channel {channel_name}",
+            "example": "this is a test", "count": 1, "created_at": _iso(now),
+            "resolved_at": _iso(now + timedelta(minutes=5)), "link": anomaly_link(public_url, None)}
+
+
+def shown_url(kind: str, url: str) -> str:
+    """A channel's URL as the API shows it: no password, and a Slack webhook's secret path hidden."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':')[0]}:***@{host}" if ":" in user else netloc
+    path = parts.path
+    if kind == "slack" and path.count("/") > 1:  # /services/T.../B.../token: all but the first part is secret
+        path = "/".join(path.split("/")[:2]) + "/***"
+    return urlunsplit((parts.scheme, netloc, path, "" if kind == "slack" else parts.query, ""))
+
+
+# --------------------------------------------------------------------------- the dispatcher
+
+
+class Dispatcher:
+    """Background thread that sends the outbox; `wake()` skips the poll wait."""
+
+    def __init__(self, app: Any):
+        self.engine = app.state.engine
+        self.max_attempts = MAX_ATTEMPTS
+        self.backoff_base = BACKOFF_BASE
+        self.backoff_cap = BACKOFF_CAP
+        self.claim_seconds = CLAIM_SECONDS
+        self.poll_seconds = POLL_SECONDS
+        self.timeout = HTTP_TIMEOUT
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="logsense-alert")
+        self._busy: set[int] = set()  # channels with a row in flight from this process
+        self._lock = threading.Lock()
+
+    def start(self) -> "Dispatcher":
+        self._thread = threading.Thread(target=self._run, name="logsense-alerts", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True)  # a send in flight ends within its HTTP timeout, and is recorded
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 (the thread must survive; the rows stay in the outbox)
+                log.exception("alert dispatch round failed")
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def backoff(self, attempts: int) -> float:
+        return min(self.backoff_base * 2 ** max(attempts - 1, 0), self.backoff_cap)
+
+    def run_once(self) -> int:
+        """Claim each channel's oldest undelivered row if it is due, and send it; how many were sent off."""
+        now = utcnow()
+        o = AlertOutbox
+        heads = select(func.min(o.id)).where(o.state.in_(("pending", "sending"))).group_by(o.channel_id)
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(o.id, o.channel_id, o.payload, AlertChannel.kind, AlertChannel.url, AlertChannel.secret)
+                .join(AlertChannel, AlertChannel.id == o.channel_id)
+                .where(o.id.in_(heads), o.next_attempt_at <= now, AlertChannel.enabled == True)  # noqa: E712
+                .order_by(o.id)
+            ).all()
+        sent = 0
+        for row in rows:
+            with self._lock:
+                if row.channel_id in self._busy:
+                    continue
+            if not self._claim(row.id, now):
+                continue
+            with self._lock:
+                self._busy.add(row.channel_id)
+            try:
+                self._pool.submit(self._send, row)
+            except RuntimeError:  # shut down meanwhile: the claim expires, the row is sent later
+                with self._lock:
+                    self._busy.discard(row.channel_id)
+                break
+            sent += 1
+        return sent
+
+    def _claim(self, row_id: int, now: datetime) -> bool:
+        t = AlertOutbox.__table__
+        with store.write_session(self.engine) as session:
+            result = session.execute(
+                update(t).where(t.c.id == row_id, t.c.state.in_(("pending", "sending")), t.c.next_attempt_at <= now)
+                .values(state="sending", attempts=t.c.attempts + 1,
+                        next_attempt_at=now + timedelta(seconds=self.claim_seconds)))
+            return result.rowcount == 1
+
+    def _send(self, row: Any) -> None:
+        try:
+            error = None
+            try:
+                deliver(row.kind, row.url, row.secret, row.payload or {}, row.id, self.timeout)
+            except DeliveryError as exc:
+                error = str(exc)
+            except Exception as exc:  # noqa: BLE001 (a bad row must not stop the channel forever)
+                error = f"{type(exc).__name__}: {exc}"
+            self._record(row.id, error)
+        except Exception:  # noqa: BLE001
+            log.exception("recording alert delivery %s failed", row.id)
+        finally:
+            with self._lock:
+                self._busy.discard(row.channel_id)
+            self._wake.set()  # the channel's next row may be due
+
+    def _record(self, row_id: int, error: str | None) -> None:
+        t = AlertOutbox.__table__
+        now = utcnow()
+        with store.write_session(self.engine) as session:
+            if error is None:
+                session.execute(update(t).where(t.c.id == row_id, t.c.state == "sending")
+                                .values(state="sent", sent_at=now, last_error=None))
+                return
+            attempts = session.execute(select(t.c.attempts).where(t.c.id == row_id)).scalar() or 0
+            failed = attempts >= self.max_attempts
+            session.execute(update(t).where(t.c.id == row_id, t.c.state == "sending").values(
+                state="failed" if failed else "pending", last_error=error[:2000],
+                next_attempt_at=now if failed else now + timedelta(seconds=self.backoff(attempts))))
+        log.log(logging.WARNING if failed else logging.INFO, "alert delivery %s attempt %d failed%s: %s",
+                row_id, attempts, " for good" if failed else "", error)
+
+
+# --------------------------------------------------------------------------- the app's side
+
+
+def start(app: Any) -> None:
+    """In the lifespan, once the engine and registry exist: the enqueue hook, and the dispatcher
+    unless `alerts_enabled` is off."""
+    hook = app.state.alerts = AlertHook(app)
+    store.ANOMALY_HOOKS[app.state.engine] = hook
+    if app.state.settings.alerts_enabled:
+        hook.dispatcher = Dispatcher(app).start()
+
+
+def stop(app: Any) -> None:
+    hook = getattr(app.state, "alerts", None)
+    if hook is None:
+        return
+    if hook.dispatcher is not None:
+        hook.dispatcher.stop()
+        hook.dispatcher = None
+    if app.state.engine is not None:
+        store.ANOMALY_HOOKS.pop(app.state.engine, None)
+
+
+def invalidate(app: Any) -> None:
+    hook = getattr(app.state, "alerts", None)
+    if hook is not None:
+        hook.invalidate()

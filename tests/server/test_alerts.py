@@ -1,0 +1,418 @@
+"""Alerts out: channels through the API, alerts queued in the event's transaction, delivered by
+the dispatcher to a local webhook receiver (signed), after the receiver comes back and after a
+restart (exactly once), and to a real Alertmanager when Debian's package is installed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from logsense.server import store
+from logsense.server.app import create_app
+from logsense.server.auth import create_api_key
+from logsense.server.client import free_port
+from logsense.server.tables import AlertOutbox, Anomaly, Stream, utcnow
+
+from .conftest import make_settings, wait_ready
+
+SECRET = "s3cret-for-the-hmac-check"
+PUBLIC = "https://logsense.example.org"
+ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1:`port` that keeps what it was sent; `up()` / `down()`."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.got: list[dict] = []  # {"headers": lower-cased names, "body": bytes, "json": ...}
+        self.status = 200
+        self._server: ThreadingHTTPServer | None = None
+
+    def up(self) -> "Receiver":
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                receiver.got.append({"headers": headers, "body": body, "json": json.loads(body)})
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:  # noqa: ANN002
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+def wait_for(what: Callable[[], object], timeout: float = 30.0, message: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = what()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s: {message}")
+        time.sleep(0.05)
+
+
+def verify(delivery: dict, secret: str = SECRET) -> dict:
+    """What a receiver does: recompute the HMAC of the raw body and compare in constant time."""
+    expected = "sha256=" + hmac.new(secret.encode(), delivery["body"], hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(delivery["headers"]["x-logsense-signature"], expected)
+    return delivery["json"]
+
+
+def _app(data_dir: Path, **overrides):  # noqa: ANN202
+    return create_app(make_settings(data_dir, worker_poll_seconds=0.1, scheduler_enabled=False, public_url=PUBLIC,
+                                    **overrides))
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().up()
+    yield r
+    r.down()
+
+
+def _key(app, scopes: list[str] | None = None) -> dict:  # noqa: ANN001
+    with Session(app.state.engine) as session:
+        key, _ = create_api_key(session, f"k{time.monotonic_ns()}", scopes)
+    return {"X-API-Key": key}
+
+
+def _stream_id(app, name: str) -> int:  # noqa: ANN001
+    with Session(app.state.engine) as s:
+        return s.execute(select(Stream.id).where(Stream.name == name)).scalar_one()
+
+
+def _new_anomaly(app, stream_id: int, template_id: int, raw: str, severity: str = "watch") -> int:  # noqa: ANN001
+    """An anomaly stored as ingest stores one: routed, then `store.insert_anomalies` (the alert hook)."""
+    now = utcnow()
+    with store.write_session(app.state.engine) as s:
+        (line_id,) = store.insert_lines(s, stream_id, now, {
+            "raw": [raw], "masked": [raw], "template_id": [template_id], "sessions": [[]],
+            "severity": [severity], "rapid_score": [0.6], "rapid_flag": [True]})
+        rows = [{"stream_id": stream_id, "line_id": line_id, "window_id": None, "template_id": template_id,
+                 "kind": "line", "severity": severity, "status": "open", "reasons": {}, "created_at": now,
+                 "updated_at": now}]
+        store.route_anomalies(s, stream_id, rows, now, 300)
+        store.insert_anomalies(s, rows)
+        return s.execute(select(Anomaly.id).where(Anomaly.line_id == line_id)).scalar_one()
+
+
+def _outbox(app) -> list[AlertOutbox]:  # noqa: ANN001
+    with Session(app.state.engine) as s:
+        return list(s.execute(select(AlertOutbox).order_by(AlertOutbox.id)).scalars().all())
+
+
+# --------------------------------------------------------------------------- webhook
+
+
+def test_a_new_anomaly_fires_a_signed_webhook_and_its_refute_resolves_it(tmp_path: Path, receiver: Receiver) -> None:
+    app = _app(tmp_path / "data")
+    with TestClient(app) as client:
+        wait_ready(client)
+        auth = _key(app)
+        r = client.post("/api/v1/alerts/channels", headers=auth, json={
+            "name": "ops-hook", "kind": "webhook", "url": receiver.url, "secret": SECRET, "streams": ["svc"]})
+        assert r.status_code == 201, r.text
+        channel = r.json()
+        assert channel["has_secret"] is True and "secret" not in channel and SECRET not in r.text
+        for name, rules in (("danger-only", {"min_severity": "danger"}), ("other-stream", {"streams": ["other"]})):
+            assert client.post("/api/v1/alerts/channels", headers=auth, json={
+                "name": name, "kind": "webhook", "url": receiver.url, "secret": SECRET, **rules}).status_code == 201
+        listed = client.get("/api/v1/alerts/channels", headers=auth)
+        assert [c["name"] for c in listed.json()] == ["ops-hook", "danger-only", "other-stream"]
+        assert SECRET not in listed.text
+
+        # a stream out of train mode with no model yet: every unseen line is flagged (watch)
+        assert client.post("/api/v1/streams", headers=auth, json={
+            "name": "svc", "settings": {"train_mode": False}}).status_code == 201
+        r = client.post("/api/v1/streams/svc/logs", headers=auth, json={"lines": ["disk quota exceeded on volume 7"]})
+        assert r.status_code == 200 and r.json()["lines"][0]["severity"] == "watch", r.text
+        (anomaly,) = client.get("/api/v1/anomalies", headers=auth, params={"stream": "svc"}).json()
+
+        wait_for(lambda: receiver.got, message="the firing alert")
+        firing = verify(receiver.got[0])
+        assert receiver.got[0]["headers"]["x-logsense-event"] == "firing"
+        assert firing["event"] == "firing" and firing["anomaly_id"] == anomaly["id"] and firing["stream"] == "svc"
+        assert firing["severity"] == "watch" and firing["count"] == 1
+        assert firing["example"] == "disk quota exceeded on volume 7"
+        assert firing["link"] == f"{PUBLIC}/anomalies/{anomaly['id']}"
+        wait_for(lambda: client.get("/api/v1/alerts/outbox", headers=auth, params={"state": "sent"}).json(),
+                 message="the row marked sent")
+        sent = client.get("/api/v1/alerts/outbox", headers=auth).json()
+        assert [(o["channel"], o["event"], o["state"]) for o in sent] == [("ops-hook", "firing", "sent")]  # rules held
+
+        r = client.post(f"/api/v1/anomalies/{anomaly['id']}/feedback", headers=auth, json={"label": "normal"})
+        assert r.status_code == 200 and r.json()["status"] == "refuted"
+        wait_for(lambda: len(receiver.got) >= 2, message="the resolve")
+        resolved = verify(receiver.got[1])
+        assert resolved["event"] == "resolved" and resolved["status"] == "refuted"
+        assert resolved["anomaly_id"] == anomaly["id"] and resolved["resolved_at"]
+        wait_for(lambda: client.get("/api/v1/alerts/outbox", headers=auth, params={"state": "sent"}).json()[0]["event"]
+                 == "resolved", message="the resolve marked sent")
+        r = client.post(f"/api/v1/anomalies/{anomaly['id']}/feedback", headers=auth, json={"label": "anomaly"})
+        assert r.status_code == 200  # answered again: it has its resolve already, no second one
+        time.sleep(0.5)
+        assert len(receiver.got) == 2
+
+        # the test route sends now, signed; a dead receiver is a 502 naming the channel
+        r = client.post(f"/api/v1/alerts/channels/{channel['id']}/test", headers=auth)
+        assert r.status_code == 200 and r.json() == {"ok": True, "status": 200}
+        assert verify(receiver.got[-1])["event"] == "test"
+        receiver.status = 500
+        r = client.post(f"/api/v1/alerts/channels/{channel['id']}/test", headers=auth)
+        assert r.status_code == 502 and "ops-hook" in r.json()["detail"] and "500" in r.json()["detail"]
+        assert client.post("/api/v1/alerts/channels/999/test", headers=auth).status_code == 404
+
+
+def test_channels_are_checked_and_need_the_admin_scope(client, app, auth) -> None:  # noqa: ANN001
+    def post(body: dict, headers: dict = auth) -> int:
+        return client.post("/api/v1/alerts/channels", headers=headers, json=body).status_code
+
+    assert post({"name": "h", "kind": "webhook", "url": "http://127.0.0.1:9/x"}) == 422  # a webhook is signed
+    assert post({"name": "h", "kind": "slack", "url": "https://hooks.slack.com/services/T/B/x", "secret": SECRET}) == 422
+    assert post({"name": "h", "kind": "webhook", "url": "ftp://x/y", "secret": SECRET}) == 422
+    assert post({"name": "h", "kind": "pager", "url": "http://x/y"}) == 422
+    assert post({"name": "s", "kind": "slack", "url": "https://hooks.slack.com/services/T0/B0/abcdef"}) == 201
+    assert post({"name": "s", "kind": "slack", "url": "https://hooks.slack.com/services/T0/B0/abcdef"}) == 409
+    (slack,) = client.get("/api/v1/alerts/channels", headers=auth).json()
+    assert slack["url"] == "https://hooks.slack.com/services/***" and slack["has_secret"] is False  # its path is a secret
+
+    reader = _key(app, ["read"])
+    operator = _key(app, ["operate"])
+    assert client.get("/api/v1/alerts/channels", headers=reader).status_code == 200
+    assert client.get("/api/v1/alerts/outbox", headers=reader).status_code == 200
+    assert post({"name": "a", "kind": "alertmanager", "url": "http://127.0.0.1:9093"}, operator) == 403
+    assert client.delete(f"/api/v1/alerts/channels/{slack['id']}", headers=operator).status_code == 403
+    assert client.post(f"/api/v1/alerts/channels/{slack['id']}/test", headers=reader).status_code == 403
+    assert client.delete(f"/api/v1/alerts/channels/{slack['id']}", headers=auth).status_code == 204
+    assert client.delete(f"/api/v1/alerts/channels/{slack['id']}", headers=auth).status_code == 404
+    assert client.get("/api/v1/alerts/outbox", headers=auth, params={"state": "lost"}).status_code == 422
+
+
+def test_slack_and_alertmanager_bodies() -> None:
+    from logsense.server.alerts import render
+
+    alert = {"event": "firing", "anomaly_id": 12, "stream": "svc", "kind": "line", "severity": "danger",
+             "status": "open", "template_id": 7, "template": "disk quota low on <NUM>", "example": "disk quota low on 9",
+             "count": 3, "created_at": "2026-12-09T10:00:00Z", "resolved_at": None, "link": f"{PUBLIC}/anomalies/12"}
+    text = render("slack", alert)["text"]
+    assert "danger" in text and "svc" in text and "disk quota low on <NUM>" in text and "3 anomalies" in text
+    assert f"<{PUBLIC}/anomalies/12|" in text
+    (am,) = render("alertmanager", alert)
+    assert am["labels"] == {"alertname": "LogSenseAnomaly", "stream": "svc", "severity": "danger", "template_id": "7"}
+    assert am["annotations"]["example"] == "disk quota low on 9" and am["annotations"]["link"] == alert["link"]
+    assert am["startsAt"] == "2026-12-09T10:00:00Z" and "endsAt" not in am
+    (done,) = render("alertmanager", {**alert, "event": "resolved", "resolved_at": "2026-12-09T11:00:00Z"})
+    assert done["labels"] == am["labels"] and done["endsAt"] == "2026-12-09T11:00:00Z"
+
+
+def test_one_alert_per_template_while_it_fires(tmp_path: Path, receiver: Receiver) -> None:
+    """A flood of one template is one alert (with its count), not one per line; a mute resolves it."""
+    app = _app(tmp_path / "data")
+    with TestClient(app) as client:
+        wait_ready(client)
+        auth = _key(app)
+        client.post("/api/v1/alerts/channels", headers=auth, json={
+            "name": "hook", "kind": "webhook", "url": receiver.url, "secret": SECRET})
+        client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
+        sid = _stream_id(app, "svc")
+        first = _new_anomaly(app, sid, 7, "disk quota low 1")
+        _new_anomaly(app, sid, 7, "disk quota low 2")  # the same template, still firing: no second alert
+        other = _new_anomaly(app, sid, 8, "fan failure")
+        wait_for(lambda: len(receiver.got) >= 2, message="two alerts")
+        time.sleep(0.5)
+        assert sorted(verify(d)["anomaly_id"] for d in receiver.got) == [first, other]
+
+        r = client.post(f"/api/v1/anomalies/{first}/feedback", headers=auth,
+                        json={"suppress_until": (utcnow() + timedelta(hours=1)).isoformat()})
+        assert r.status_code == 200 and r.json()["status"] == "muted"
+        wait_for(lambda: len(receiver.got) >= 3, message="the resolve of the muted template")
+        muted = verify(receiver.got[2])
+        assert muted["event"] == "resolved" and muted["status"] == "muted" and muted["anomaly_id"] == first
+        assert _new_anomaly(app, sid, 7, "disk quota low 3")  # stored muted: no alert
+        time.sleep(0.5)
+        assert len(receiver.got) == 3
+        assert [(o.event, o.state) for o in _outbox(app)] == [("firing", "sent")] * 2 + [("resolved", "sent")]
+
+
+# --------------------------------------------------------------------------- durability
+
+
+def test_an_alert_waits_for_its_receiver_and_survives_a_restart_sent_once(tmp_path: Path) -> None:
+    receiver = Receiver()  # its port is free: nothing listens yet
+    data = tmp_path / "data"
+    app = _app(data)
+    with TestClient(app) as client:
+        wait_ready(client)
+        auth = _key(app)
+        app.state.alerts.dispatcher.backoff_base = 0.2
+        assert client.post("/api/v1/alerts/channels", headers=auth, json={
+            "name": "hook", "kind": "webhook", "url": receiver.url, "secret": SECRET}).status_code == 201
+        client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
+        sid = _stream_id(app, "svc")
+
+        one = _new_anomaly(app, sid, 1, "the receiver is down")
+        wait_for(lambda: (o := _outbox(app)) and o[0].attempts >= 2 and o[0].state == "pending", message="retries")
+        (row,) = client.get("/api/v1/alerts/outbox", headers=auth, params={"state": "pending"}).json()
+        assert row["anomaly_id"] == one and row["last_error"] and row["attempts"] >= 2
+        receiver.up()
+        wait_for(lambda: receiver.got, timeout=15, message="delivery once the receiver is back")
+        wait_for(lambda: _outbox(app)[0].state == "sent", message="marked sent")
+
+        receiver.down()
+        two = _new_anomaly(app, sid, 2, "claimed by a process that died")
+        three = _new_anomaly(app, sid, 3, "queued behind it")
+        wait_for(lambda: _outbox(app)[1].attempts >= 1, message="a failed try of the second")
+        assert _outbox(app)[2].attempts == 0  # one at a time per channel, oldest first: it waits its turn
+    # the process "dies" while sending `two`: its claim is left behind, and is taken again once it expires
+    with Session(app.state.engine) as s:  # the engine is disposed, not closed: it reconnects
+        s.execute(update(AlertOutbox).where(AlertOutbox.anomaly_id == two)
+                  .values(state="sending", next_attempt_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+
+    receiver.up()
+    try:
+        again = _app(data)
+        with TestClient(again) as client:
+            wait_ready(client)
+            wait_for(lambda: all(o.state == "sent" for o in _outbox(again)), timeout=20, message="sent after the restart")
+            time.sleep(1.0)  # nothing more comes
+        ids = [verify(d)["anomaly_id"] for d in receiver.got]
+        assert sorted(ids) == [one, two, three]  # each exactly once, the one sent before the restart not again
+        assert ids.index(two) < ids.index(three)  # oldest first
+        assert [d["headers"]["x-logsense-delivery"] for d in receiver.got] == [
+            str(o.id) for o in sorted(_outbox(again), key=lambda o: ids.index(o.anomaly_id))]
+    finally:
+        receiver.down()
+
+
+def test_a_receiver_that_never_answers_2xx_ends_failed(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.status = 503
+    app = _app(tmp_path / "data")
+    with TestClient(app) as client:
+        wait_ready(client)
+        d = app.state.alerts.dispatcher
+        d.backoff_base, d.max_attempts = 0.05, 3
+        auth = _key(app)
+        client.post("/api/v1/alerts/channels", headers=auth, json={
+            "name": "hook", "kind": "webhook", "url": receiver.url, "secret": SECRET})
+        client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
+        _new_anomaly(app, _stream_id(app, "svc"), 1, "nobody takes it")
+        wait_for(lambda: client.get("/api/v1/alerts/outbox", headers=auth, params={"state": "failed"}).json(),
+                 message="given up")
+        (row,) = client.get("/api/v1/alerts/outbox", headers=auth).json()
+        assert row["state"] == "failed" and row["attempts"] == 3 and "HTTP 503" in row["last_error"]
+        assert len(receiver.got) == 3
+
+
+def test_without_channels_ingest_queues_nothing(tmp_path: Path) -> None:
+    app = _app(tmp_path / "data", alerts_enabled=False)
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert app.state.alerts.dispatcher is None
+        auth = _key(app)
+        client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
+        _new_anomaly(app, _stream_id(app, "svc"), 1, "no channel wants it")
+        assert _outbox(app) == []
+
+
+# --------------------------------------------------------------------------- Alertmanager
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    if not ALERTMANAGER.exists():
+        pytest.skip(f"{ALERTMANAGER} not found: apt-get install prometheus-alertmanager")
+    port = free_port()
+    workdir = tmp_path / "alertmanager"
+    workdir.mkdir()
+    config = workdir / "alertmanager.yml"
+    config.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
+    proc = subprocess.Popen(
+        [str(ALERTMANAGER), f"--config.file={config}", f"--storage.path={workdir / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL, stderr=(workdir / "log.txt").open("w"))
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"alertmanager exited: {(workdir / 'log.txt').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, timeout=30, message="alertmanager ready")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _am_alerts(base: str) -> list[dict]:
+    with urllib.request.urlopen(f"{base}/api/v2/alerts?filter=alertname%3D%22LogSenseAnomaly%22", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_alertmanager_gets_the_alert_and_its_resolve(tmp_path: Path, alertmanager: str) -> None:
+    app = _app(tmp_path / "data")
+    with TestClient(app) as client:
+        wait_ready(client)
+        auth = _key(app)
+        r = client.post("/api/v1/alerts/channels", headers=auth, json={
+            "name": "am", "kind": "alertmanager", "url": alertmanager})
+        assert r.status_code == 201
+        assert client.post(f"/api/v1/alerts/channels/{r.json()['id']}/test", headers=auth).status_code == 200
+        client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
+        aid = _new_anomaly(app, _stream_id(app, "svc"), 7, "disk quota exceeded on volume 7", severity="watch")
+
+        (got,) = wait_for(lambda: _am_alerts(alertmanager), message="the alert in Alertmanager")
+        assert got["labels"] == {"alertname": "LogSenseAnomaly", "stream": "svc", "severity": "watch", "template_id": "7"}
+        assert got["annotations"]["example"] == "disk quota exceeded on volume 7"
+        assert got["annotations"]["link"] == f"{PUBLIC}/anomalies/{aid}"
+        assert got["status"]["state"] == "active"
+
+        assert client.post(f"/api/v1/anomalies/{aid}/feedback", headers=auth, json={"label": "anomaly"}).status_code == 200
+        wait_for(lambda: not _am_alerts(alertmanager), message="the alert resolved (endsAt now)")
+        sent = client.get("/api/v1/alerts/outbox", headers=auth).json()
+        assert [(o["event"], o["state"]) for o in sent] == [("resolved", "sent"), ("firing", "sent")]
+        assert sent[0]["payload"]["status"] == "confirmed"
