@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from logsense.server import store
-from logsense.server.tables import ModelVersion, Stream
+from logsense.server.tables import AlertChannel, AlertOutbox, Anomaly, ModelVersion, Stream
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
 
@@ -91,6 +91,14 @@ class Metrics:
             "logsense_syslog_messages", "Syslog listener messages by outcome: stored, malformed (stored as a plain "
             "line with what could be parsed), rejected (not stored; logged).", ["outcome"], registry=r,
         )
+        self.open_anomalies = Gauge(
+            "logsense_open_anomalies", "Anomalies waiting for an operator, by stream and severity.",
+            ["stream", "severity"], registry=r,
+        )
+        self.alerts = Gauge(
+            "logsense_alerts", "Alerts in the outbox by channel and state (pending, sending, sent, failed).",
+            ["channel", "state"], registry=r,
+        )
         self.last_training = Gauge(
             "logsense_last_training_timestamp_seconds", "Unix time of the newest trained model version.",
             ["stream"], registry=r,
@@ -121,8 +129,25 @@ class Metrics:
         trained = session.exec(
             select(ModelVersion.stream_id, func.max(ModelVersion.created_at)).group_by(ModelVersion.stream_id)
         ).all()
-        for gauge in (self.queue_depth, self.queue_lag, self.model_version, self.last_training):
-            gauge.clear()  # forget deleted streams
+        for gauge in (self.queue_depth, self.queue_lag, self.model_version, self.last_training, self.open_anomalies,
+                      self.alerts):
+            gauge.clear()  # forget deleted streams and channels
+        open_rows = session.exec(
+            select(Anomaly.stream_id, Anomaly.severity, func.count(Anomaly.id))
+            .where(Anomaly.status == "open").group_by(Anomaly.stream_id, Anomaly.severity)
+        ).all()
+        for stream_id, name in names.items():
+            for severity in ("watch", "danger"):
+                self.open_anomalies.labels(name, severity).set(0)
+        for stream_id, severity, n in open_rows:
+            if stream_id in names and severity in ("watch", "danger"):
+                self.open_anomalies.labels(names[stream_id], severity).set(n)
+        outbox = session.exec(
+            select(AlertChannel.name, AlertOutbox.state, func.count(AlertOutbox.id))
+            .join(AlertOutbox, AlertOutbox.channel_id == AlertChannel.id).group_by(AlertChannel.name, AlertOutbox.state)
+        ).all()
+        for channel, state, n in outbox:
+            self.alerts.labels(channel, state).set(n)
         for stream_id, name in names.items():
             queue = queues.get(stream_id, {})
             self.queue_depth.labels(name).set(queue.get("depth", 0))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -172,6 +173,9 @@ def test_a_new_anomaly_fires_a_signed_webhook_and_its_refute_resolves_it(tmp_pat
                  message="the row marked sent")
         sent = client.get("/api/v1/alerts/outbox", headers=auth).json()
         assert [(o["channel"], o["event"], o["state"]) for o in sent] == [("ops-hook", "firing", "sent")]  # rules held
+        metrics = client.get("/metrics", headers=auth).text
+        assert 'logsense_alerts{channel="ops-hook",state="sent"} 1.0' in metrics
+        assert re.search(r'logsense_open_anomalies\{severity="watch",stream="[^"]+"\} [1-9]', metrics)
 
         r = client.post(f"/api/v1/anomalies/{anomaly['id']}/feedback", headers=auth, json={"label": "normal"})
         assert r.status_code == 200 and r.json()["status"] == "refuted"

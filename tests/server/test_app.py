@@ -49,6 +49,7 @@ def test_metrics_expose_request_and_domain_metrics(client: TestClient, auth: dic
                  "logsense_windows_checked_total"):
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
     assert 'logsense_queue_depth{stream="svc"} 0.0' in text
+    assert 'logsense_open_anomalies{severity="danger",stream="svc"} 0.0' in text
     assert 'logsense_model_version{kind="loggpt",stream="svc"} 0.0' in text
 
 
