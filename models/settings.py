@@ -44,6 +44,8 @@ class MaskRule(BaseModel):
         return _check_regex(value)
 
 
+CONTEXT_MARGIN_SECONDS = 300.0  # a context link's time range: this much either side of the line
+CONTEXT_FIELDS = ("stream", "template_id", "from", "to", "from_ms", "to_ms")  # server.links.context_link
 MAX_SPAN_SECONDS = 30 * 86400  # the longest window or idle timeout: a month of log time
 LOGGPT_BOUNDS = {  # LogGPTConfig fields an operator may set, within what trains on one machine
     "n_layer": (1, 12), "n_head": (1, 16), "n_embd": (8, 1024), "n_positions": (8, 4096), "dropout": (0.0, 0.9),
@@ -102,6 +104,11 @@ class StreamSettings(BaseModel):
         None, title="Mask rules (JSON list)",
         description='Empty: the defaults. Preset names or {"name", "regex", "replacement"} objects.',
         json_schema_extra=_form("json"))
+    context_url: str | None = Field(
+        None, max_length=2000, title="Context link (URL template)",
+        description="Optional: a link to the lines around an anomaly in Grafana, Kibana or the like, shown on the "
+                    "anomaly page and sent with alerts. Placeholders: {stream}, {template_id}, {from}, {to} (ISO 8601) "
+                    "and {from_ms}, {to_ms} (epoch ms), 5 minutes either side of the line.")
     train_mode: bool = Field(True, title="Train mode",
                              description="On: incoming lines are stored as normal training data and not scored.")
 
@@ -117,6 +124,24 @@ class StreamSettings(BaseModel):
     def _format_regex_has_a_message(cls, value: str | None) -> str | None:
         if value is not None and "message" not in re.compile(value).groupindex:
             raise ValueError("a custom header regex needs a named group (?P<message>...): the rest of the line")
+        return value
+
+    @field_validator("context_url")
+    @classmethod
+    def _check_context_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("a context link starts with http:// or https://")
+        import string
+
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a URL template ({exc}); write a literal brace as {{{{ or }}}}") from None
+        unknown = sorted(names - set(CONTEXT_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {unknown}; known: {', '.join(CONTEXT_FIELDS)}")
         return value
 
     @field_validator("retrain_cron")

@@ -47,7 +47,9 @@ from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
+from logsense.models.settings import StreamSettings
 from logsense.server import store
+from logsense.server.links import context_link
 from logsense.server.tables import AlertChannel, AlertOutbox, Anomaly, LogLine, Stream, utcnow
 
 log = logging.getLogger("logsense.alerts")
@@ -164,9 +166,13 @@ class AlertHook:
             return 0
         first = {key: groups[key][0] for _, key in wanted}
         line_ids = [row["line_id"] for row, _ in first.values() if row.get("line_id") is not None]
-        raws = {}
+        raws, stamps = {}, {}
         if line_ids:
-            raws = dict(session.execute(select(LogLine.id, LogLine.raw).where(LogLine.id.in_(line_ids))).all())
+            for lid, raw, ts in session.execute(select(LogLine.id, LogLine.raw, LogLine.timestamp)
+                                                .where(LogLine.id.in_(line_ids))).all():
+                raws[lid], stamps[lid] = raw, ts
+        context_urls = {sid: StreamSettings.read_stored(settings or {})[0].context_url for sid, settings in
+                        session.execute(select(Stream.id, Stream.settings).where(Stream.id.in_(stream_ids))).all()}
         registry = getattr(self.app.state, "registry", None)
         public_url = self.app.state.settings.public_url
         alerts = {}
@@ -180,6 +186,8 @@ class AlertHook:
                 "example": raw[:EXAMPLE_CHARS] if raw is not None else None, "count": len(groups[key]),
                 "created_at": _iso(row.get("created_at") or utcnow()), "resolved_at": None,
                 "link": anomaly_link(public_url, aid),
+                "context_link": context_link(context_urls.get(key[0]), names.get(key[0]) or "",
+                                             _when(stamps.get(row.get("line_id")), row.get("created_at")), key[1]),
             }
         now = utcnow()
         out = [{"channel_id": rule.id, "anomaly_id": first[key][1], "event": "firing", "payload": alerts[key],
@@ -239,6 +247,14 @@ def _wake_after_commit(session: Session, dispatcher: "Dispatcher | None") -> Non
 # --------------------------------------------------------------------------- rendering and sending
 
 
+def _when(ts: float | None, created: datetime | None) -> float:
+    """The line's own time, else when the anomaly was raised (epoch seconds)."""
+    if ts is not None:
+        return float(ts)
+    when = created or utcnow()
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def render(kind: str, alert: dict) -> Any:
     """The JSON body a channel of `kind` gets for an alert (an outbox row's payload)."""
     if kind == "slack":
@@ -249,6 +265,7 @@ def render(kind: str, alert: dict) -> Any:
                   "template_id": "none" if alert.get("template_id") is None else str(alert["template_id"])}
         annotations = {"summary": alert.get("template") or alert.get("example") or "anomaly",
                        "example": alert.get("example") or "", "link": alert.get("link") or "",
+                       "context": alert.get("context_link") or "",
                        "count": str(alert.get("count") or 1), "kind": str(alert.get("kind") or "")}
         out = {"labels": labels, "annotations": annotations, "generatorURL": alert.get("link") or ""}
         if alert.get("created_at"):
@@ -270,8 +287,9 @@ def slack_text(alert: dict) -> str:
         head = ":bell: Test alert"
     else:
         head = ":rotating_light: LogSense" if alert.get("severity") == "danger" else ":warning: LogSense"
+    context = f" · <{alert['context_link']}|the lines around it>" if alert.get("context_link") else ""
     return (f"{head} [{alert.get('severity')}] stream *{alert.get('stream')}*: `{template[:300]}` "
-            f"({what}) <{link}|open in LogSense>")
+            f"({what}) <{link}|open in LogSense>{context}")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

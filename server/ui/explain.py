@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from logsense.server import store
+from logsense.server.links import context_link
 from logsense.server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine
 from logsense.server.ui.core import KIND_WORDS
 
@@ -55,6 +56,7 @@ class Detail:
     windows_note: str | None = None
     reasons: list[dict] = field(default_factory=list)  # {"kind": ..., "text": ...}: what the detectors used
     context: list[dict] = field(default_factory=list)  # the same shape: facts beside it no detector used
+    context_link: str | None = None  # the stream's context_url for this anomaly (server.links)
     around: list[LogLine] = field(default_factory=list)
     feedback: list[Feedback] = field(default_factory=list)
     mute_until: datetime | None = None
@@ -299,6 +301,13 @@ def _ingest_threshold(db: Session, a: Anomaly, line: LogLine | None) -> float | 
     return float(value) if value is not None else None
 
 
+def _line_time(line: LogLine | None, a: Anomaly) -> float:
+    """When it happened: the line's own time, else when it arrived, else when the anomaly was raised."""
+    if line is not None and line.timestamp is not None:
+        return float(line.timestamp)
+    return _aware(line.received_at if line is not None else a.created_at).timestamp()
+
+
 def load_detail(db: Session, app: Any, anomaly_id: int) -> Detail | None:
     a = db.get(Anomaly, anomaly_id)
     if a is None:
@@ -322,6 +331,7 @@ def load_detail(db: Session, app: Any, anomaly_id: int) -> Detail | None:
     _loggpt(detail, db, registry)
     settings = app.state.settings
     detail.reasons, detail.context = _reasons(detail, db, settings.incident_gap_seconds, settings.timezone)
+    detail.context_link = context_link(stream.config().context_url, stream.name, _line_time(line, a), tid)
     if line is not None:
         before = db.execute(select(LogLine).where(LogLine.stream_id == line.stream_id, LogLine.id < line.id)
                             .order_by(LogLine.id.desc()).limit(AROUND)).scalars().all()

@@ -157,7 +157,9 @@ def test_a_new_anomaly_fires_a_signed_webhook_and_its_refute_resolves_it(tmp_pat
 
         # a stream out of train mode with no model yet: every unseen line is flagged (watch)
         assert client.post("/api/v1/streams", headers=auth, json={
-            "name": "svc", "settings": {"train_mode": False}}).status_code == 201
+            "name": "svc", "settings": {"train_mode": False,
+                                        "context_url": "https://grafana.example/explore?s={stream}&from={from_ms}"}}
+                           ).status_code == 201
         r = client.post("/api/v1/streams/svc/logs", headers=auth, json={"lines": ["disk quota exceeded on volume 7"]})
         assert r.status_code == 200 and r.json()["lines"][0]["severity"] == "watch", r.text
         (anomaly,) = client.get("/api/v1/anomalies", headers=auth, params={"stream": "svc"}).json()
@@ -169,6 +171,7 @@ def test_a_new_anomaly_fires_a_signed_webhook_and_its_refute_resolves_it(tmp_pat
         assert firing["severity"] == "watch" and firing["count"] == 1
         assert firing["example"] == "disk quota exceeded on volume 7"
         assert firing["link"] == f"{PUBLIC}/anomalies/{anomaly['id']}"
+        assert firing["context_link"].startswith("https://grafana.example/explore?s=svc&from=")  # the stream's template
         wait_for(lambda: client.get("/api/v1/alerts/outbox", headers=auth, params={"state": "sent"}).json(),
                  message="the row marked sent")
         sent = client.get("/api/v1/alerts/outbox", headers=auth).json()

@@ -660,3 +660,14 @@ def test_training_review_page_lists_suspicious_templates_and_answers_in_one_clic
                     headers={"HX-Request": "true"})
     assert r.status_code == 200 and "Session shape: anomaly." in r.text
     assert "Training review" in client.get("/streams/svc").text
+
+
+def test_the_anomaly_page_links_to_the_lines_around_it_where_the_stream_says_how(ui) -> None:
+    client, app = ui
+    sid = add_stream(app, "linked", context_url="https://kibana.example/app/discover#/?q={stream}&from={from}&to={to}")
+    aid = add_anomaly(app, sid, 9, BASE, "081110 1010 1 INFO disk quota low 1")
+    page = client.get(f"/anomalies/{aid}").text
+    link = re.search(r'id="context-link" href="([^"]+)"', page)
+    assert link and link.group(1).startswith("https://kibana.example/app/discover#/?q=linked&amp;from=20")
+    plain = client.get(f"/anomalies/{add_anomaly(app, add_stream(app, 'unlinked'), 9, BASE, 'x 1')}").text
+    assert 'id="context-link"' not in plain
