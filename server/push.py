@@ -236,9 +236,18 @@ def make_batch(entries: list[Entry], settings: Settings) -> Batch:
     return batch
 
 
+def idempotency_key(request: Request) -> str | None:
+    """The request's `Idempotency-Key` (a 400 unless 1 to 255 printable characters), or None."""
+    value = request.headers.get("idempotency-key")
+    if value is not None and not (0 < len(value) <= 255 and value.isprintable()):
+        raise HTTPException(400, "Idempotency-Key must be 1 to 255 printable characters")
+    return value
+
+
 async def store_push(request: Request, push: Push, key: ApiKey | None) -> Push:
     """Store every stream's entries of `push` through `ingest()` (one call per stream, in a worker
-    thread); the refusals are counted in `push`. Raises for the whole push: 413 over
+    thread); the refusals are counted in `push`. With an `Idempotency-Key`, a stream that already
+    stored this push (a client's retry) stores nothing again. Raises for the whole push: 413 over
     `max_lines_per_batch` entries, 403 when the key is limited to other streams, 503 while the
     models load (nothing stored then)."""
     app = request.app
@@ -258,6 +267,7 @@ async def store_push(request: Request, push: Push, key: ApiKey | None) -> Push:
     reason = app.state.registry.ready_reason()
     if reason:
         raise HTTPException(503, f"detection models not ready ({reason}); retry shortly", headers={"Retry-After": "10"})
+    retry_key = idempotency_key(request)
     streams, unknown = await run_in_threadpool(resolve_streams, app, list(push.groups), settings.push_create_streams)
     for name, entries in push.groups.items():
         if name in unknown:
@@ -269,13 +279,13 @@ async def store_push(request: Request, push: Push, key: ApiKey | None) -> Push:
         if not batch.messages:
             continue
         try:
-            await run_in_threadpool(ingest, app, streams[name], batch, None)
+            await run_in_threadpool(ingest, app, streams[name], batch, retry_key)
         except ModelsUnavailable as exc:
             if not push.accepted:
                 raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
             push.refuse(len(batch.messages), f"stream {name!r}: {exc}", 503)
             continue
-        except Replayed:  # no idempotency key is passed: cannot happen, but it would mean stored
+        except Replayed:  # this stream stored the push the first time: answered, not stored again
             pass
         push.accepted += len(batch.messages)
     return push

@@ -204,6 +204,13 @@ def test_loki_json_gzip_with_the_key_as_basic_auth_password(live: Live, http: ht
                   headers={"Authorization": f"Bearer {live.key}"})
     assert r.status_code == 204, r.text
     assert len(live.lines("lk-json")) == 3
+    # a shipper's retry with the same Idempotency-Key stores nothing again
+    retry = {"streams": [{"stream": {"service_name": "lk-json"}, "values": [[str(t0 + 3 * NS), "user 19 logged in"]]}]}
+    for _ in range(2):
+        r = http.post("/loki/api/v1/push", json=retry,
+                      headers={"Authorization": f"Bearer {live.key}", "Idempotency-Key": "push-0001"})
+        assert r.status_code == 204, r.text
+    assert len(live.lines("lk-json")) == 4
 
 
 def test_loki_bad_bodies_are_4xx_and_good_entries_of_a_partly_bad_push_are_stored(live: Live, http: httpx.Client) -> None:
