@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from logsense import web
-from logsense.server.tables import Anomaly
+from logsense.server.tables import Anomaly, Stream
 
 WEB_DIR = Path(web.__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
@@ -58,6 +58,15 @@ class UiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def stream_named(request: Request, name: str) -> Stream:
+    """The stream a page's URL names, or UiError(404) that says so."""
+    with Session(request.app.state.engine) as db:
+        stream = db.execute(select(Stream).where(Stream.name == name)).scalars().first()
+    if stream is None:
+        raise UiError(404, f"There is no stream named {name[:64]!r}.")
+    return stream
 
 
 class LoginRequired(Exception):

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from logsense.server.tables import ModelVersion, Stream
 from logsense.server.training import rollback
-from logsense.server.ui.core import AdminDep, CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+from logsense.server.ui.core import AdminDep, CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render, stream_named
 
 router = APIRouter()
 
@@ -52,10 +52,7 @@ def list_models(request: Request, op: OperatorDep, stream: str = "") -> Response
 @router.post("/streams/{name}/models/{version}/rollback", dependencies=[CsrfDep])
 async def roll_back(name: str, version: int, request: Request, op: AdminDep) -> Response:
     def run() -> str:
-        with Session(request.app.state.engine) as db:
-            stream = db.execute(select(Stream).where(Stream.name == name)).scalars().first()
-        if stream is None:
-            raise UiError(404, f"There is no stream named {name[:64]!r}.")
+        stream = stream_named(request, name)
         try:
             rollback(request.app, stream.id, version)
         except LookupError as exc:

@@ -8,23 +8,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from sqlalchemy import select
-from sqlmodel import Session
 
 from logsense.server import review
 from logsense.server.registry import ModelsUnavailable
 from logsense.server.tables import Stream
-from logsense.server.ui.core import CsrfDep, OperateDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+from logsense.server.ui.core import CsrfDep, OperateDep, OperatorDep, UiError, fragment, is_htmx, redirect, render, stream_named
 
 router = APIRouter()
-
-
-def _stream(request: Request, name: str) -> Stream:
-    with Session(request.app.state.engine) as db:
-        stream = db.execute(select(Stream).where(Stream.name == name)).scalars().first()
-    if stream is None:
-        raise UiError(404, f"There is no stream named {name[:64]!r}.")
-    return stream
 
 
 def _ctx(request: Request, stream: Stream, **extra) -> dict:  # noqa: ANN003
@@ -38,7 +28,7 @@ def _ctx(request: Request, stream: Stream, **extra) -> dict:  # noqa: ANN003
 @router.get("/streams/{name}/review")
 async def show_review(name: str, request: Request, op: OperatorDep) -> Response:
     def run() -> dict:
-        return _ctx(request, _stream(request, name))
+        return _ctx(request, stream_named(request, name))
 
     return render(request, "review/list.html", await run_in_threadpool(run), partial="review/table.html")
 
@@ -49,7 +39,7 @@ async def answer_review(name: str, template_id: int, request: Request, op: Opera
     label = str(form.get("label") or "")
 
     def run() -> dict:
-        stream = _stream(request, name)
+        stream = stream_named(request, name)
         try:
             review.answer(request.app, stream, template_id, label, actor=op.actor)
         except LookupError as exc:

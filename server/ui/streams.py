@@ -24,7 +24,8 @@ from logsense.server import store
 from logsense.server.api import streams as streams_api
 from logsense.server.tables import Job, Stream, StreamSettings
 from logsense.server.training import MODES, start_training
-from logsense.server.ui.core import AdminDep, CsrfDep, OperateDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
+from logsense.server.ui.core import (AdminDep, CsrfDep, OperateDep, OperatorDep, UiError, fragment, is_htmx, redirect,
+                                     render, stream_named)
 
 router = APIRouter()
 
@@ -145,14 +146,6 @@ def _rows(request: Request) -> list[dict]:
     return rows
 
 
-def _stream(request: Request, name: str) -> Stream:
-    with Session(request.app.state.engine) as db:
-        stream = db.execute(select(Stream).where(Stream.name == name)).scalars().first()
-    if stream is None:
-        raise UiError(404, f"There is no stream named {name[:64]!r}.")
-    return stream
-
-
 @router.get("/streams")
 def list_streams(request: Request, op: OperatorDep) -> Response:
     return render(request, "streams/list.html", {"section": "streams", "rows": _rows(request)},
@@ -199,7 +192,7 @@ async def create(request: Request, op: AdminDep) -> Response:
 
 @router.get("/streams/{name}")
 def edit_stream(name: str, request: Request, op: OperatorDep, created: str = "") -> Response:
-    stream = _stream(request, name)
+    stream = stream_named(request, name)
     return render(request, "streams/form.html", {
         "section": "streams", "stream": stream, "fields": FIELDS, "values": _values(stream.config()),
         "errors": {}, "name": stream.name, "saved": bool(created), "job": _last_job(request, stream),
@@ -217,7 +210,7 @@ def _update(request: Request, stream: Stream, settings: dict) -> Stream:
 
 @router.post("/streams/{name}", dependencies=[CsrfDep])
 async def update(name: str, request: Request, op: AdminDep) -> Response:
-    stream = await run_in_threadpool(_stream, request, name)
+    stream = await run_in_threadpool(stream_named, request, name)
     form = await request.form()
     settings, typed, errors = _parse_form(form)
     if not errors:
@@ -234,7 +227,7 @@ async def update(name: str, request: Request, op: AdminDep) -> Response:
 @router.post("/streams/{name}/train-mode", dependencies=[CsrfDep])
 async def train_mode(name: str, request: Request, op: AdminDep) -> Response:
     """The train mode switch: `train_mode` on/off; answers the switch (or the streams page)."""
-    stream = await run_in_threadpool(_stream, request, name)
+    stream = await run_in_threadpool(stream_named, request, name)
     form = await request.form()
     value = str(form.get("train_mode") or "")
     if value not in ("on", "off"):
@@ -253,7 +246,7 @@ def _last_job(request: Request, stream: Stream) -> Job | None:
 @router.post("/streams/{name}/train", dependencies=[CsrfDep])
 async def retrain(name: str, request: Request, op: OperateDep) -> Response:
     """"Retrain now": a training job (`mode` train or nightly); answers its progress bar."""
-    stream = await run_in_threadpool(_stream, request, name)
+    stream = await run_in_threadpool(stream_named, request, name)
     form = await request.form()
     mode = str(form.get("mode") or "train")
     if mode not in MODES:
