@@ -105,3 +105,86 @@ def query_plan(engine: Engine, statement: str, parameters: tuple) -> str:
     """SQLite's EXPLAIN QUERY PLAN of a captured statement, its steps joined by " | "."""
     with engine.connect() as conn:
         return " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
+
+
+class LiveServer:
+    """The app under uvicorn in a thread on 127.0.0.1 (a real socket, for real clients), a fresh
+    data directory and an admin key; `settings` as `conftest.make_settings` takes them."""
+
+    def __init__(self, data_dir: Path, name: str = "live", **settings) -> None:  # noqa: ANN003
+        import threading
+
+        import uvicorn
+
+        from logsense.server.app import create_app
+        from logsense.server.client import free_port
+
+        from .conftest import make_settings
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(make_settings(data_dir, worker_poll_seconds=0.1, scheduler_enabled=False, **settings))
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name=f"{name}-uvicorn", daemon=True)
+
+    def start(self, timeout: float = 180.0) -> "LiveServer":
+        import httpx
+
+        self.thread.start()
+
+        def ready() -> bool:
+            if not self.thread.is_alive():
+                raise AssertionError("the server thread died")
+            try:
+                return httpx.get(self.url + "/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout, 0.1, "the server to get ready")
+        self.key = self.make_key("admin")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+    def make_key(self, name: str, scopes: list[str] | None = None, streams: list[str] | None = None) -> str:
+        from sqlmodel import Session
+
+        from logsense.server.auth import create_api_key
+
+        with Session(self.app.state.engine) as session:
+            key, _ = create_api_key(session, name, scopes, streams)
+        return key
+
+    def lines(self, stream: str, missing_ok: bool = False) -> list:
+        """The stream's stored lines (`LogLine` rows) in order; a missing stream fails unless `missing_ok`."""
+        from sqlmodel import Session, select
+
+        from logsense.server.tables import LogLine, Stream
+
+        with Session(self.app.state.engine) as session:
+            stream_id = session.exec(select(Stream.id).where(Stream.name == stream)).first()
+            if stream_id is None:
+                assert missing_ok, f"no stream {stream!r}"
+                return []
+            return list(session.exec(select(LogLine).where(LogLine.stream_id == stream_id).order_by(LogLine.id)).all())
+
+
+@contextmanager
+def live_server(data_dir: Path, name: str, cls: type = LiveServer, **settings) -> Iterator:  # noqa: ANN003
+    """A started `cls` (a `LiveServer`), without the developer's LOGSENSE_* variables (as conftest),
+    stopped after."""
+    import os
+
+    with pytest.MonkeyPatch.context() as mp:
+        for var in [n for n in os.environ if n.startswith("LOGSENSE_")]:
+            mp.delenv(var)
+        server = cls(data_dir, name, **settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -13,69 +13,23 @@ import base64
 import gzip
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import cramjam
 import httpx
 import pytest
-import uvicorn
 from sqlmodel import Session, select
 
-from logsense.server.app import create_app
-from logsense.server.auth import create_api_key
-from logsense.server.client import free_port
-from logsense.server.tables import LogLine, Stream
+from logsense.server.tables import Stream
 
-from .conftest import make_settings
-from .helpers import wait_for
+from .helpers import LiveServer, live_server, wait_for
 
 NS = 1_000_000_000
 
 
-class Live:
-    """uvicorn in a thread on 127.0.0.1, a fresh data directory, an admin key."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(make_settings(data_dir, worker_poll_seconds=0.1, scheduler_enabled=False))
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="push-uvicorn", daemon=True)
-
-    def start(self, timeout: float = 180.0) -> "Live":
-        self.thread.start()
-
-        def ready() -> bool:
-            if not self.thread.is_alive():
-                raise AssertionError("the server thread died")
-            try:
-                return httpx.get(self.url + "/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, timeout, 0.1, "the server to get ready")
-        self.key = self.make_key("admin")
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-
-    def make_key(self, name: str, scopes: list[str] | None = None, streams: list[str] | None = None) -> str:
-        with Session(self.app.state.engine) as session:
-            key, _ = create_api_key(session, name, scopes, streams)
-        return key
-
-    def lines(self, stream: str) -> list[LogLine]:
-        with Session(self.app.state.engine) as session:
-            stream_id = session.exec(select(Stream.id).where(Stream.name == stream)).first()
-            assert stream_id is not None, f"no stream {stream!r}"
-            return list(session.exec(select(LogLine).where(LogLine.stream_id == stream_id).order_by(LogLine.id)).all())
+class Live(LiveServer):
+    """The shared live server, with the stream API's view of a stream."""
 
     def stream(self, name: str) -> dict:
         r = httpx.get(f"{self.url}/api/v1/streams/{name}", headers={"X-API-Key": self.key}, timeout=30)
@@ -85,17 +39,8 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    import os
-
-    with pytest.MonkeyPatch.context() as mp:  # the developer's LOGSENSE_* variables stay out (as in conftest)
-        for name in [n for n in os.environ if n.startswith("LOGSENSE_")]:
-            mp.delenv(name)
-        server = Live(tmp_path_factory.mktemp("push") / "data")
-    server.start()
-    try:
+    with live_server(tmp_path_factory.mktemp("push") / "data", "push", cls=Live) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

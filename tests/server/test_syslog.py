@@ -19,19 +19,15 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-import uvicorn
-from sqlmodel import Session, select
 
 from logsense.server import syslog
-from logsense.server.app import create_app
-from logsense.server.auth import create_api_key
 from logsense.server.client import free_port
 from logsense.server.metrics import Metrics
 from logsense.server.syslog import Framer, Frames, parse, sanitise_stream_name, to_entries
-from logsense.server.tables import LogLine, Stream
+from logsense.server.tables import LogLine
 
 from .conftest import make_settings
-from .helpers import wait_for
+from .helpers import LiveServer, live_server, wait_for
 
 RSYSLOGD = "/usr/sbin/rsyslogd"
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
@@ -256,48 +252,15 @@ def test_stop_stores_what_open_connections_sent(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- end to end
 
 
-class Live:
-    """uvicorn in a thread with the syslog listener on, a fresh data directory, an admin key."""
+class Live(LiveServer):
+    """The shared live server with the syslog listener on (`syslog_port`)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.port, self.syslog_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(make_settings(data_dir, syslog_port=self.syslog_port, scheduler_enabled=False,
-                                            worker_poll_seconds=0.1))
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="syslog-uvicorn", daemon=True)
-
-    def start(self) -> "Live":
-        self.thread.start()
-
-        def ready() -> bool:
-            if not self.thread.is_alive():
-                raise AssertionError("the server thread died")
-            try:
-                return httpx.get(self.url + "/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, 180, 0.1, "the server to get ready")
-        with Session(self.app.state.engine) as session:
-            self.key, _ = create_api_key(session, "admin", None, None)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=60)
-
-    def lines(self, stream: str) -> list[LogLine]:
-        with Session(self.app.state.engine) as session:
-            stream_id = session.exec(select(Stream.id).where(Stream.name == stream)).first()
-            if stream_id is None:
-                return []
-            return list(session.exec(select(LogLine).where(LogLine.stream_id == stream_id).order_by(LogLine.id)))
+    def __init__(self, data_dir: Path, name: str = "syslog") -> None:
+        self.syslog_port = free_port()
+        super().__init__(data_dir, name, syslog_port=self.syslog_port)
 
     def wait_lines(self, stream: str, n: int, timeout: float = 60) -> list[LogLine]:
-        return wait_for(lambda: (lines := self.lines(stream)) and len(lines) >= n and lines, timeout, 0.1,
+        return wait_for(lambda: (lines := self.lines(stream, missing_ok=True)) and len(lines) >= n and lines, timeout, 0.1,
                         f"{n} lines in stream {stream!r}")
 
     def metric(self, outcome: str) -> float:
@@ -310,15 +273,8 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    with pytest.MonkeyPatch.context() as mp:  # the developer's LOGSENSE_* variables stay out (as in conftest)
-        for name in [n for n in os.environ if n.startswith("LOGSENSE_")]:
-            mp.delenv(name)
-        server = Live(tmp_path_factory.mktemp("syslog") / "data")
-    server.start()
-    try:
+    with live_server(tmp_path_factory.mktemp("syslog") / "data", "syslog", cls=Live) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def octet(frame: bytes) -> bytes:
