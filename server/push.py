@@ -26,7 +26,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from logsense.server.api.ingest import Batch, Replayed, _error, _loads_strictly, _record, ingest
+from logsense.server.api.ingest import Batch, Replayed, ingest, line_error, loads_strictly, read_record
 from logsense.server.api.streams import NAME_PATTERN
 from logsense.server.auth import authorize_stream
 from logsense.server.registry import ModelsUnavailable
@@ -142,7 +142,7 @@ def load_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:  # orjson refuses some bodies json reads (lone surrogates)
-        return _loads_strictly(body)
+        return loads_strictly(body)
 
 
 def json_safe(value: Any, depth: int = 0) -> Any:
@@ -227,9 +227,9 @@ def make_batch(entries: list[Entry], settings: Settings) -> Batch:
                     record["timestamp"] = entry.timestamp_ns / 1_000_000_000  # seconds: below 1e11, read as such
                 except OverflowError:
                     raise ValueError("timestamp is beyond the year 9999") from None
-            item = _record(entry.index, record, settings)
+            item = read_record(entry.index, record, settings)
         except ValueError as exc:
-            batch.errors.append(_error(entry.index, str(exc)))
+            batch.errors.append(line_error(entry.index, str(exc)))
             continue
         batch.add(entry.index, item.message)
         batch.records.append(item)

@@ -100,7 +100,8 @@ class IngestOut(BaseModel):
 # --------------------------------------------------------------------------- request body
 
 
-def _error(index: int, message: str) -> dict:
+def line_error(index: int, message: str) -> dict:
+    """One refused line or record of a batch, as the answer's `errors` lists it."""
     return {"index": index, "error": message}
 
 
@@ -164,7 +165,8 @@ def _timestamp(value: Any) -> float:
     return ts
 
 
-def _record(index: int, rec: Any, settings: Settings) -> Item:
+def read_record(index: int, rec: Any, settings: Settings) -> Item:
+    """One record of a records body (or of a push, `server.push`), checked; ValueError says why not."""
     if not isinstance(rec, dict):
         raise ValueError("a record must be a JSON object with a 'message'")
     unknown = set(rec) - {"message", "timestamp", "session", "attributes"}
@@ -207,7 +209,7 @@ def _add_line(batch: Batch, index: int, text: str, settings: Settings) -> None:
     """The line as an item, or its index and reason in `errors`."""
     problem = _check_text(text, settings)
     if problem:
-        batch.errors.append(_error(index, problem))
+        batch.errors.append(line_error(index, problem))
     else:
         batch.add(index, text)
 
@@ -243,7 +245,7 @@ def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    batch.errors.append(_error(i, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+                    batch.errors.append(line_error(i, f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
                     continue
                 _add_line(batch, i, text, settings)
             if not batch.messages and not batch.errors:
@@ -254,11 +256,11 @@ def parse_body(body: bytes, content_type: str, settings: Settings) -> Batch:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:  # orjson refuses some bodies json reads (lone surrogates: per-line errors)
-        data = _loads_strictly(body)
+        data = loads_strictly(body)
     return _entries(data, settings, batch)
 
 
-def _loads_strictly(body: bytes) -> Any:
+def loads_strictly(body: bytes) -> Any:
     """json.loads, with its errors as 400s that say where."""
     try:
         return json.loads(body)
@@ -295,16 +297,16 @@ def _entries(data: Any, settings: Settings, batch: Batch) -> Batch:
     for i, entry in enumerate(entries):
         if name == "lines":
             if not isinstance(entry, str):
-                batch.errors.append(_error(i, f"a line must be a string, not {type(entry).__name__}"))
+                batch.errors.append(line_error(i, f"a line must be a string, not {type(entry).__name__}"))
                 continue
             _add_line(batch, i, entry, settings)
         else:
             try:
-                item = _record(i, entry, settings)
+                item = read_record(i, entry, settings)
                 batch.add(i, item.message)
                 batch.records.append(item)
             except ValueError as exc:
-                batch.errors.append(_error(i, str(exc)))
+                batch.errors.append(line_error(i, str(exc)))
     return batch
 
 
