@@ -6,7 +6,10 @@ MaxSim = mean over query tokens of the token's best cosine among the normal's to
 anomaly score is 1 - the best MaxSim over the k, clipped to [0, 1].
 
 The instant path never touches the model: a text known exactly as normal scores 0.0 and a
-text seen before answers from a bounded cache. Only new texts are embedded, once per call.
+text seen before answers from a bounded cache. Only new texts are embedded, once per call;
+`score(..., embed=False)` leaves them unscored (NaN) for a background encoder, and
+`add_normal(..., defer=True)` makes normals exact at once and indexes them later
+(`index_pending`), so a request never waits for the model.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class RapidConfig:
     k: int = 5  # nearest normals (by pooled cosine) that get the token-level MaxSim
     cache_size: int = 200_000  # scores of non-normal texts kept; the older half goes when full
     store_dtype: str = "float16"  # core-set token vectors on disk and in memory (float16 halves RAM)
+    index_batch: int = 512  # deferred normals embedded per `index_pending` call
 
 
 @dataclass
@@ -70,69 +74,125 @@ class RapidScorer:
         self._texts: list[str] = []  # core set, in insertion order
         self._row: dict[str, int] = {}  # core text -> its row
         self._exact_only: dict[str, None] = {}  # normals remembered word for word, not indexed
-        self._tok = np.zeros((0, dim), dtype=self.config.store_dtype)  # (capacity, D), first _n_tok rows used
+        self._unindexed: dict[str, None] = {}  # of those, the ones waiting for `index_pending`
+        self._indexing: dict[str, None] = {}  # of those, the ones an `index_pending` call is embedding
+        self._vecs: list[np.ndarray] = []  # core text i's token vectors (T_i, D), store_dtype: no spare capacity
         self._n_tok = 0
-        self._offsets = [0]  # core text i owns _tok[_offsets[i]:_offsets[i + 1]]
         self._index = faiss.IndexFlatIP(dim)  # pooled vectors, one per core text
         self._cache: dict[str, float] = {}  # non-normal text -> score under the current core set
 
     def _append(self, texts: list[str], vectors: list[np.ndarray]) -> None:
-        """Add embedded texts to the core set (token store, offsets, FAISS)."""
+        """Add embedded texts to the core set (token vectors, FAISS)."""
         if not texts:
             return
-        stored = [v.astype(self.config.store_dtype) for v in vectors]
-        need = self._n_tok + sum(len(v) for v in stored)
-        if need > len(self._tok):  # grow geometrically: appends stay amortized O(1)
-            grown = np.zeros((max(need, 2 * len(self._tok), 1024), self.embedder.dim), dtype=self._tok.dtype)
-            grown[: self._n_tok] = self._tok[: self._n_tok]
-            self._tok = grown
+        stored = [np.ascontiguousarray(v, dtype=self.config.store_dtype) for v in vectors]
         for text, v in zip(texts, stored):
-            self._tok[self._n_tok : self._n_tok + len(v)] = v
-            self._n_tok += len(v)
-            self._offsets.append(self._n_tok)
             self._row[text] = len(self._texts)
             self._texts.append(text)
+            self._vecs.append(v)
+            self._n_tok += len(v)
             self._exact_only.pop(text, None)
+            self._unindexed.pop(text, None)
         # Pool the stored (rounded) vectors, so a loaded scorer rebuilds the very same index.
         pooled = np.stack([self.embedder.pool(v.astype(np.float32)) for v in stored])  # (n, D)
         self._index.add(np.ascontiguousarray(pooled, dtype=np.float32))
 
-    def fit(self, normal_texts: list[str]) -> "RapidScorer":
-        """Start over with these normal texts as the core set (duplicates embedded once)."""
+    def fit(self, normal_texts: list[str], known: "RapidScorer | None" = None) -> "RapidScorer":
+        """Start over with these normal texts as the core set (duplicates embedded once). Texts in
+        `known`'s core set (same embedder) take its vectors instead of being embedded again."""
         texts = list(dict.fromkeys(normal_texts))
-        vectors = self.embedder.encode(texts) if texts else []
+        reused = known.vectors(texts) if known is not None else {}
+        fresh = [t for t in texts if t not in reused]
+        embedded = dict(zip(fresh, self.embedder.encode(fresh))) if fresh else {}
         with self._lock:
             self._reset()
-            self._append(texts, vectors)
+            self._append(texts, [reused[t] if t in reused else embedded[t] for t in texts])
         return self
 
-    def add_normal(self, texts: list[str], index: bool = True) -> None:
-        """Teach normal texts (operator feedback). They score 0.0 from now on.
+    def vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The stored token vectors of those `texts` that are in the core set."""
+        with self._lock:
+            return {t: self._vecs[self._row[t]] for t in texts if t in self._row}
+
+    def add_normal(self, texts: list[str], index: bool = True, defer: bool = False) -> None:
+        """Teach normal texts (training data, operator feedback). They score 0.0 from now on.
 
         index=True also adds them to the similarity core set, so texts *like* them score lower;
         cached scores are dropped, as they may now be too high. index=False only remembers the
-        exact text: nothing else changes.
+        exact text: nothing else changes. defer=True (with index) remembers them exactly now and
+        embeds them on the next `index_pending` calls: the caller never waits for the model.
         """
         texts = list(dict.fromkeys(texts))
         with self._lock:
             new = [t for t in texts if t not in self._row]
-        if not index:
-            with self._lock:
+            if not index or defer:
                 for t in new:
+                    if index:
+                        self._unindexed[t] = None
                     self._exact_only[t] = None
                     self._cache.pop(t, None)
-            return
-        vectors = self.embedder.encode(new) if new else []
+                return
+        self._index_texts(new)
+
+    def absorb(self, other: "RapidScorer") -> None:
+        """Take every normal `other` (same embedder) knows and this one does not: its core texts
+        with their vectors (nothing is embedded again), its exact-only ones as exact, its
+        deferred ones still deferred."""
+        with other._lock:
+            core = list(zip(other._texts, other._vecs))
+            exact, deferred = list(other._exact_only), set(other.unindexed_texts)
+        with self._lock:
+            add = [(t, v) for t, v in core if t not in self._row]
+            self._append([t for t, _ in add], [v for _, v in add])
+            if add:
+                self._cache.clear()
+            for t in exact:
+                if t not in self._row:
+                    self._exact_only[t] = None
+                    self._cache.pop(t, None)
+                    if t in deferred:
+                        self._unindexed[t] = None
+
+    def _index_texts(self, new: list[str]) -> None:
+        vectors = self.embedder.encode(new) if new else []  # outside the lock: the slow part
         with self._lock:
             keep = [(t, v) for t, v in zip(new, vectors) if t not in self._row]  # another thread may have won
             self._append([t for t, _ in keep], [v for _, v in keep])
             if keep:
                 self._cache.clear()
 
+    def index_pending(self, limit: int | None = None) -> int:
+        """Embed up to `limit` (default `config.index_batch`) deferred normals into the core set;
+        returns how many. The background encoder calls it until it returns 0."""
+        with self._lock:  # taken out while embedded, so two callers never embed the same text
+            batch = list(itertools.islice(self._unindexed, limit or self.config.index_batch))
+            for t in batch:
+                del self._unindexed[t]
+                self._indexing[t] = None
+        try:
+            self._index_texts(batch)
+        except BaseException:
+            with self._lock:
+                for t in batch:
+                    if t not in self._row:
+                        self._unindexed[t] = None
+            raise
+        finally:
+            with self._lock:
+                for t in batch:
+                    self._indexing.pop(t, None)
+        return len(batch)
+
+    @property
+    def n_unindexed(self) -> int:
+        """Deferred normals still waiting to be embedded (they already score 0.0)."""
+        return len(self._unindexed) + len(self._indexing)
+
     # ------------------------------------------------------------------ scoring
 
-    def score(self, texts: list[str]) -> np.ndarray:
-        """Anomaly score in [0, 1] per text (float32); 0.0 for a known normal."""
+    def score(self, texts: list[str], embed: bool = True) -> np.ndarray:
+        """Anomaly score in [0, 1] per text (float32); 0.0 for a known normal. embed=False: a text
+        neither known nor cached is not embedded and scores NaN (its verdict is pending)."""
         texts = list(texts)
         known: dict[str, float] = dict.fromkeys(texts)  # type: ignore[arg-type]  # unique, first-seen order
         with self._lock:
@@ -143,13 +203,21 @@ class RapidScorer:
                 else:
                     known[t] = cache.get(t)  # type: ignore[assignment]
         misses = [t for t, s in known.items() if s is None]
-        if misses:
+        if misses and not embed:
+            known.update(dict.fromkeys(misses, float("nan")))
+        elif misses:
             vectors = self.embedder.encode(misses)  # outside the lock: the slow part
             with self._lock:
                 scores = self._maxsim_scores(vectors)
                 self._remember(misses, scores)
             known.update(zip(misses, scores.tolist()))
         return np.fromiter((known[t] for t in texts), dtype=np.float32, count=len(texts))
+
+    def unknown(self, texts: list[str]) -> list[str]:
+        """The distinct texts `score` would have to embed: neither normal nor cached."""
+        with self._lock:
+            row, exact, cache = self._row, self._exact_only, self._cache
+            return [t for t in dict.fromkeys(texts) if t not in row and t not in exact and t not in cache]
 
     def _remember(self, texts: list[str], scores: np.ndarray) -> None:
         cache, limit = self._cache, self.config.cache_size
@@ -174,11 +242,10 @@ class RapidScorer:
         q: (Tq, D) float32, rows: (m,) -> (m,) similarities and m arrays of shape (Tq,).
         All m normals' tokens go through one matmul; reduceat takes the max per normal.
         """
-        starts = [self._offsets[r] for r in rows]
-        ends = [self._offsets[r + 1] for r in rows]
-        cand = np.concatenate([self._tok[s:e] for s, e in zip(starts, ends)]).astype(np.float32)  # (sum Tn, D)
+        parts = [self._vecs[r] for r in rows]
+        cand = np.concatenate(parts).astype(np.float32)  # (sum Tn, D)
         sims = q @ cand.T  # (Tq, sum Tn): cosine of every query token with every candidate token
-        bounds = np.cumsum([0] + [e - s for s, e in zip(starts, ends)])[:-1]
+        bounds = np.cumsum([0] + [len(p) for p in parts])[:-1]
         best = np.maximum.reduceat(sims, bounds, axis=1)  # (Tq, m): each token's best match per normal
         return best.mean(axis=0), list(best.T)
 
@@ -231,8 +298,23 @@ class RapidScorer:
 
     @property
     def exact_texts(self) -> list[str]:
-        """Normals remembered only word for word (add_normal(..., index=False))."""
+        """Normals remembered only word for word (add_normal(..., index=False)), and deferred
+        ones not embedded yet (`unindexed_texts`)."""
         return list(self._exact_only)
+
+    @property
+    def unindexed_texts(self) -> list[str]:
+        """Deferred normals (add_normal(..., defer=True)) still waiting for `index_pending`."""
+        return [*self._unindexed, *self._indexing]
+
+    def memory_bytes(self) -> int:
+        """About what the scorer holds in memory: token vectors, the FAISS index, texts and caches."""
+        with self._lock:
+            vectors = self._n_tok * self.embedder.dim * np.dtype(self.config.store_dtype).itemsize
+            pooled = len(self._texts) * self.embedder.dim * 4
+            texts = sum(map(len, self._texts)) + sum(map(len, self._exact_only)) + sum(map(len, self._cache))
+            per_entry = 120 * (len(self._texts) + len(self._exact_only) + len(self._cache))  # dict slots, str and array heads
+            return int(vectors + pooled + texts + per_entry)
 
     # ------------------------------------------------------------------ disk
 
@@ -254,8 +336,10 @@ class RapidScorer:
                 }
                 (tmp / "texts.json").write_text(json.dumps(self._texts))
                 (tmp / "exact.json").write_text(json.dumps(list(self._exact_only)))
-                np.save(tmp / "tokens.npy", self._tok[: self._n_tok], allow_pickle=False)
-                np.save(tmp / "offsets.npy", np.asarray(self._offsets, dtype=np.int64), allow_pickle=False)
+                (tmp / "unindexed.json").write_text(json.dumps(self.unindexed_texts))
+                _save_rows(tmp / "tokens.npy", self._vecs, self.embedder.dim, self.config.store_dtype)
+                offsets = np.cumsum([0] + [len(v) for v in self._vecs], dtype=np.int64)
+                np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -276,4 +360,17 @@ class RapidScorer:
             raise ValueError(f"{path}: texts, offsets and tokens disagree")
         scorer._append(texts, [tokens[s:e] for s, e in zip(offsets[:-1], offsets[1:])])
         scorer._exact_only = dict.fromkeys(json.loads((path / "exact.json").read_text()))
+        if (path / "unindexed.json").exists():  # written since deferred indexing (older ones had none)
+            scorer._unindexed = dict.fromkeys(json.loads((path / "unindexed.json").read_text()))
         return scorer
+
+
+def _save_rows(path: Path, parts: list[np.ndarray], dim: int, dtype: str) -> None:
+    """`np.save` of the parts stacked, written part by part: no second copy of the core set in memory."""
+    dtype_ = np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype_), "fortran_order": False,
+              "shape": (sum(len(v) for v in parts), dim)}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_2_0(f, header)
+        for v in parts:
+            f.write(np.ascontiguousarray(v, dtype=dtype_).tobytes())

@@ -74,9 +74,13 @@ class StreamConfig:
 class LineVerdict:
     """A line's instant verdict."""
 
-    score: float  # RAPID anomaly score in [0, 1]
-    flag: bool  # score > threshold, and the template not refuted
+    score: float | None  # RAPID anomaly score in [0, 1]; None: pending (a new text, not embedded yet)
+    flag: bool | None  # score > threshold, and the template not refuted; None while pending
     exact: bool  # the masked line is a known normal, word for word
+
+    @property
+    def pending(self) -> bool:
+        return self.score is None
 
 
 @dataclass
@@ -355,14 +359,17 @@ class StreamModel:
             for part, prepared in helper.prepare(parser, lines, chunk):
                 yield parser.finish_many(part, prepared)
 
-    def score(self, parsed: Sequence) -> list[LineVerdict]:
-        """RAPID verdict per parsed line: score, flag (score > threshold, template not refuted), exact.
-        Lines with the same masked text and template share one (read-only) verdict object."""
+    def score(self, parsed: Sequence, embed: bool = True) -> list[LineVerdict]:
+        """RAPID verdict per parsed line (anything with `.masked` and `.template_id`): score, flag
+        (score > threshold, template not refuted), exact. embed=False: a line whose text is new
+        gets a pending verdict (score and flag None) instead of waiting for the embedder; score
+        it again later with embed=True. Lines with the same masked text and template share one
+        (read-only) verdict object."""
         texts = [p.masked for p in parsed]
         if not texts:
             return []
         unique = list(dict.fromkeys(texts))
-        by_text = dict(zip(unique, self.rapid.score(unique).tolist()))
+        by_text = dict(zip(unique, self.rapid.score(unique, embed=embed).tolist()))
         threshold, refuted, excluded = self.rapid_threshold, self.refuted_templates, self.excluded_templates()
         verdicts: dict[tuple[str, int | None], LineVerdict] = {}  # a batch repeats a few hundred texts
         out = []
@@ -370,6 +377,10 @@ class StreamModel:
             v = verdicts.get((text, p.template_id))
             if v is None:
                 s = float(by_text[text])
+                if s != s:  # NaN: not embedded yet
+                    v = verdicts[text, p.template_id] = LineVerdict(score=None, flag=None, exact=False)
+                    out.append(v)
+                    continue
                 exact = s == 0.0 and self.rapid.is_normal(text)
                 held = p.template_id in excluded  # unconfirmed by the training review, or confirmed anomalous
                 flag = (s > threshold and not exact or held) and p.template_id not in refuted
@@ -377,16 +388,40 @@ class StreamModel:
             out.append(v)
         return out
 
-    def learn_normal(self, masked_texts: Sequence[str], templates: Sequence[int] = (), index: bool = True) -> None:
+    def learn_normal(self, masked_texts: Sequence[str], templates: Sequence[int] = (), index: bool = True,
+                     defer: bool = False) -> None:
         """Normal lines, effective at once: they score 0 from now on. `templates`: never flag these ids.
 
         index=True also puts them in the similarity core set (train mode, refutations), so lines
-        *like* them score lower too.
+        *like* them score lower too; with defer=True that waits for `index_pending` (the
+        background encoder), and the caller never waits for the embedder.
         """
         texts = [t for t in dict.fromkeys(masked_texts) if t is not None]
         if texts:
-            self.rapid.add_normal(texts, index=index)
+            self.rapid.add_normal(texts, index=index, defer=defer)
         self.refuted_templates.update(int(t) for t in templates if t is not None)
+
+    def new_texts(self, masked_texts: Sequence[str]) -> list[str]:
+        """The distinct masked texts RAPID has neither as normal nor scored: what `score` or
+        `learn_normal` would embed."""
+        return self.rapid.unknown(list(masked_texts))
+
+    def index_pending(self, limit: int | None = None) -> int:
+        """Embed some deferred normal lines into RAPID's core set; how many (0: none left)."""
+        return self.rapid.index_pending(limit)
+
+    @property
+    def n_unindexed(self) -> int:
+        """Deferred normal lines not embedded yet (they score 0 already)."""
+        return self.rapid.n_unindexed
+
+    def memory_bytes(self) -> int:
+        """About what the stream's model holds in memory: RAPID's core sets and caches, LogGPT's weights."""
+        det = self._det
+        weights = 0
+        if det.loggpt is not None:
+            weights = sum(p.numel() * p.element_size() for p in det.loggpt.net.parameters())
+        return int(self.rapid.memory_bytes() + self.rapid_session.memory_bytes() + weights)
 
     def learn_normal_sessions(self, session_texts: Sequence[str]) -> None:
         """Normal windows/sessions (as `content_text`: trained or refuted): a window
@@ -534,7 +569,9 @@ class StreamModel:
 
         rapid = RapidScorer(self.embedder, RapidConfig(k=self.config.rapid_k))
         _report(progress, 0.05, "embedding normal lines for RAPID")
-        rapid.fit(list(dict.fromkeys(data.train_texts)))
+        while self.rapid.index_pending():  # ingest's deferred normals first: then nothing is embedded twice
+            pass
+        rapid.fit(list(dict.fromkeys(data.train_texts)), known=self.rapid)
         if data.val_texts:
             unique = list(dict.fromkeys(data.val_texts))
             by_text = dict(zip(unique, rapid.score(unique).tolist()))
@@ -679,8 +716,7 @@ class StreamModel:
         """Make a candidate live. A rebuilt RAPID keeps every normal the live one learned meanwhile."""
         if candidate.rapid is not None:
             live = self.rapid
-            candidate.rapid.add_normal([t for t in live.normal_texts if not candidate.rapid.is_normal(t)])
-            candidate.rapid.add_normal(live.exact_texts, index=False)
+            candidate.rapid.absorb(live)
             self.rapid = candidate.rapid
         if self.config.session_regex is not None:  # count/time windows rarely repeat: only refuted ones are kept
             self.learn_normal_sessions(candidate.session_texts)

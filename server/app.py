@@ -174,6 +174,10 @@ def _start_background(app: FastAPI) -> None:
             app.state.parse_helper = PrepareHelper()
         except OSError as exc:
             log.warning("parse helper not started (%s): ingest parses in the server process", exc)
+    from logsense.server.encoder import Encoder
+
+    app.state.encoder = Encoder(app)  # always: a pending line must get its RAPID verdict
+    app.state.encoder.start()
     app.state.worker = None
     if settings.worker_enabled:
         from logsense.server.worker import Worker
@@ -194,6 +198,8 @@ def _stop_background(app: FastAPI) -> None:
         app.state.scheduler.stop()
     if getattr(app.state, "worker", None) is not None:
         app.state.worker.stop()
+    if getattr(app.state, "encoder", None) is not None:
+        app.state.encoder.stop()
     for thread in getattr(app.state, "training_threads", []):
         thread.join(timeout=60)
     if getattr(app.state, "parse_helper", None) is not None:

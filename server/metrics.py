@@ -69,6 +69,14 @@ class Metrics:
             "logsense_loggpt_queue_lag_seconds", "Age of the oldest window waiting for a LogGPT check (queued or "
             "checking) since it closed; 0 when none waits.", ["stream"], registry=r,
         )
+        self.rapid_pending = Gauge(
+            "logsense_rapid_pending_lines", "Lines whose new masked text waits for the background encoder (RAPID "
+            "verdict pending).", ["stream"], registry=r,
+        )
+        self.model_memory = Gauge(
+            "logsense_stream_model_bytes", "About what a stream's loaded model holds in memory (RAPID core sets "
+            "and caches, LogGPT weights). Streams without a loaded model are left out.", ["stream"], registry=r,
+        )
         self.header_parse_rate = Gauge(
             "logsense_header_parse_rate", "Share of the lines since the stream's model was loaded whose header the "
             "stream's format parsed (a low rate: the format does not fit the lines). Streams without a loaded "
@@ -113,7 +121,11 @@ class Metrics:
 
             self.stream_state.clear()
             self.header_parse_rate.clear()
+            self.model_memory.clear()
             for stream in streams:
+                model = registry.peek(stream.id)
+                if model is not None:
+                    self.model_memory.labels(stream.name).set(model.memory_bytes())
                 state, _ = registry.state(stream)
                 for name in ("learning", "calibrating", "detecting", "loading"):
                     self.stream_state.labels(stream.name, name).set(1.0 if name == state else 0.0)
@@ -121,6 +133,7 @@ class Metrics:
                 if rate is not None:
                     self.header_parse_rate.labels(stream.name).set(rate)
         queues = store.loggpt_queues(session, datetime.now(timezone.utc))
+        pending = store.rapid_pending(session, names)
         live = session.exec(
             select(ModelVersion.stream_id, ModelVersion.kind, func.max(ModelVersion.version))
             .where(ModelVersion.live == True)  # noqa: E712 (SQL expression)
@@ -129,7 +142,7 @@ class Metrics:
         trained = session.exec(
             select(ModelVersion.stream_id, func.max(ModelVersion.created_at)).group_by(ModelVersion.stream_id)
         ).all()
-        for gauge in (self.queue_depth, self.queue_lag, self.model_version, self.last_training, self.open_anomalies,
+        for gauge in (self.queue_depth, self.queue_lag, self.rapid_pending, self.model_version, self.last_training, self.open_anomalies,
                       self.alerts):
             gauge.clear()  # forget deleted streams and channels
         open_rows = session.exec(
@@ -152,6 +165,7 @@ class Metrics:
             queue = queues.get(stream_id, {})
             self.queue_depth.labels(name).set(queue.get("depth", 0))
             self.queue_lag.labels(name).set(queue.get("lag_seconds", 0.0))
+            self.rapid_pending.labels(name).set(pending.get(stream_id, 0))
             for kind in ("loggpt", "rapid"):
                 self.model_version.labels(name, kind).set(0)
         for stream_id, kind, version in live:

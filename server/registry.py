@@ -174,7 +174,7 @@ class Registry:
             missing = [t for t in store.normal_texts(session, stream_id) if not known.is_normal(t)]
             if missing:
                 log.info("stream %s: %d normal texts to add to the RAPID core set", stream_id, len(missing))
-                model.learn_normal(missing)
+                model.learn_normal(missing, defer=True)  # the encoder embeds them: loading does not wait
             templates = session.execute(
                 select(Anomaly.template_id)
                 .join(Feedback, Feedback.anomaly_id == Anomaly.id)
@@ -201,7 +201,7 @@ class Registry:
                 model.learn_normal_sessions([content_text(w.context_masked + w.masked) for w in judged
                                              if w.masked and not held.intersection(w.context_seq + w.seq)])
                 texts = {t for w in judged for t in w.context_masked + w.masked}  # a normal session's lines are normal
-                model.learn_normal([t for t in sorted(texts) if not model.rapid.is_normal(t)])
+                model.learn_normal([t for t in sorted(texts) if not model.rapid.is_normal(t)], defer=True)
             if backfill:
                 model.has_trained_sessions = True
                 self.mark_dirty(stream_id)

@@ -71,7 +71,13 @@ class Settings(BaseSettings):
     parse_helper: bool | None = Field(
         None, description="Mask and split headers in a helper process while ingest stores the chunk before "
         "(uses a second core; the answers are the same either way). Unset: on when the machine has 2+ CPUs.")
+    inline_embed_texts: int = Field(
+        32, ge=0, le=10_000, description="New masked texts one ingest request embeds itself (its lines answered "
+        "with their RAPID verdict); past that, the background encoder embeds them and their lines answer "
+        "`pending` until it has (usually seconds). 0: always in the background.")
     worker_enabled: bool = Field(True, description="Run the in-process LogGPT worker that drains the window queue.")
+    worker_threads: int = Field(
+        1, ge=1, le=64, description="LogGPT worker threads; each claims its own batch of queued windows.")
     worker_poll_seconds: float = Field(
         1.0, gt=0, description="How often the worker looks for queued windows when it found none."
     )

@@ -472,6 +472,13 @@ def claim_window(session: Session, window_id: int) -> bool:
     return result.rowcount == 1
 
 
+def unclaim_windows(session: Session, window_ids: Sequence[int]) -> None:
+    """Claimed windows back to the queue, their claim not counted as an attempt."""
+    t = Window.__table__
+    session.execute(update(t).where(t.c.id.in_(list(window_ids)), t.c.state == "checking")
+                    .values(state="queued", attempts=t.c.attempts - 1))
+
+
 def requeue_checking(session: Session) -> int:
     """At start: windows a dead process was checking go back to the queue."""
     result = session.execute(
@@ -514,6 +521,17 @@ def loggpt_queues(session: Session, now: datetime, stream_id: int | None = None,
             if oldest.tzinfo is None:  # stored as naive UTC
                 oldest = oldest.replace(tzinfo=timezone.utc)
             row["lag_seconds"] = max(row["lag_seconds"], (now - oldest).total_seconds(), 0.0)
+    return out
+
+
+def rapid_pending(session: Session, stream_ids: Iterable[int]) -> dict[int, int]:
+    """Per stream id, its lines waiting for their RAPID verdict (`server.encoder`); 0 for none.
+    One index range per stream (ix_log_lines_not_normal)."""
+    out = {}
+    for sid in stream_ids:
+        out[sid] = session.execute(
+            select(func.count()).select_from(LogLine).where(LogLine.stream_id == sid, severity_is("pending"))
+        ).scalar() or 0
     return out
 
 

@@ -1,6 +1,6 @@
 """The in-process LogGPT worker: drains the durable window queue (`windows.state = 'queued'`).
 
-One daemon thread per process. Each round it closes idle windows, claims a batch of queued
+`worker_threads` daemon threads per process. Each round it closes idle windows, claims a batch of queued
 windows (an atomic `queued -> checking` update, so several processes on one database never
 check a window twice), checks them with the stream's LogGPT, and in one transaction writes the
 window results, the lines' LogGPT flags and severities, and window anomalies.
@@ -8,6 +8,9 @@ window results, the lines' LogGPT flags and severities, and window anomalies.
 At start, windows left `checking` by a dead process go back to `queued`: nothing acknowledged
 is lost, a window is at worst checked twice. A window that fails `worker_max_attempts` times
 is marked `failed` (its lines keep their RAPID verdicts).
+
+A window with a line still waiting for its RAPID verdict (`pending`, see `server.encoder`) goes
+back to the queue unchecked: its severity needs both flags. The encoder wakes the worker.
 
 While a stream has no trained LogGPT its windows are marked `done` with result
 `{"skipped": "untrained"}`: their lines' RAPID verdicts are final.
@@ -42,7 +45,7 @@ class Worker:
         self.settings = app.state.settings
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.rounds = 0  # for tests: completed rounds
 
     # ------------------------------------------------------------------ lifecycle
@@ -52,14 +55,16 @@ class Worker:
             n = store.requeue_checking(session)
         if n:
             log.info("re-queued %d windows a previous process was checking", n)
-        self._thread = threading.Thread(target=self._run, name="logsense-worker", daemon=True)
-        self._thread.start()
+        for i in range(self.settings.worker_threads):
+            thread = threading.Thread(target=self._run, name=f"logsense-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
     def wake(self) -> None:
         self._wake.set()
@@ -102,6 +107,7 @@ class Worker:
         by_stream: dict[int, list[int]] = defaultdict(list)
         for wid, sid in queued:
             by_stream[sid].append(wid)
+        checked = 0
         for sid, ids in by_stream.items():
             stream = streams.get(sid)
             if stream is None:
@@ -109,17 +115,27 @@ class Worker:
             with store.write_session(engine) as session:
                 claimed = [wid for wid in ids if store.claim_window(session, wid)]
             if claimed:
-                self.check_windows(stream, claimed)
-        return len(queued) == BATCH_WINDOWS
+                checked += self.check_windows(stream, claimed)
+        return checked > 0 and len(queued) == BATCH_WINDOWS  # none checked: wait for a wake, do not spin
 
-    def check_windows(self, stream: Stream, window_ids: list[int]) -> None:
-        """Check claimed windows of one stream and store the results; failures go back to the queue."""
+    def check_windows(self, stream: Stream, window_ids: list[int]) -> int:
+        """Check claimed windows of one stream and store the results; failures go back to the
+        queue, and so do windows with a line whose RAPID verdict is pending. Returns how many
+        were checked."""
         engine = self.app.state.engine
         metrics = self.app.state.metrics
+        with Session(engine) as session:
+            lines = store.window_lines(session, window_ids)
+        waiting = [w for w in window_ids if any(x["severity"] == "pending" for x in lines[w])]
+        if waiting:
+            with store.write_session(engine) as session:
+                store.unclaim_windows(session, waiting)
+            window_ids = [w for w in window_ids if w not in set(waiting)]
+            if not window_ids:
+                return 0
         try:
             model = self.app.state.registry.get(stream)
             with Session(engine) as session:
-                lines = store.window_lines(session, window_ids)
                 context = store.session_context(session, stream.id, window_ids, MAX_CONTEXT_LINES)
             closed = [ClosedWindow(key="", seq=_seq(lines[w]), masked=[x["masked"] for x in lines[w]],
                                    rapid_flags=[x["rapid_flag"] for x in lines[w]], context_seq=_seq(context[w]),
@@ -132,8 +148,9 @@ class Worker:
             self._fail(window_ids, f"{type(exc).__name__}: {exc}")
             for _ in window_ids:
                 metrics.windows_checked.labels(stream.name, "failed").inc()
-            return
+            return 0
         self._store(stream, model, window_ids, lines, verdicts)
+        return len(window_ids)
 
     def _fail(self, window_ids: list[int], error: str) -> None:
         t = Window.__table__

@@ -30,7 +30,7 @@ class LineVerdict(BaseModel):
     rapid_score: float | None
     rapid_flag: bool | None
     loggpt_flag: bool | None  # None: not checked by LogGPT (yet)
-    severity: str  # train / normal / watch / danger
+    severity: str  # train / normal / watch / danger / pending (RAPID: a new text the encoder has yet to embed)
     label: str | None  # operator: normal / anomaly
     sessions: list
     received_at: datetime
@@ -63,7 +63,7 @@ def list_lines(
     session: SessionDep,
     after_id: AfterId = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    severity: Annotated[Literal["train", "normal", "watch", "danger"] | None, Query()] = None,
+    severity: Annotated[Literal["train", "normal", "watch", "danger", "pending"] | None, Query()] = None,
 ) -> list[LineVerdict]:
     """Stored lines with their verdicts so far, by id."""
     q = select(LogLine).where(LogLine.stream_id == stream.id, LogLine.id > after_id)

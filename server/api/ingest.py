@@ -8,7 +8,8 @@ Bodies:
 - `text/plain`: one line per line (blank lines skipped; an index still counts them).
 
 Every accepted line is parsed, scored by RAPID, stored and put into its windows in one
-transaction, committed (SQLite: WAL, synchronous=FULL) before the answer is sent. A bad line or
+transaction (a request embeds at most `inline_embed_texts` new masked texts itself; past that
+their lines answer `pending` and `server.encoder` scores them in the background), committed (SQLite: WAL, synchronous=FULL) before the answer is sent. A bad line or
 record is reported by index in `errors` and the others are still stored: status 200 when all
 were stored, 207 when some were, 422 when none was. Over `max_lines_per_batch`: 413 for the
 whole batch; a line over `max_line_bytes`: an error for that line.
@@ -80,10 +81,11 @@ class LineOut(BaseModel):
     id: int  # stored line id
     template_id: int | None
     template: str | None
-    rapid_score: float | None  # None in train mode
+    rapid_score: float | None  # None in train mode, and while pending
     rapid_flag: bool | None
-    severity: str  # train / normal / watch (so far: LogGPT may raise it when the window is checked)
-    pending: bool  # a LogGPT check of one of its windows is still to come
+    severity: str  # train / normal / watch (so far: LogGPT may raise it when the window is checked) / pending
+    # (a new text the background encoder has yet to embed: its RAPID verdict follows, usually within seconds)
+    pending: bool  # a LogGPT check of one of its windows, or its RAPID verdict, is still to come
 
 
 class IngestOut(BaseModel):
@@ -337,12 +339,18 @@ def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tu
             raise Replayed(*known)
         parser = model.parser  # its header counts before the batch (ingest holds the write lock: no other batch parses)
         seen, headers = parser.lines_seen, parser.headers_parsed
+        budget, deferred = state.settings.inline_embed_texts, False  # new texts this request embeds itself
         for parsed in chunks:
+            masked = [p.masked for p in parsed]
+            new = len(model.new_texts(masked))
+            inline = new <= budget
+            budget -= new if inline else 0
+            deferred = deferred or not inline
             if train:
-                model.learn_normal([p.masked for p in parsed])
+                model.learn_normal(masked, defer=not inline)
                 verdicts = None
             else:
-                verdicts = model.score(parsed)
+                verdicts = model.score(parsed, embed=inline)
             if model.n_templates() != n_templates:  # new template ids: on disk before the lines that carry them
                 state.registry.save_parser(stream_id)
                 n_templates = model.n_templates()
@@ -381,7 +389,10 @@ def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tu
     m = state.metrics
     m.lines_ingested.labels(stream.name).inc(len(out.ids))
     for severity, n in severities.items():
-        m.verdicts.labels(stream.name, severity).inc(n)
+        if severity != "pending":  # counted by the encoder once final
+            m.verdicts.labels(stream.name, severity).inc(n)
+    if deferred and getattr(state, "encoder", None) is not None:
+        state.encoder.wake()
     if queued and getattr(state, "worker", None) is not None:
         state.worker.wake()
     return (207 if batch.errors else 200), content
@@ -396,6 +407,7 @@ class Replayed(Exception):
 
 
 _SEVERITY = {flag: combine(flag, False) for flag in (False, True)}  # before LogGPT has checked the line
+_SEVERITY[None] = "pending"  # a new text left to the background encoder (`server.encoder`)
 
 
 def _columns(parsed: list, verdicts: list | None, records: list[Item] | None) -> dict[str, list]:
@@ -418,7 +430,7 @@ def _columns(parsed: list, verdicts: list | None, records: list[Item] | None) ->
     else:
         scores = [v.score for v in verdicts]
         flags = [v.flag for v in verdicts]
-        severities = [_SEVERITY[f] for f in flags]
+        severities = [_SEVERITY[f] for f in flags]  # None: pending, the background encoder decides
     return {"timestamp": timestamps, "level": [lv[:16] if lv else None for lv in fields["level"]],
             "raw": list(fields["raw"]), "masked": list(fields["masked"]), "template_id": list(fields["template_id"]),
             "sessions": sessions,
@@ -475,7 +487,7 @@ def _answer(model: Any, stream_name: str, train: bool, batch: Batch, out: Lines,
     lines = [
         {"index": index, "id": line_id, "template_id": tid, "template": texts[tid],
          "rapid_score": None if score is None else round(score, 6), "rapid_flag": flag, "severity": severity,
-         "pending": (not train) and pending}
+         "pending": (not train) and (pending or severity == "pending")}
         for index, line_id, tid, score, flag, severity, pending in zip(
             batch.indexes, out.ids, out.template_ids, out.scores, out.flags, out.severities, in_window)
     ]

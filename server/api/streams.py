@@ -77,23 +77,41 @@ class StreamOut(BaseModel):
                                                       "(queued or being checked)")
     queue_lag_seconds: float | None = Field(None, description="Age of the oldest of those windows since it "
                                                               "closed (0: none waiting)")
+    rapid_pending: int | None = Field(None, description="Lines whose masked text is new and waits for the "
+                                                        "background encoder: their RAPID verdict is `pending`")
+    rapid_unindexed: int | None = Field(None, description="Normal texts (train mode, restarts) not yet embedded "
+                                                          "into RAPID's core set; they already score as normal")
+    memory_mb: float | None = Field(None, description="About what the stream's loaded model holds in memory: "
+                                                      "RAPID's core sets and caches, LogGPT's weights (MB)")
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, stream: Stream, registry: Any = None, queue: dict | None = None) -> "StreamOut":
-        """`registry` adds the state and the header report, `queue` (a `store.loggpt_queues` row,
-        or {} for none) the LogGPT queue; without them those fields are null."""
+        """`registry` adds the state, the header report and the model's memory, `queue` (a
+        `store.loggpt_queues` row, or {} for none, with `rapid_pending`) the queues; without
+        them those fields are null."""
         state, reason = registry.state(stream) if registry is not None else (None, None)
-        rate, layout = header_report(registry.peek(stream.id)) if registry is not None else (None, None)
-        depth = lag = None
+        model = registry.peek(stream.id) if registry is not None else None
+        rate, layout = header_report(model)
+        depth = lag = pending = None
         if queue is not None:
             depth, lag = queue.get("depth", 0), round(queue.get("lag_seconds", 0.0), 3)
+            pending = queue.get("rapid_pending", 0)
         return cls(
             id=stream.id, name=stream.name, settings=stream.config(), state=state, state_reason=reason,
             header_parse_rate=rate, layout=layout, queue_depth=depth, queue_lag_seconds=lag,
+            rapid_pending=pending, rapid_unindexed=None if model is None else model.n_unindexed,
+            memory_mb=None if model is None else round(model.memory_bytes() / 2**20, 1),
             created_at=stream.created_at, updated_at=stream.updated_at,
         )
+
+
+def queues_of(session: Session, stream_ids: list[int], now: datetime) -> dict[int, dict]:
+    """Per stream id, its LogGPT queue (`store.loggpt_queues`) and `rapid_pending` lines."""
+    queues = store.loggpt_queues(session, now, stream_ids[0] if len(stream_ids) == 1 else None)
+    pending = store.rapid_pending(session, stream_ids)
+    return {sid: {**queues.get(sid, {}), "rapid_pending": pending[sid]} for sid in stream_ids}
 
 
 def _conflict(name: str) -> HTTPException:
@@ -121,16 +139,17 @@ def list_streams(session: SessionDep, request: Request) -> list[StreamOut]:
     """Every stream, by name, with its state (learning, calibrating, detecting) and why, how well
     its format parses and its LogGPT queue."""
     registry = request.app.state.registry
-    queues = store.loggpt_queues(session, datetime.now(timezone.utc))
-    return [StreamOut.of(s, registry, queues.get(s.id, {}))
-            for s in session.exec(select(Stream).order_by(Stream.name)).all()]
+    streams = session.exec(select(Stream).order_by(Stream.name)).all()
+    queues = queues_of(session, [s.id for s in streams], datetime.now(timezone.utc))
+    return [StreamOut.of(s, registry, queues[s.id]) for s in streams]
 
 
 @router.get("/{name}", response_model=StreamOut)
 def read_stream(stream: StreamDep, session: SessionDep, request: Request) -> StreamOut:
-    """One stream with all its settings, its state, how well its format parses and its LogGPT queue."""
-    queues = store.loggpt_queues(session, datetime.now(timezone.utc), stream.id)
-    return StreamOut.of(stream, request.app.state.registry, queues.get(stream.id, {}))
+    """One stream with all its settings, its state, how well its format parses, its LogGPT queue,
+    the lines waiting for a RAPID verdict and the memory its model holds."""
+    queues = queues_of(session, [stream.id], datetime.now(timezone.utc))
+    return StreamOut.of(stream, request.app.state.registry, queues[stream.id])
 
 
 @router.patch("/{name}", response_model=StreamOut)

@@ -173,3 +173,37 @@ def test_session_text_is_the_set_of_unique_lines():
     assert session_text(["b", "a", "b", "c", "a"]) == "a ; b ; c"
     assert session_text(["c", "a", "b"]) == session_text(["a", "b", "c", "b"])  # logging order does not matter
     assert session_text([]) == ""
+
+
+def test_deferred_normals_score_zero_at_once_and_are_embedded_later(embedder, tmp_path):
+    counting = CountingEmbedder(embedder)
+    scorer = RapidScorer(counting).fit(NORMALS[:2])
+    counting.texts.clear()
+    scorer.add_normal([NORMALS[2], NORMALS[3], NORMALS[2]], defer=True)
+    assert counting.texts == [] and scorer.n_unindexed == 2 and len(scorer) == 2
+    assert list(scorer.score([NORMALS[2]], embed=False)) == [0.0]  # normal word for word already
+    assert np.isnan(scorer.score([FAR], embed=False)[0]) and counting.texts == []  # new: pending, not embedded
+
+    scorer.save(tmp_path / "r")  # the deferred ones survive a restart as deferred
+    loaded = RapidScorer.load(tmp_path / "r", embedder)
+    assert loaded.unindexed_texts == [NORMALS[2], NORMALS[3]] and loaded.is_normal(NORMALS[3])
+
+    assert scorer.index_pending(limit=1) == 1 and scorer.index_pending() == 1 and scorer.index_pending() == 0
+    assert scorer.normal_texts == NORMALS[:4] and scorer.exact_texts == []
+    assert counting.texts == [NORMALS[2], NORMALS[3]]  # each embedded once
+    assert scorer.score([NEAR])[0] == pytest.approx(RapidScorer(embedder).fit(NORMALS[:4]).score([NEAR])[0], abs=1e-3)
+
+
+def test_a_refit_and_absorb_reuse_vectors_instead_of_embedding_again(embedder):
+    counting = CountingEmbedder(embedder)
+    live = RapidScorer(counting).fit(NORMALS[:3])
+    live.add_normal([NORMALS[4]], index=False)
+    live.add_normal([NORMALS[3]], defer=True)
+    counting.texts.clear()
+    fresh = RapidScorer(counting).fit([NORMALS[0], NORMALS[1], NEAR], known=live)
+    assert counting.texts == [NEAR]  # only the text the live scorer has no vectors for
+    fresh.absorb(live)
+    assert counting.texts == [NEAR]
+    assert set(fresh.normal_texts) == {NORMALS[0], NORMALS[1], NEAR, NORMALS[2]}
+    assert fresh.is_normal(NORMALS[4]) and fresh.unindexed_texts == [NORMALS[3]]
+    assert fresh.memory_bytes() > len(fresh) * 384 * 4

@@ -1,0 +1,136 @@
+"""The background encoder: embeds new masked texts off the request path.
+
+Ingest never waits for the embedder on a batch with more than `inline_embed_texts` new texts.
+In train mode their lines join RAPID's normals word for word at once and are embedded here
+(`StreamModel.index_pending`); in detection their lines are stored with severity `pending` and
+get their RAPID verdict here: this thread reads them back oldest first, embeds each distinct text
+once (in batches, sorted by length), and writes score, flag, severity and line anomalies in one
+transaction, as ingest would have.
+
+One daemon thread per process, streams taken in turn with a bounded share each round, so one
+stream's burst of new texts delays another's by at most one round. A pending line is in the
+database, so a restart loses nothing: the next process picks it up. The LogGPT worker leaves a
+window queued while one of its lines is pending (its severity needs both flags).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from typing import Any, NamedTuple
+
+from sqlalchemy import bindparam, select, update
+from sqlmodel import Session
+
+from logsense.models.policy import combine
+from logsense.server import store
+from logsense.server.tables import LogLine, Stream, severity_is, utcnow
+
+log = logging.getLogger("logsense.encoder")
+
+LINES_PER_ROUND = 4096  # pending lines read per stream and round: one embedding call's worth
+
+
+class Pending(NamedTuple):
+    """A stored line waiting for its RAPID verdict: what `StreamModel.score` reads."""
+
+    id: int
+    masked: str
+    template_id: int | None
+
+
+class Encoder:
+    """Background thread; `wake()` after storing pending lines or deferring normals."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0  # for tests: completed rounds
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="logsense-encoder", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        registry = self.app.state.registry
+        poll = self.app.state.settings.worker_poll_seconds
+        while not self._stop.is_set():
+            busy = False
+            if registry.ready_reason() is None:
+                try:
+                    busy = self.run_once()
+                except Exception:  # noqa: BLE001 (the thread must survive; pending lines stay pending)
+                    log.exception("encoder round failed")
+            self.rounds += 1
+            if not busy:
+                self._wake.wait(poll)
+                self._wake.clear()
+
+    def run_once(self) -> bool:
+        """One round over the streams: some deferred normals, some pending lines each; True when
+        work is left."""
+        engine = self.app.state.engine
+        registry = self.app.state.registry
+        with Session(engine) as session:
+            streams = session.execute(select(Stream)).scalars().all()
+        busy = False
+        for stream in streams:
+            model = registry.loaded().get(stream.id)
+            if model is not None and model.n_unindexed and model.index_pending():
+                registry.mark_dirty(stream.id)
+                busy = busy or model.n_unindexed > 0
+            busy = self.score_pending(stream) or busy
+        return busy
+
+    def score_pending(self, stream: Stream) -> bool:
+        """Give the oldest pending lines of one stream their RAPID verdict; True when more wait."""
+        state = self.app.state
+        with Session(state.engine) as session:
+            rows = session.execute(
+                select(LogLine.id, LogLine.masked, LogLine.template_id)
+                .where(LogLine.stream_id == stream.id, severity_is("pending"), LogLine.rapid_score.is_(None))
+                .order_by(LogLine.id).limit(LINES_PER_ROUND)
+            ).all()
+        if not rows:
+            return False
+        model = state.registry.get(stream)
+        lines = [Pending(*r) for r in rows]
+        verdicts = model.score(lines)  # embeds each new text once
+        now = utcnow()
+        updates, anomalies, severities = [], [], Counter()
+        for line, v in zip(lines, verdicts):
+            severity = combine(v.flag, None)
+            severities[severity] += 1
+            updates.append({"_id": line.id, "rapid_score": v.score, "rapid_flag": v.flag, "severity": severity})
+            if v.flag:
+                anomalies.append({"stream_id": stream.id, "line_id": line.id, "window_id": None,
+                                  "template_id": line.template_id, "kind": "line", "severity": severity,
+                                  "status": "open", "reasons": {"rapid_score": v.score,
+                                                                "rapid_threshold": model.rapid_threshold},
+                                  "created_at": now, "updated_at": now})
+        t = LogLine.__table__
+        with store.write_session(state.engine) as session:
+            session.connection().execute(
+                update(t).where(t.c.id == bindparam("_id"), t.c.severity == "pending").values(
+                    rapid_score=bindparam("rapid_score"), rapid_flag=bindparam("rapid_flag"),
+                    severity=bindparam("severity")),
+                updates)
+            store.route_anomalies(session, stream.id, anomalies, now, state.settings.incident_gap_seconds)
+            store.insert_anomalies(session, anomalies)
+        for severity, n in severities.items():
+            state.metrics.verdicts.labels(stream.name, severity).inc(n)
+        if getattr(state, "worker", None) is not None:
+            state.worker.wake()  # windows that waited for these lines can be checked now
+        return len(rows) == LINES_PER_ROUND
