@@ -8,8 +8,9 @@ each position the first rule in order that matches wins, so order matters (`blk`
 
 The defaults collapse what varies between two lines of one event while keeping its words: ids
 that mix letters and digits (`attempt_1445087491445_0005_m_000001_0`, `storage622`, `node-17`),
-hex, UUIDs, paths, timestamps, numbers with units (`12ms`, `3.5GB`), IPs with ports, and the
-name after `user`. None of them names a system: a new stream needs no rule of its own.
+hex, UUIDs, paths, timestamps (a date written inside a message too: its month and weekday vary
+as much as its digits), numbers with units (`12ms`, `3.5GB`), IPs with ports, and the name after
+`user`. None of them names a system: a new stream needs no rule of its own.
 
 The preset regexes avoid nested quantifiers and bound every lookahead scan, so a 100 kB line
 costs linear time.
@@ -27,13 +28,24 @@ _SEG = "[A-Za-z0-9]+"
 # A standard's name with a number in it is a word, not an id (UTF-8, ISO-8859-1, x86_64, SHA-256).
 _STANDARD = r"(?!(?i:utf|ucs|iso|x86|sha|crc|ipv|rfc|tls|ssl|http)[-_]?\d)"
 
+# `[Fri ]Jun 17 [2005 ]07:07[:00][.123][ 2005]`: every part bounded (spaces too), so no backtracking
+# blow-up; the lookahead turns most words away before the 19 names are tried (keeps masking's cost).
+_MONTH_DATE = (
+    r"(?=[A-Z][a-z]{2})(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)[a-z]{0,6},?[ \t]{1,3})?"
+    r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)[a-z]{0,6}\.?[ \t]{1,3}\d{1,2},?[ \t]{1,3}"
+    r"(?:\d{4}[ \t]{1,3})?\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?(?:[ \t]{1,3}\d{4}(?!\d))?"
+)
+
 # name -> (regex, replacement). Order here is the order in DEFAULT_RULES.
 PRESET_RULES: dict[str, tuple[str, str]] = {
     "blk": (r"blk_-?\d+", "<BLK>"),  # HDFS block ids
     "uuid": (rf"(?<![\w-]){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}(?![\w-])", "<UUID>"),
-    # a date with a time (2016/9/27:20:30:31.455, 2017-05-16 00:00:01,5) or a time of day (20:30:31)
+    # a date with a time (2016/9/27:20:30:31.455, 2017-05-16 00:00:01,5), a month-name date with a time
+    # (C's ctime `Fri Jun 17 07:07:00 2005`, syslog's `Jun 17 07:07:00`, `Jun 17, 2005 7:07 AM`'s
+    # date and time), or a time of day (20:30:31)
     "time": (
-        r"(?<![\w.:])(?:\d{4}[-/]\d{1,2}[-/]\d{1,2}(?:[T :_]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?)?"
+        rf"(?<![\w.:])(?:{_MONTH_DATE}"
+        r"|\d{4}[-/]\d{1,2}[-/]\d{1,2}(?:[T :_]\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?)?"
         r"|\d{1,2}:\d{2}:\d{2}(?:[.,]\d{1,9})?)(?![\w:])", "<TIME>"),
     "ip": (r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?!\.?\w)", "<IP>"),  # IPv4, optional :port
     "url": (r"\b[A-Za-z][A-Za-z0-9+.\-]{0,15}://[^\s\"'<>]+", "<URL>"),  # scheme bounded: no O(n^2) scans

@@ -11,6 +11,14 @@ clusters AND Drain's prefix tree exactly as they were, so `add`/`match` after a 
 they would have given without the restart. Drain3's own TemplateMiner and its jsonpickle
 persistence are not used (unpickling a state file can run code).
 
+Similarity (Drain's, with one change): when learning, a token that carries a masked placeholder
+(`<NUM>`, `<UUID>]`, `(uid=<NUM>)`) counts as a parameter, like Drain's own `<*>`, not as a word
+the two texts share. Masking makes every line's variables equal text; counted as shared words
+they would lift short, variable-heavy lines over the threshold (`[instance: <UUID>] Claim
+successful` joining `[instance: <UUID>] Terminating instance` at 2/4), which bare Drain on the
+raw values never does. Words decide what is one event; placeholders only say where values sit.
+`match` (exact, wildcards and placeholders covering their own kind) is unchanged.
+
 Not thread-safe: Drain mutates clusters and its tree in place. The caller holds a lock around
 `add` (and around `match` when another thread may `add`).
 """
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +36,34 @@ from drain3.drain import Drain, LogCluster, Node
 FORMAT = "logsense.miner"
 VERSION = 1
 PARAM = "<*>"  # Drain's wildcard in templates
+# A masked placeholder (the presets' `<NUM>`, `<IP>`, ...; custom rules' default `<*>`) inside a token.
+_PLACEHOLDER = re.compile(r"<(?:\*|[A-Z][A-Z0-9_]*)>")
+
+
+class _Drain(Drain):
+    """Drain3's Drain, its similarity counting placeholder tokens as parameters (module docstring)."""
+
+    def get_seq_distance(self, seq1, seq2, include_params: bool):  # seq1: a template, seq2: the line
+        if not seq1:
+            return 1.0, 0
+        param, placeholder = self.param_str, _PLACEHOLDER.search
+        sim_tokens = param_count = 0
+        for token1, token2 in zip(seq1, seq2):
+            if token1 == param:
+                param_count += 1
+            elif token1 == token2:
+                if "<" in token1 and placeholder(token1) is not None:
+                    param_count += 1
+                else:
+                    sim_tokens += 1
+        if include_params:  # `match`: a placeholder covers the same placeholder, as before
+            sim_tokens += param_count
+        return sim_tokens / len(seq1), param_count
 
 
 class TemplateMiner:
-    """Drain (Loghub parameters: depth 4, similarity 0.4) behind an exact-text cache."""
+    """Drain (Loghub parameters: depth 4, similarity 0.4; placeholders count as parameters) behind
+    an exact-text cache."""
 
     def __init__(
         self,
@@ -45,7 +78,7 @@ class TemplateMiner:
         self.max_children = int(max_children)
         self.cache_size = int(cache_size)
         self.saved_cache = int(saved_cache)
-        self.drain = Drain(depth=self.depth, sim_th=self.sim_th, max_children=self.max_children, param_str=PARAM)
+        self.drain = _Drain(depth=self.depth, sim_th=self.sim_th, max_children=self.max_children, param_str=PARAM)
         self._cache: dict[str, int] = {}
 
     # ------------------------------------------------------------------ mining

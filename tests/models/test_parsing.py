@@ -247,6 +247,25 @@ def test_miner_rebuilds_tree_without_saved_tree() -> None:
         TemplateMiner.from_dict({**state, "version": 99})
 
 
+def test_placeholders_are_parameters_not_shared_words() -> None:
+    miner = TemplateMiner()
+    # Short lines that share little but their masked values stay apart (bare Drain on the raw
+    # values keeps them apart too): a placeholder is a parameter, not a word the lines share.
+    a = miner.add("[instance: <UUID>] Terminating instance")
+    b = miner.add("[instance: <UUID>] Claim successful")
+    c, d = miner.add("Session <NUM> created"), miner.add("Session <NUM> destroyed")
+    assert len({a, b, c, d}) == 4
+    # Words still generalize: one differing word among shared ones is one template.
+    e = miner.add("connection from <IP> port <NUM> closed by peer")
+    assert miner.add("connection from <IP> port <NUM> reset by peer") == e
+    assert miner.template(e) == "connection from <IP> port <NUM> <*> by peer"
+    # `match` still covers placeholders by the same placeholder.
+    assert miner.match("[instance: <UUID>] Terminating instance") == a
+    miner._cache.clear()
+    assert miner.match("connection from <IP> port <NUM> dropped by peer") == e
+    assert miner.match("Session <NUM> created") == c
+
+
 def test_miner_cache_is_bounded() -> None:
     miner = TemplateMiner(cache_size=100, saved_cache=10)
     for i in range(1000):
