@@ -123,8 +123,8 @@ class RapidScorer:
         embeds them on the next `index_pending` calls: the caller never waits for the model.
         """
         texts = list(dict.fromkeys(texts))
-        with self._lock:
-            new = [t for t in texts if t not in self._row]
+        with self._lock:  # deferred ones stay deferred: `index_pending` embeds them
+            new = [t for t in texts if t not in self._row and t not in self._unindexed and t not in self._indexing]
             if not index or defer:
                 for t in new:
                     if index:
@@ -190,9 +190,10 @@ class RapidScorer:
 
     # ------------------------------------------------------------------ scoring
 
-    def score(self, texts: list[str], embed: bool = True) -> np.ndarray:
+    def score(self, texts: list[str], embed: bool = True, reuse: "RapidScorer | None" = None) -> np.ndarray:
         """Anomaly score in [0, 1] per text (float32); 0.0 for a known normal. embed=False: a text
-        neither known nor cached is not embedded and scores NaN (its verdict is pending)."""
+        neither known nor cached is not embedded and scores NaN (its verdict is pending). A text
+        in `reuse`'s core set (same embedder) takes its vectors instead of being embedded."""
         texts = list(texts)
         known: dict[str, float] = dict.fromkeys(texts)  # type: ignore[arg-type]  # unique, first-seen order
         with self._lock:
@@ -206,7 +207,10 @@ class RapidScorer:
         if misses and not embed:
             known.update(dict.fromkeys(misses, float("nan")))
         elif misses:
-            vectors = self.embedder.encode(misses)  # outside the lock: the slow part
+            reused = reuse.vectors(misses) if reuse is not None else {}
+            fresh = [t for t in misses if t not in reused]
+            embedded = dict(zip(fresh, self.embedder.encode(fresh))) if fresh else {}  # outside the lock: the slow part
+            vectors = [reused[t].astype(np.float32) if t in reused else embedded[t] for t in misses]
             with self._lock:
                 scores = self._maxsim_scores(vectors)
                 self._remember(misses, scores)
@@ -325,21 +329,22 @@ class RapidScorer:
         """
         from logsense.models.atomic import atomic_dir
 
+        with self._lock:  # a snapshot (appended vectors never change): the slow writes below hold no lock
+            texts, vecs = list(self._texts), list(self._vecs)
+            exact, unindexed = list(self._exact_only), self.unindexed_texts
         with atomic_dir(path) as tmp:
-            with self._lock:
-                meta = {
-                    "format": FORMAT,
-                    "version": VERSION,
-                    "config": asdict(self.config),
-                    "embedder": {"name": getattr(self.embedder, "name", None), "dim": self.embedder.dim},
-                    "n_texts": len(self._texts),
-                }
-                (tmp / "texts.json").write_text(json.dumps(self._texts))
-                (tmp / "exact.json").write_text(json.dumps(list(self._exact_only)))
-                (tmp / "unindexed.json").write_text(json.dumps(self.unindexed_texts))
-                _save_rows(tmp / "tokens.npy", self._vecs, self.embedder.dim, self.config.store_dtype)
-                offsets = np.cumsum([0] + [len(v) for v in self._vecs], dtype=np.int64)
-                np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
+            meta = {
+                "format": FORMAT,
+                "version": VERSION,
+                "config": asdict(self.config),
+                "embedder": {"name": getattr(self.embedder, "name", None), "dim": self.embedder.dim},
+                "n_texts": len(texts),
+            }
+            (tmp / "texts.json").write_text(json.dumps(texts))
+            (tmp / "exact.json").write_text(json.dumps(exact))
+            (tmp / "unindexed.json").write_text(json.dumps(unindexed))
+            _save_rows(tmp / "tokens.npy", vecs, self.embedder.dim, self.config.store_dtype)
+            np.save(tmp / "offsets.npy", np.cumsum([0] + [len(v) for v in vecs], dtype=np.int64), allow_pickle=False)
             (tmp / "config.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod

@@ -574,11 +574,12 @@ class StreamModel:
         rapid.fit(list(dict.fromkeys(data.train_texts)), known=self.rapid)
         if data.val_texts:
             unique = list(dict.fromkeys(data.val_texts))
-            by_text = dict(zip(unique, rapid.score(unique).tolist()))
+            by_text = dict(zip(unique, rapid.score(unique, reuse=self.rapid).tolist()))
             scores = np.array([by_text[t] for t in data.val_texts])
             threshold = threshold_at_rate(scores, self.config.rapid_target_fpr)
             fpr = float(np.mean(scores > threshold))
-            rapid.add_normal(unique)  # normal too: in the core set from now on (calibrated without them)
+            rapid.absorb(self.rapid)  # the held-back lines are normal too: in the core set from now on
+            rapid.add_normal(unique)  # (calibrated without them); any the live set lacks is embedded here
         else:
             threshold, fpr = self.rapid_threshold, None
         return rapid, threshold, {"rapid_threshold": threshold, "rapid_val_fpr": fpr,

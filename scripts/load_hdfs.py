@@ -36,36 +36,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from logsense.server.capacity import peak_rss_mb
 from logsense.server.client import Client, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "hdfs" / "HDFS_2pct.log.gz"
 SMALL_LOGGPT = {"n_layer": 2, "n_head": 4, "n_embd": 64, "max_epochs": 3}  # fields of models.loggpt.LogGPTConfig
-
-
-def peak_rss_mb(pid: int) -> tuple[float, float]:
-    """(current RSS, peak RSS) in MB of a process and its children (the parse helper), from /proc.
-    The peak is the sum of each process's own peak: an upper bound on the peak of the whole."""
-    current = peak = 0.0
-    for p in [pid, *_children(pid)]:
-        try:
-            status = Path(f"/proc/{p}/status").read_text().splitlines()
-        except OSError:  # exited meanwhile
-            continue
-        values = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("VmRSS", "VmHWM"))}
-        current += values["VmRSS"] / 1024
-        peak += values["VmHWM"] / 1024
-    return current, peak
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
 
 
 class BareDrain3:

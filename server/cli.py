@@ -390,6 +390,15 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "capacity", False):  # drives a real server: lives beside it, not in models.bench
+        from logsense.server.capacity import CapacityConfig, run_capacity
+
+        cfg = CapacityConfig(lines=args.capacity_lines, rate=args.capacity_rate, clients=args.capacity_clients,
+                             seed=args.seed)
+        if args.quick:  # a smoke run of every phase, not a result
+            cfg = CapacityConfig(train_lines=3000, train_distinct=800, novel_batches=3, lines=12_000,
+                                 rate=args.capacity_rate, clients=args.capacity_clients, seed=args.seed)
+        return run_capacity(args.out, cfg)
     from logsense.models.bench import run
 
     return run(args)

@@ -35,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--parsing", action="store_true",
                         help="the parsing benchmark instead: header parse rate, masked lines and grouping accuracy "
                              "on the loghub-2k samples (format auto, default masks) against bare Drain3")
+    parser.add_argument("--capacity", action="store_true",
+                        help="the capacity benchmark instead: a real server over loopback HTTP fed new lines "
+                             "(new-line rate against bare SentenceTransformer.encode, all-new batch latency, LogGPT "
+                             "drain time, peak memory); --capacity-lines, --capacity-rate and --capacity-clients size it")
+    parser.add_argument("--capacity-lines", type=int, default=400_000, help="capacity: lines posted in all")
+    parser.add_argument("--capacity-rate", type=float, default=8000.0, help="capacity: load phase lines/s over all clients")
+    parser.add_argument("--capacity-clients", type=int, default=4, help="capacity: load phase concurrent clients")
     parser.add_argument("--protocol", choices=["live", "chrono", "paper"], default="live",
                         help="live (default): the product replayed as a stream; chrono: items split by time, offline; "
                              "paper: random split, oracle thresholds")

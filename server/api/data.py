@@ -26,6 +26,7 @@ PENDING = ("open", "queued", "checking")
 class LineVerdict(BaseModel):
     id: int
     raw: str
+    masked: str  # the message as the detectors see it (header split off, variable parts masked)
     template_id: int | None
     rapid_score: float | None
     rapid_flag: bool | None

@@ -207,3 +207,12 @@ def test_a_refit_and_absorb_reuse_vectors_instead_of_embedding_again(embedder):
     assert set(fresh.normal_texts) == {NORMALS[0], NORMALS[1], NEAR, NORMALS[2]}
     assert fresh.is_normal(NORMALS[4]) and fresh.unindexed_texts == [NORMALS[3]]
     assert fresh.memory_bytes() > len(fresh) * 384 * 4
+
+
+def test_a_deferred_normal_taught_again_is_not_embedded_in_the_call(embedder):
+    counting = CountingEmbedder(embedder)
+    scorer = RapidScorer(counting).fit(NORMALS[:1])
+    scorer.add_normal([NORMALS[1]], defer=True)
+    counting.texts.clear()
+    scorer.add_normal([NORMALS[1], NORMALS[2]])  # the deferred one waits for index_pending
+    assert counting.texts == [NORMALS[2]] and scorer.unindexed_texts == [NORMALS[1]]
