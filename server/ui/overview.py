@@ -33,6 +33,7 @@ class StreamCard:
     open_watch: int
     model_version: int | None
     pending: dict  # windows open, queued, checking; depth (queued + checking), lag_seconds (`store.loggpt_queues`)
+    rapid_pending: int  # lines whose new text waits for the background encoder
     last_job: Job | None
     chart: Chart
 
@@ -51,6 +52,7 @@ def cards(request: Request, range_name: str) -> list[StreamCard]:
         live = dict(db.execute(select(ModelVersion.stream_id, ModelVersion.version).where(
             ModelVersion.kind == "loggpt", ModelVersion.live == True)).all())  # noqa: E712
         queues = store.loggpt_queues(db, now, with_open=True)
+        rapid_pending = store.rapid_pending(db, [s.id for s in streams])
         none_pending = {"open": 0, "queued": 0, "checking": 0, "depth": 0, "lag_seconds": 0.0}
         out = []
         for s in streams:
@@ -61,7 +63,8 @@ def cards(request: Request, range_name: str) -> list[StreamCard]:
                 lines_total=totals.get(s.id, 0),
                 rate_per_min=recent.get(s.id, 0) * 60.0 / RATE_SECONDS,
                 open_danger=opens.get((s.id, "danger"), 0), open_watch=opens.get((s.id, "watch"), 0),
-                model_version=live.get(s.id), pending=queues.get(s.id, none_pending), last_job=last_job,
+                model_version=live.get(s.id), pending=queues.get(s.id, none_pending),
+                rapid_pending=rapid_pending[s.id], last_job=last_job,
                 chart=None,  # type: ignore[arg-type]
             ))
     for c in out:

@@ -29,7 +29,7 @@ NEW = ["2026-12-07 11:00:00 INFO worker pool india finished task india batch",  
 @pytest.fixture
 def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
     settings = make_settings(tmp_path / "data", inline_embed_texts=0, scheduler_enabled=False,
-                             worker_poll_seconds=0.1)
+                             worker_poll_seconds=0.1, worker_threads=2)
     app = create_app(settings)
     with TestClient(app) as client:
         wait_ready(client)
@@ -67,6 +67,7 @@ def test_new_texts_past_the_budget_are_embedded_in_the_background(served) -> Non
     metrics = client.get("/metrics", headers=auth).text
     assert 'logsense_rapid_pending_lines{stream="app"} 2.0' in metrics
     assert 'logsense_stream_model_bytes{stream="app"}' in metrics
+    assert len(app.state.worker._threads) == 2  # worker_threads: two claim windows from one queue
     rounds = app.state.worker.rounds
     wait_for(lambda: app.state.worker.rounds > rounds + 3, 30, what="worker rounds")
     windows = client.get("/api/v1/streams/app/windows", headers=auth).json()

@@ -671,3 +671,22 @@ def test_the_anomaly_page_links_to_the_lines_around_it_where_the_stream_says_how
     assert link and link.group(1).startswith("https://kibana.example/app/discover#/?q=linked&amp;from=20")
     plain = client.get(f"/anomalies/{add_anomaly(app, add_stream(app, 'unlinked'), 9, BASE, 'x 1')}").text
     assert 'id="context-link"' not in plain
+
+
+def test_overview_shows_lines_waiting_for_the_encoder(ui) -> None:
+    client, app = ui
+    from logsense.server.encoder import Encoder
+
+    app.state.encoder.stop()  # the line stays pending while the page is read
+    try:
+        with Session(app.state.engine) as s:
+            sid = s.execute(select(Stream.id).where(Stream.name == "quiet")).scalar_one()
+            store.insert_lines(s, sid, datetime.now(timezone.utc), {
+                "raw": ["081110 1 1 INFO brand new text"], "masked": ["INFO brand new text"], "template_id": [None],
+                "sessions": [[]], "severity": ["pending"], "rapid_score": [None], "rapid_flag": [None]})
+            s.commit()
+        html = client.get("/").text
+        assert re.search(r'class="rapid-pending"[^>]*>1 <small>lines waiting for RAPID', html)
+    finally:
+        app.state.encoder = Encoder(app)
+        app.state.encoder.start()
