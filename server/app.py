@@ -257,6 +257,11 @@ def _add_health_routes(app: FastAPI) -> None:
         """Alive: the process answers."""
         return {"status": "ok"}
 
+    @app.get("/ready", tags=["health"], responses={503: {"description": "not ready, with reasons"}})
+    def ready(request: Request) -> JSONResponse:
+        """`/readyz` at Loki's own path: log shippers' Loki outputs (Vector's health check) ask it."""
+        return readyz(request)
+
     @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready, with reasons"}})
     def readyz(request: Request) -> JSONResponse:
         """Ready: the database answers a query and every registered readiness check passes."""

@@ -9,13 +9,14 @@ def test_health_and_ready(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready"
+    assert client.get("/ready").json() == r.json()  # Loki's path, for shippers' health checks
 
 
 def test_ready_checks_can_say_not_ready(client: TestClient, app) -> None:
     app.state.ready_checks.append(lambda app: "models: HDFS not loaded")
     app.state.ready_checks.append(lambda app: 1 / 0)
     r = client.get("/readyz")
-    assert r.status_code == 503
+    assert r.status_code == 503 and client.get("/ready").status_code == 503
     reasons = r.json()["reasons"]
     assert "models: HDFS not loaded" in reasons and any("ZeroDivisionError" in x for x in reasons)
 
