@@ -8,11 +8,10 @@ Each field's `title` and `description` are the form's label and help; `json_sche
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from logsense.models.stream import StreamConfig
 from logsense.models.windowing import MAX_SESSION_LINES, WindowSpec
@@ -21,12 +20,12 @@ FORMAT_PRESETS = ("auto", "hdfs", "bgl", "syslog", "iso8601", "json", "android",
                   "hpc", "bracketed", "epoch", "generic")
 
 
-def _check_regex(value: str | None) -> str | None:
+def _check_regex(value: str | None, what: str = "regex") -> str | None:
+    """An operator's regex runs on RE2 (linear time): one RE2 cannot run is refused, saying why."""
     if value is not None:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
+        from logsense.models.parsing.userregex import check
+
+        check(value, what)
     return value
 
 
@@ -40,8 +39,11 @@ class MaskRule(BaseModel):
 
     @field_validator("regex")
     @classmethod
-    def _regex_compiles(cls, value: str) -> str:
-        return _check_regex(value)
+    def _regex_compiles(cls, value: str, info: ValidationInfo) -> str:
+        from logsense.models.parsing.masking import check_rule_regex
+
+        check_rule_regex(info.data.get("name", "custom"), value)  # a preset's own regex is accepted as is
+        return value
 
 
 CONTEXT_MARGIN_SECONDS = 300.0  # a context link's time range: this much either side of the line
@@ -111,18 +113,24 @@ class StreamSettings(BaseModel):
                     "and {from_ms}, {to_ms} (epoch ms), 5 minutes either side of the line.")
     train_mode: bool = Field(True, title="Train mode",
                              description="On: incoming lines are stored as normal training data and not scored.")
+    retention_days: int | None = Field(
+        None, ge=1, le=36_500, title="Keep data for (days)",
+        description="Lines, windows and answered anomalies older than this are deleted daily (lines of open or "
+                    "confirmed anomalies are kept); empty: keep everything.", json_schema_extra=_form("number", step="1"))
 
     @field_validator("format_regex", "session_regex")
     @classmethod
-    def _regexes_compile(cls, value: str | None) -> str | None:
+    def _regexes_compile(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("empty: leave it out (null) instead")  # "" would match everywhere, or nothing
-        return _check_regex(value)
+        return _check_regex(value, info.field_name or "regex")
 
     @field_validator("format_regex")
     @classmethod
     def _format_regex_has_a_message(cls, value: str | None) -> str | None:
-        if value is not None and "message" not in re.compile(value).groupindex:
+        from logsense.models.parsing.userregex import compile_user
+
+        if value is not None and "message" not in compile_user(value, "format_regex").groupindex:
             raise ValueError("a custom header regex needs a named group (?P<message>...): the rest of the line")
         return value
 

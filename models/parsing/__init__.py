@@ -16,6 +16,7 @@ thread-safe (Drain mutates its state): one lock around `parse` per parser.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,6 +31,8 @@ __all__ = [
     "AUTO_LAYOUTS", "DEFAULT_RULES", "PRESETS", "PRESET_RULES", "Header", "HeaderParser", "LayoutDetector", "LogParser",
     "Masker", "ParsedLine", "Prepared", "SessionKeyer", "TemplateMiner", "count_windows", "parse_timestamp", "prepare_lines", "time_windows",
 ]
+
+log = logging.getLogger("logsense.parsing")
 
 FORMAT = "logsense.parser"
 VERSION = 1
@@ -168,13 +171,28 @@ class LogParser:
             raise ValueError(f"{FORMAT} version {meta.get('version')} is newer than this code ({VERSION})")
         cfg = meta["config"]
         rules = cfg.get("mask_rules")
-        parser = cls(
-            preset=cfg.get("preset", "generic"), regex=cfg.get("regex"),
-            mask_rules=None if rules is None else [tuple(r) for r in rules],
-            session_regex=cfg.get("session_regex"), sim_th=cfg.get("sim_th", 0.4), depth=cfg.get("depth", 4),
-        )
+        parts = {"preset": cfg.get("preset", "generic"), "regex": cfg.get("regex"),
+                 "mask_rules": None if rules is None else [tuple(r) for r in rules],
+                 "session_regex": cfg.get("session_regex")}
+        parser = cls(**_runnable(parts, path), sim_th=cfg.get("sim_th", 0.4), depth=cfg.get("depth", 4))
         parser.miner = TemplateMiner.load(path / MINER_FILE)
         return parser
+
+
+def _runnable(parts: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A saved parser's regexes, less those this version refuses (an older one let backreferences
+    and lookarounds through; RE2 runs neither): its templates still load, and the stream's
+    settings (`StreamSettings.read_stored`) have fallen back to the defaults for the same fields."""
+    out = dict(parts)
+    checks = (("regex", lambda v: HeaderParser(out["preset"], v)), ("mask_rules", Masker), ("session_regex", SessionKeyer))
+    for name, build in checks:
+        if out[name] is not None:
+            try:
+                build(out[name])
+            except ValueError as exc:
+                log.warning("%s: saved %s dropped: %s", path, name, exc)
+                out[name] = None
+    return out
 
 
 def _raw_text(line: object) -> str:

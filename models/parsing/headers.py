@@ -9,7 +9,7 @@ comes in, a `Header` comes out, so one odd line cannot stop a stream.
 
 Timestamps are epoch seconds, UTC when the line carries no zone. Levels are upper-cased.
 Every preset regex is linear in the line length (no nested quantifiers), so a 100 kB line is cheap;
-a custom regex is the operator's responsibility (Python's `re` has no timeout).
+a custom regex is the operator's and runs on RE2 (`userregex`): linear too, whatever it is.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+
+from logsense.models.parsing.userregex import UserMatch, compile_user
 
 _F = re.DOTALL  # a stray newline inside a line must not end the message
 
@@ -302,11 +304,11 @@ class HeaderParser:
             raise ValueError(f"unknown header preset {preset!r}; known: {', '.join(PRESETS)}")
         self.preset = preset
         self.regex = regex
-        pattern = regex if regex else PRESETS[preset]
-        try:
+        if regex:  # the operator's: RE2, `.` across a stray newline as the presets' DOTALL
+            self._pattern = compile_user(regex, "format_regex", dotall=True)
+        else:
+            pattern = PRESETS[preset]
             self._pattern = re.compile(pattern, _F) if pattern else None
-        except (re.error, OverflowError) as exc:
-            raise ValueError(f"invalid header regex {pattern!r}: {exc}") from None
         groups = self._pattern.groupindex if self._pattern is not None else {}
         self._has_message = "message" in groups
         self._has_pri = "pri" in groups
@@ -357,7 +359,7 @@ class HeaderParser:
         except Exception:  # noqa: BLE001 - never let one line stop a stream
             return None, None, text, None, False
 
-    def _from_match(self, m: re.Match, text: str) -> Fields:
+    def _from_match(self, m: "re.Match | UserMatch", text: str) -> Fields:
         g = m.groupdict()
         ts_text = g.get("timestamp")
         if ts_text is None and (g.get("date") or g.get("time")):

@@ -2,9 +2,10 @@
 
 Masking runs before template mining so that Drain sees `Receiving block <BLK> src: /<IP>`
 instead of a new text per block, and before RAPID so that an unseen block id is not "new".
-All rules are compiled into ONE regex (an alternation of groups) and applied in one pass: at
+The presets are compiled into ONE regex (an alternation of groups) and applied in one pass: at
 each position the first rule in order that matches wins, so order matters (`blk`, `uuid`,
-`ip` before `num`). Replacements are literal text (no group references).
+`ip` before `num`). Custom rules (tried first) keep that rule: their matches merge with the
+presets' in the same pass. Replacements are literal text (no group references).
 
 The defaults collapse what varies between two lines of one event while keeping its words: ids
 that mix letters and digits (`attempt_1445087491445_0005_m_000001_0`, `storage622`, `node-17`),
@@ -13,7 +14,8 @@ as much as its digits), numbers with units (`12ms`, `3.5GB`), IPs with ports, an
 `user`. None of them names a system: a new stream needs no rule of its own.
 
 The preset regexes avoid nested quantifiers and bound every lookahead scan, so a 100 kB line
-costs linear time.
+costs linear time. Custom rules are the operator's: they run on RE2 (`userregex`), linear too, and
+one RE2 cannot run (a backreference, a lookaround) is refused.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from logsense.models.parsing.userregex import Subject, compile_user
 
 _HEX = "[0-9a-fA-F]"
 
@@ -75,7 +79,20 @@ _GUARDED = frozenset(PRESET_RULES) - {"blk"}
 _GUARD = r"(?<![A-Za-z0-9])(?=[-\w/])"
 
 Rule = tuple[str, str, str]  # (name, regex, replacement)
-_BACKREF = re.compile(r"\\[1-9]|\(\?P=")
+_PRESET_BY_REGEX = {regex: name for name, (regex, _) in PRESET_RULES.items()}
+
+
+def is_preset_regex(regex: str) -> bool:
+    """One of our preset regexes (runs on `re`: written to be linear); any other runs on RE2."""
+    return regex in _PRESET_BY_REGEX
+
+
+def check_rule_regex(name: object, regex: object) -> None:
+    """ValueError unless a custom rule's regex can run: RE2 compiles it (linear time) or it is a preset's."""
+    if not isinstance(regex, str) or not regex:
+        raise ValueError(f"mask rule {name!r} has no regex")
+    if not is_preset_regex(regex):
+        compile_user(regex, f"mask rule {name!r}")
 
 
 def resolve_rules(rules: Iterable[Any] | None) -> list[Rule]:
@@ -83,7 +100,8 @@ def resolve_rules(rules: Iterable[Any] | None) -> list[Rule]:
 
     Accepts preset names ("ip"; "default" expands to DEFAULT_RULES), `(name, regex, replacement)`
     tuples/lists, dicts with those keys, or objects with those attributes (the server's MaskRule).
-    None means DEFAULT_RULES. Raises ValueError for an unknown preset or a malformed rule.
+    None means DEFAULT_RULES. Raises ValueError for an unknown preset, a malformed rule, or a
+    regex RE2 cannot run (`userregex`: the operator's regexes run in linear time).
     """
     if rules is None:
         rules = DEFAULT_RULES
@@ -110,50 +128,21 @@ def resolve_rules(rules: Iterable[Any] | None) -> list[Rule]:
             name, regex, repl = getattr(rule, "name", "custom"), rule.regex, getattr(rule, "replacement", "<*>")
         else:
             raise ValueError(f"cannot read mask rule {rule!r}")
-        if not isinstance(regex, str) or not regex:
-            raise ValueError(f"mask rule {name!r} has no regex")
-        try:
-            re.compile(regex)
-        except (re.error, OverflowError) as exc:
-            raise ValueError(f"mask rule {name!r}: invalid regex {regex!r}: {exc}") from None
+        check_rule_regex(name, regex)
         custom.append((str(name), regex, "<*>" if repl is None else str(repl)))
     return custom + presets
 
 
-class Masker:
-    """`mask(text)` replaces every match of the rules by the rule's replacement, in one pass."""
+class _PresetRun:
+    """Consecutive preset rules as ONE `re` alternation: `(?P<_r0>...)|GUARD(?:(?P<_r1>...)|...)`
+    (runs of guarded presets share a guard); at a position the first rule in order wins."""
 
-    def __init__(self, rules: Iterable[Any] | None = DEFAULT_RULES):
-        self.rules: list[Rule] = resolve_rules(rules)
-        self._replacements: dict[int, str] = {}
-        self._sequential: list[tuple[re.Pattern, str]] | None = None
-        if not self.rules:
-            self._pattern = None
-            return
-        # Numbered back-references would point at the wrong group inside the alternation.
-        if any(_BACKREF.search(regex) for _, regex, _ in self.rules):
-            self._sequential = [(re.compile(regex), repl) for _, regex, repl in self.rules]
-            self._pattern = None
-            return
-        try:
-            self._pattern = re.compile(self._alternation())
-        except re.error:  # e.g. two custom rules with the same inner group name
-            self._sequential = [(re.compile(regex), repl) for _, regex, repl in self.rules]
-            self._pattern = None
-            return
-        index = self._pattern.groupindex
-        # The rule's outer group closes last, so it is `lastindex` of a match.
-        self._replacements = {index[f"_r{i}"]: repl for i, (_, _, repl) in enumerate(self.rules)}
-        self._sub = self._pattern.sub
-        self._repl = self._replace
-
-    def _alternation(self) -> str:
-        """`(?P<_r0>...)|(?P<_r1>...)|GUARD(?:(?P<_r2>...)|...)`: runs of guarded presets share a guard."""
+    def __init__(self, rules: list[Rule]):
         parts: list[str] = []
         run: list[str] = []
-        for i, (name, regex, _) in enumerate(self.rules):
+        for i, (_, regex, _) in enumerate(rules):
             group = f"(?P<_r{i}>{regex})"
-            if name in _GUARDED and regex == PRESET_RULES[name][0]:
+            if _PRESET_BY_REGEX[regex] in _GUARDED:
                 run.append(group)
                 continue
             if run:
@@ -162,19 +151,100 @@ class Masker:
             parts.append(group)
         if run:
             parts.append(f"{_GUARD}(?:{'|'.join(run)})")
-        return "|".join(parts)
+        self.pattern = re.compile("|".join(parts))
+        index = self.pattern.groupindex
+        # The rule's outer group closes last, so it is `lastindex` of a match.
+        self.replacements = {index[f"_r{i}"]: repl for i, (_, _, repl) in enumerate(rules)}
 
-    def _replace(self, m: re.Match) -> str:
-        return self._replacements[m.lastindex]
+    def replace(self, m: re.Match) -> str:
+        return self.replacements[m.lastindex]
+
+    def sub(self, text: str) -> str:
+        return self.pattern.sub(self.replace, text)
+
+
+class Masker:
+    """`mask(text)` replaces every match of the rules by the rule's replacement, in one pass.
+
+    Presets run on `re` (one alternation); a custom rule runs on RE2 (`userregex`). With custom
+    rules the matches of all of them are merged: the leftmost match wins, and of matches at one
+    position the first rule in order; a custom rule's empty match masks nothing.
+    """
+
+    def __init__(self, rules: Iterable[Any] | None = DEFAULT_RULES):
+        self.rules: list[Rule] = resolve_rules(rules)
+        # In rule order: a _PresetRun for consecutive presets, (UserRegex, replacement) for a custom rule.
+        self._matchers: list[Any] = []
+        presets: list[Rule] = []
+        for rule in self.rules:
+            if is_preset_regex(rule[1]):
+                presets.append(rule)
+                continue
+            if presets:
+                self._matchers.append(_PresetRun(presets))
+                presets = []
+            self._matchers.append((compile_user(rule[1], f"mask rule {rule[0]!r}"), rule[2]))
+        if presets:
+            self._matchers.append(_PresetRun(presets))
+        runs = [m for m in self._matchers if isinstance(m, _PresetRun)]
+        customs = [m[0] for m in self._matchers if not isinstance(m, _PresetRun)]
+        self._sub = self._repl = None  # one run of presets: `re.sub` alone (no custom rule, or none can match)
+        if len(runs) == 1:
+            self._sub, self._repl = runs[0].pattern.sub, runs[0].replace
+        # every custom rule's matches start with a literal (`job_`): a line without any is the presets' alone
+        self._prefixes = [c.prefix for c in customs] if customs and len(runs) <= 1 and all(c.prefix for c in customs) else None
 
     def mask(self, text: str) -> str:
         """`text` with every rule match replaced (one pass, first rule in order wins)."""
-        if self._pattern is not None:
+        if self._sub is not None and len(self._matchers) == 1:
             return self._sub(self._repl, text)
-        if self._sequential is not None:
-            for pattern, repl in self._sequential:
-                text = pattern.sub(lambda _m, r=repl: r, text)
-        return text
+        if not self._matchers or not text:
+            return text
+        if self._prefixes is not None and not any(p in text for p in self._prefixes):
+            return self._sub(self._repl, text) if self._sub is not None else text
+        return self._merged(text)
+
+    def _merged(self, text: str) -> str:
+        subject = Subject(text)
+        matchers = self._matchers
+        # next[i]: (start, end, replacement) of matcher i's next match at or after `pos`, or None
+        nexts: list[tuple[int, int, str] | None] = [None] * len(matchers)
+        pending = [True] * len(matchers)  # next[i] must be searched (again)
+
+        def search(i: int, pos: int) -> tuple[int, int, str] | None:
+            m = matchers[i]
+            if isinstance(m, _PresetRun):
+                found = m.pattern.search(text, pos)
+                return None if found is None else (found.start(), found.end(), m.replace(found))
+            span = subject.next_span(m[0], pos)
+            return None if span is None else (span[0], span[1], m[1])
+
+        customs = [i for i, m in enumerate(matchers) if not isinstance(m, _PresetRun)]
+        for i in customs:
+            nexts[i], pending[i] = search(i, 0), False
+        if all(nexts[i] is None for i in customs):  # no custom match anywhere (most lines)
+            runs = [m for m in matchers if isinstance(m, _PresetRun)]
+            if len(runs) <= 1:
+                return runs[0].sub(text) if runs else text
+        out: list[str] = []
+        pos = 0
+        while True:
+            best = None
+            for i in range(len(matchers)):
+                found = nexts[i]
+                if pending[i] or (found is not None and found[0] < pos):
+                    found = nexts[i] = search(i, pos)
+                    pending[i] = False
+                if found is not None and (best is None or found[0] < best[0]):
+                    best = found
+            if best is None:
+                break
+            start, end, repl = best
+            out.append(text[pos:start])
+            out.append(repl)
+            pos = end
+        out.append(text[pos:])
+        return "".join(out)
 
     def config(self) -> list[list[str]]:
         """The resolved rules as JSON-ready `[name, regex, replacement]` lists."""

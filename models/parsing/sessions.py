@@ -8,8 +8,9 @@ or time windows, and these helpers say which item indices go together.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
+
+from logsense.models.parsing.userregex import compile_user
 
 MAX_KEYS = 100  # keys kept per line: a pathological line must not open thousands of sessions
 MAX_KEY_LENGTH = 255  # longer keys are cut (the server stores keys of at most 255 characters)
@@ -20,33 +21,28 @@ class SessionKeyer:
 
     The key is the group named `key` or `session` if the regex has one, else its only capturing
     group if it has exactly one, else the whole match. No regex: no keys. Keys come from the
-    UNMASKED message (masking would turn every block id into `<BLK>`).
+    UNMASKED message (masking would turn every block id into `<BLK>`). The regex is the
+    operator's: it runs on RE2 (`userregex`), in time linear in the message's length.
     """
 
     def __init__(self, regex: str | None, max_keys: int = MAX_KEYS):
         self.regex = regex
         self.max_keys = max_keys
-        try:
-            self._pattern = re.compile(regex) if regex else None
-        except (re.error, OverflowError) as exc:
-            raise ValueError(f"invalid session regex {regex!r}: {exc}") from None
-        self._group: int | str = 0
+        self._pattern = compile_user(regex, "session_regex") if regex else None
+        self._group = 0  # the group whose text is the key
         if self._pattern is not None:
             names = self._pattern.groupindex
             if "key" in names or "session" in names:
-                self._group = "key" if "key" in names else "session"
+                self._group = names["key" if "key" in names else "session"]
             elif self._pattern.groups == 1:
                 self._group = 1
 
     def keys(self, message: str) -> list[str]:
-        """Distinct keys in order of first appearance (empty matches skipped)."""
+        """Distinct keys in order of first appearance (empty matches skipped; of a line with
+        hundreds of matches, those of the first `userregex.MAX_SEARCHES` searches)."""
         if self._pattern is None or not message:
             return []
-        group = self._group
-        if group == 0:  # the common case (HDFS): findall gives whole matches
-            found = self._pattern.findall(message)
-        else:
-            found = [m.group(group) for m in self._pattern.finditer(message)]
+        found = self._pattern.findall(message, self._group)
         if len(found) < 2:  # the hot path: no key, or one (most HDFS lines)
             return [found[0][:MAX_KEY_LENGTH]] if found and found[0] else []
         out = list(dict.fromkeys(k[:MAX_KEY_LENGTH] for k in found if k))

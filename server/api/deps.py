@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator
 from fastapi.security import APIKeyHeader
 from sqlmodel import Session, select
@@ -32,6 +33,13 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MAX_ID = 2**63 - 1  # the largest integer SQLite and PostgreSQL's BIGINT store: a larger id is a 422, not a 500
 RowId = Annotated[int, Path(ge=0, le=MAX_ID)]
 AfterId = Annotated[int, Query(ge=0, le=MAX_ID, description="only ids above this (paging)")]
+
+
+def unprocessable(message: str, *loc: str | int) -> RequestValidationError:
+    """A 422 for what only the route can check, in the shape the spec gives every 422
+    (HTTPValidationError: `detail` a list of {loc, msg, type}) and with the app's `message`:
+    `raise unprocessable("send a status, an assignee, or both", "body")`."""
+    return RequestValidationError([{"loc": loc or ("body",), "msg": message, "type": "value_error"}])
 
 
 def utc_time(value: datetime) -> datetime:

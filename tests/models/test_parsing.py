@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -177,7 +178,8 @@ def test_custom_rules_come_first() -> None:
     assert m.mask("job_2008_0001 user=bob took 5") == "<JOB> user=<U> took <NUM>"
     assert Masker(["default"]).rules == Masker().rules
     assert Masker([]).mask("blk_1 10.0.0.1") == "blk_1 10.0.0.1"  # an empty list masks nothing
-    assert Masker([("dup", r"(a)\1", "<AA>")]).mask("xaa aa") == "x<AA> <AA>"  # back-reference: sequential path
+    with pytest.raises(ValueError, match="linear time"):  # a back-reference: RE2 cannot run it
+        Masker([("dup", r"(a)\1", "<AA>")])
     with pytest.raises(ValueError):
         Masker(["no-such-preset"])
     with pytest.raises(ValueError):
@@ -345,6 +347,108 @@ def test_logparser_save_load(tmp_path: Path) -> None:
     fresh = LogParser(preset="generic", mask_rules=rules)  # the default masks would make req-2 an <ID>
     fresh.miner = loaded.miner
     assert fresh.parse(lines[1], learn=False).template_id == first[1].template_id
+
+
+def test_a_saved_regex_this_version_refuses_is_dropped_and_the_templates_load(tmp_path: Path) -> None:
+    parser = LogParser(preset="generic", mask_rules=[("job", r"job_\d+", "<JOB>"), "num"], session_regex=r"req-\d+")
+    first = parser.parse("req-1 started job_7 in 5 ms")
+    parser.save(tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / "parser.json").read_text())  # as an older version (Python's re) saved it
+    meta["config"].update(session_regex=r"(req-\d+).*\1", mask_rules=[["job", r"job_(?=\d)\d+", "<JOB>"], "num"])
+    (tmp_path / "p" / "parser.json").write_text(json.dumps(meta))
+    loaded = LogParser.load(tmp_path / "p")
+    assert loaded.session_regex is None and loaded.mask_rules is None  # the defaults
+    assert loaded.miner.match(first.masked) == first.template_id  # the templates (and their ids) are kept
+
+
+# ----------------------------------------------------------------------------- operator regexes on RE2
+
+EVIL = "(a+)+$"  # Python's re: about 2**n steps on n `a`s and a `!`
+
+
+def test_operator_regexes_run_in_linear_time() -> None:
+    keyer = SessionKeyer(EVIL)
+    header = HeaderParser(regex=f"(?P<message>{EVIL})")
+    masker = Masker([("aaa", EVIL, "<A>"), "default"])
+    polynomial = SessionKeyer(r"\d+\d+\d+x")  # cubic per start for a backtracker
+    start = time.perf_counter()
+    for n in (30, 40, 1000, 100_000):
+        line = "a" * n + "!"
+        assert keyer.keys(line) == [] and header.parse(line).message == line and masker.mask(line) == line
+        assert keyer.keys("a" * n) == ["a" * min(n, 255)] and masker.mask("a" * n) == "<A>"
+    assert polynomial.keys("1" * 5000) == []
+    assert time.perf_counter() - start < 2  # a backtracker: minutes at n = 30, never done at 100 000
+
+
+def test_a_line_with_many_matches_costs_a_bounded_number_of_searches() -> None:
+    from logsense.models.parsing.userregex import MAX_SEARCHES
+
+    # each search of `a.*b|a` scans to the end of the line: 64 k of them would take seconds
+    line = "a" * 65_536
+    start = time.perf_counter()
+    assert SessionKeyer(r"a.*b|a").keys(line) == ["a"]
+    masked = Masker([("a", r"a.*b|a", "<A>"), "num"]).mask(line + " 12")
+    assert masked.count("<A>") == MAX_SEARCHES and masked.endswith("a <NUM>")  # the rest is left to the others
+    assert Masker([("e", r"x*", "<E>"), "num"]).mask(line + " 12").endswith(" <NUM>")
+    assert time.perf_counter() - start < 1
+    keys = SessionKeyer(r"k\d+").keys(" ".join(f"k{i}" for i in range(1000)))
+    assert keys == [f"k{i}" for i in range(100)]  # MAX_KEYS of them
+
+
+@pytest.mark.parametrize("pattern,reason", [
+    (r"(a)\1", "linear time"), (r"x(?=y)", "linear time"), (r"(?<!x)y", "linear time"), (r"(?>ab)", "linear time"),
+    (r"a++", "linear time"), (r"end\Z", "linear time"), (r"a{2000}", "too large"), (r"a\Cb", "\\C"),
+    (r"blk_(", "invalid regular expression"), (r"(?P<x", "invalid regular expression"),
+])
+def test_what_re2_cannot_run_is_refused_saying_why(pattern: str, reason: str) -> None:
+    from logsense.models.settings import StreamSettings
+
+    for build in (SessionKeyer, lambda p: HeaderParser(regex=p), lambda p: Masker([("m", p, "<M>")])):
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            build(pattern)
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        StreamSettings(session_regex=pattern)
+
+
+def test_re2_finds_what_re_finds() -> None:
+    assert SessionKeyer(r"a|ab").keys("ab ab") == ["a"]  # leftmost-first, as Perl and Python
+    assert SessionKeyer(r"(?P<session>\d+)@(\w+)").keys("1@x 2@y 1@z") == ["1", "2"]
+    assert SessionKeyer(r"x*").keys("abc") == [] and SessionKeyer(r"b*").keys("abbcb") == ["bb", "b"]  # empty: skipped
+    assert SessionKeyer(r"id=(?P<key>\S+)|no=(\d)").keys("no=1 id=a") == ["a"]  # a group that did not take part: skipped
+    assert SessionKeyer(r"^k\d").keys("k1 k2") == ["k1"] and SessionKeyer(r"\bk\d").keys("xk1 k2") == ["k2"]
+    # not ASCII: offsets are characters, not UTF-8 bytes; a lone surrogate (JSON's \ud800) does not raise
+    assert SessionKeyer(r"id=(\S+)").keys("é id=ü1 ✓ id=ö2") == ["ü1", "ö2"]
+    assert SessionKeyer(r"k\d").keys("\ud800 k1 \ud800") == ["k1"]
+    h = HeaderParser(regex=r"\[(?P<component>[^\]]+)\] (?P<level>[A-Z]+)")  # no message group: the rest of the line
+    assert h.parse("[dépôt] ERROR ça casse ✓").message == "ça casse ✓" and h.parse("[dépôt] ERROR x").component == "dépôt"
+    assert HeaderParser(regex=r"(?P<level>\w+) (?P<message>.*)").parse("WARN a\nb").message == "a\nb"  # . spans \n
+
+
+def test_the_bindings_public_api_gives_the_same_answers() -> None:
+    from logsense.models.parsing.userregex import compile_user
+
+    fast, slow = compile_user(r"id=(?P<key>\S+)|x*"), compile_user(r"id=(?P<key>\S+)|x*")
+    slow._match_fn = None  # as with a google-re2 without the C++ `Match` this module calls
+    for text in ("id=1 xx id=2", "é id=ü1 ✓", "", "xxx"):
+        assert slow.findall(text, 1) == fast.findall(text, 1) and slow.findall(text) == fast.findall(text)
+    header = compile_user(r"(?P<level>\w+) (?P<message>.*)", dotall=True)
+    header._match_fn = None
+    assert header.match("WARN ça\nva").groupdict() == {"level": "WARN", "message": "ça\nva"}
+
+
+def test_custom_mask_rules_merge_with_the_presets_as_one_alternation() -> None:
+    # the leftmost match wins; at one position the first rule (custom rules come first)
+    assert Masker([("pair", r"3 x", "<P>"), "num"]).mask("12 3 x") == "<NUM> <P>"
+    assert Masker([("tail", r"2 3", "<T>"), "num"]).mask("12 3") == "<NUM> <NUM>"  # num starts first
+    assert Masker([("tail", r"2 3", "<T>"), "num"]).mask("x2 3") == "x<T>"
+    assert Masker([("u", r"ü+", "<U>"), "num"]).mask("é 12 üü 3 ü") == "é <NUM> <U> <NUM> <U>"
+    assert Masker([("e", r"x*", "<E>"), "num"]).mask("ab 12 c") == "ab <NUM> c"  # an empty match masks nothing
+    # a rule with a preset's own regex runs on `re` with the presets, in its place in the order
+    two_runs = Masker([("b", r"blk_-?\d+", "<B>"), ("dest", r"dest: /\S+", "dest: <D>"), "default"])
+    assert two_runs.mask("PacketResponder 1 for block blk_-16 terminating") == "PacketResponder <NUM> for block <B> terminating"
+    assert two_runs.mask("Receiving blk_1 src: /10.0.0.1:5 dest: /10.0.0.2:50010") == "Receiving <B> src: /<IP> dest: <D>"
+    rules = Masker([("job", r"job_\d+", "<JOB>"), "default"]).config()
+    assert Masker([tuple(r) for r in rules]).mask("job_1 took 5 ms at 10.0.0.1") == "<JOB> took <NUM> ms at <IP>"
 
 
 needs_hdfs = pytest.mark.skipif(

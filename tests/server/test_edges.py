@@ -88,11 +88,14 @@ def test_settings_an_older_version_stored_fall_back_to_their_defaults(client, au
     assert client.post("/api/v1/streams", json={"name": "old", "settings": {"format": "hdfs"}}, headers=auth).status_code == 201
     with Session(app.state.engine) as session:  # as an older version let it through
         row = session.exec(select(Stream).where(Stream.name == "old")).one()
-        row.settings = {**row.settings, "idle_timeout_seconds": 0.001, "window_seconds": 5e-324}
+        row.settings = {**row.settings, "idle_timeout_seconds": 0.001, "window_seconds": 5e-324,
+                        # Python's re ran these; RE2 (linear time) cannot: a backreference, a lookahead
+                        "session_regex": r"(blk_\d+).*\1", "mask_rules": [{"name": "x", "regex": r"(?=\d)\w+"}]}
         session.add(row)
         session.commit()
     got = client.get("/api/v1/streams/old", headers=auth)
     assert got.status_code == 200 and got.json()["settings"]["idle_timeout_seconds"] == 300.0
+    assert got.json()["settings"]["session_regex"] is None and got.json()["settings"]["mask_rules"] is None
     r = client.post("/api/v1/streams/old/logs", headers=auth, json={"lines": [LINE]})
     assert r.status_code == 200, r.text
 
