@@ -1,9 +1,14 @@
 """Alerts out: notification channels, the durable outbox, and the dispatcher that sends it.
 
-Channels (`alert_channels`, managed through `/api/v1/alerts/channels`) are a generic webhook
-(JSON, signed: `X-LogSense-Signature: sha256=<hex HMAC-SHA256 of the body with the channel's
-secret>`), a Slack incoming webhook (a short text), or an Alertmanager (`POST {url}/api/v2/alerts`).
-Each has rules: the streams it wants (None: all) and the least severity (watch or danger).
+Channels (`alert_channels`, managed through `/api/v1/alerts/channels` and the `/alerts` page) are
+a generic webhook (JSON, signed: `X-LogSense-Signature: sha256=<hex HMAC-SHA256 of the body with
+the channel's secret>`), a Slack incoming webhook (a short text), an Alertmanager (`POST
+{url}/api/v2/alerts`), or email (`smtp://[user:password@]host[:port]?from=..&to=..`, `smtps://`
+for TLS from the start, `&starttls=true` to upgrade; `smtp_target` reads it). Each has rules: the
+streams it wants (None: all), the least severity (watch or danger), `only_new_incidents` (only an
+anomaly that opens an incident: its stream had no open anomaly in the `incident_gap_seconds`
+before it; one alert per new incident, its most severe template) and `digest_seconds` (None: each
+alert at once; else held and sent as one message per interval).
 
 Enqueue, in the transaction of the event (`alert_outbox`, unique per channel, anomaly and event):
 - `firing`: `store.insert_anomalies` hands the new anomalies that are still `open` after
@@ -16,14 +21,19 @@ Enqueue, in the transaction of the event (`alert_outbox`, unique per channel, an
 - `resolved`: feedback (`server.feedback`: refute, confirm, mute) calls `resolve_closed` with
   the time it stamped on the anomalies it closed: every firing alert of those gets its resolve
   (Alertmanager: the same alert with `endsAt`).
+- A digest channel's rows (either event) are due at the end of its open window: the
+  `next_attempt_at` of its rows queued and not yet tried, else `digest_seconds` from now. The
+  digest lives in the outbox rows themselves, so it survives a restart.
 
 Delivery (`Dispatcher`, a thread started with the app): per channel, the oldest undelivered row
-first and one at a time (a resolve never overtakes its firing alert). A row is claimed before it
-is sent (`sending`, `next_attempt_at` = the claim's expiry: a claim a crashed process left is
-taken again after `CLAIM_SECONDS`), marked `sent` only after a 2xx, else retried with
-exponential backoff (`BACKOFF_BASE` doubling up to `BACKOFF_CAP`) and `failed` after
-`MAX_ATTEMPTS`. Rows survive a restart; a crash between the receiver's 2xx and the `sent` mark
-sends that row again (at least once: webhooks carry `X-LogSense-Delivery`, the row id, to dedupe).
+first and one at a time (a resolve never overtakes its firing alert); a digest channel's due rows
+(up to `DIGEST_MAX`) go together as one message, in id order, and are marked together. A row is
+claimed before it is sent (`sending`, `next_attempt_at` = the claim's expiry: a claim a crashed
+process left is taken again after `CLAIM_SECONDS`), marked `sent` only after a 2xx (email: the
+server took the message), else retried with exponential backoff (`BACKOFF_BASE` doubling up to
+`BACKOFF_CAP`) and `failed` after `MAX_ATTEMPTS`. Rows survive a restart; a crash between the
+receiver's 2xx and the `sent` mark sends that row again (at least once: webhooks carry
+`X-LogSense-Delivery`, the row ids, to dedupe).
 """
 
 from __future__ import annotations
@@ -32,15 +42,19 @@ import hashlib
 import hmac
 import json
 import logging
+import smtplib
+import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import exists, func, insert, select, update
@@ -69,6 +83,8 @@ CLAIM_SECONDS = 60.0  # a claim (state `sending`) older than this is taken again
 POLL_SECONDS = 0.5
 SENDERS = 4  # channels sent to at once (one row in flight per channel)
 EXAMPLE_CHARS = 1000
+DIGEST_MAX = 50  # alerts in one digest message (a Slack text stays well under its limit); more go in the next
+SUBJECT_CHARS = 120
 
 
 def severity_rank(severity: str | None) -> int:
@@ -103,6 +119,8 @@ class Rule:
     id: int
     streams: frozenset[str] | None
     min_rank: int
+    only_new: bool = False
+    digest: int | None = None  # seconds
 
     def matches(self, stream: str | None, severity: str) -> bool:
         return (self.streams is None or stream in self.streams) and severity_rank(severity) >= self.min_rank
@@ -129,10 +147,12 @@ class AlertHook:
         with self._lock:
             if now - self._read_at < CACHE_SECONDS:
                 return self._rules
-        rows = session.execute(select(AlertChannel.id, AlertChannel.streams, AlertChannel.min_severity)
-                               .where(AlertChannel.enabled == True)).all()  # noqa: E712
-        rules = [Rule(cid, frozenset(streams) if streams is not None else None, severity_rank(sev))
-                 for cid, streams, sev in rows]
+        c = AlertChannel
+        rows = session.execute(select(c.id, c.streams, c.min_severity, c.only_new_incidents, c.digest_seconds)
+                               .where(c.enabled == True)).all()  # noqa: E712
+        rules = [Rule(cid, frozenset(streams) if streams is not None else None, severity_rank(sev), bool(only_new),
+                      digest or None)
+                 for cid, streams, sev, only_new, digest in rows]
         with self._lock:
             self._rules, self._read_at = rules, now
         return rules
@@ -162,6 +182,8 @@ class AlertHook:
         firing = _still_firing(session, stream_ids, {k[1] for k in groups if k[1] is not None},
                                newest - timedelta(seconds=gap))
         wanted = [(rule, key) for rule, key in wanted if (rule.id, key[0], key[1], key[2]) not in firing]
+        if any(rule.only_new for rule, _ in wanted):
+            wanted = _openers(session, wanted, groups, gap)
         if not wanted:
             return 0
         first = {key: groups[key][0] for _, key in wanted}
@@ -190,12 +212,50 @@ class AlertHook:
                                              _when(stamps.get(row.get("line_id")), row.get("created_at")), key[1]),
             }
         now = utcnow()
+        due = due_times(session, {rule.id: rule.digest for rule, _ in wanted if rule.digest}, now)
         out = [{"channel_id": rule.id, "anomaly_id": first[key][1], "event": "firing", "payload": alerts[key],
-                "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
+                "state": "pending", "attempts": 0, "next_attempt_at": due.get(rule.id, now), "created_at": now}
                for rule, key in wanted]
         session.execute(insert(AlertOutbox.__table__), out)
         _wake_after_commit(session, self.dispatcher)
         return len(out)
+
+
+def _openers(session: Session, wanted: list[tuple[Rule, tuple]], groups: dict[tuple, list], gap: float
+             ) -> list[tuple[Rule, tuple]]:
+    """`wanted` with only-new-incident rules cut to one alert per stream whose new anomalies open
+    an incident (no open anomaly of the stream in the `gap` before the batch's first), the most
+    severe template first: a template joining an incident already on does not page again."""
+    firsts: dict[int, datetime] = {}
+    for key, members in groups.items():
+        when = min(row.get("created_at") or utcnow() for row, _ in members)
+        firsts[key[0]] = min(firsts.get(key[0], when), when)
+    ongoing = {sid for sid, first in firsts.items() if session.execute(
+        select(Anomaly.id).where(Anomaly.stream_id == sid, Anomaly.status == "open",
+                                 Anomaly.created_at >= first - timedelta(seconds=gap), Anomaly.created_at < first)
+        .limit(1)).first() is not None}
+    order = sorted(wanted, key=lambda w: (-severity_rank(w[1][2]), firsts[w[1][0]], w[1][1] is None, w[1][1] or 0))
+    keep, paged = [], set()
+    for rule, key in order:
+        if not rule.only_new:
+            keep.append((rule, key))
+        elif key[0] not in ongoing and (rule.id, key[0]) not in paged:
+            paged.add((rule.id, key[0]))
+            keep.append((rule, key))
+    return keep
+
+
+def due_times(session: Session, digests: dict[int, int], now: datetime) -> dict[int, datetime]:
+    """When new rows of these digest channels (id: seconds) are due: the end of the channel's open
+    window (rows queued and not tried yet), else a new window from `now`."""
+    if not digests:
+        return {}
+    o = AlertOutbox
+    open_ends = dict(session.execute(
+        select(o.channel_id, func.min(o.next_attempt_at))
+        .where(o.state == "pending", o.channel_id.in_(digests), o.attempts == 0, o.next_attempt_at > now)
+        .group_by(o.channel_id)).all())
+    return {cid: open_ends.get(cid) or now + timedelta(seconds=seconds) for cid, seconds in digests.items()}
 
 
 def _still_firing(session: Session, stream_ids: set[int], template_ids: set[int], since: datetime) -> set[tuple]:
@@ -219,8 +279,10 @@ def resolve_closed(session: Session, stream_id: int, since: datetime) -> int:
     time it stamped as their `updated_at`. The number of outbox rows written."""
     resolved = aliased(AlertOutbox)
     rows = session.execute(
-        select(AlertOutbox.channel_id, AlertOutbox.anomaly_id, AlertOutbox.payload, Anomaly.status)
+        select(AlertOutbox.channel_id, AlertOutbox.anomaly_id, AlertOutbox.payload, Anomaly.status,
+               AlertChannel.digest_seconds)
         .join(Anomaly, Anomaly.id == AlertOutbox.anomaly_id)
+        .join(AlertChannel, AlertChannel.id == AlertOutbox.channel_id)
         .where(AlertOutbox.event == "firing", Anomaly.stream_id == stream_id, Anomaly.status != "open",
                Anomaly.updated_at >= since,
                ~exists().where(resolved.channel_id == AlertOutbox.channel_id,
@@ -229,10 +291,11 @@ def resolve_closed(session: Session, stream_id: int, since: datetime) -> int:
     if not rows:
         return 0
     now = utcnow()
+    due = due_times(session, {cid: digest for cid, _, _, _, digest in rows if digest}, now)
     out = [{"channel_id": cid, "anomaly_id": aid, "event": "resolved",
             "payload": {**(payload or {}), "event": "resolved", "status": status, "resolved_at": _iso(now)},
-            "state": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now}
-           for cid, aid, payload, status in rows]
+            "state": "pending", "attempts": 0, "next_attempt_at": due.get(cid, now), "created_at": now}
+           for cid, aid, payload, status, _ in rows]
     session.execute(insert(AlertOutbox.__table__), out)
     hook = store.ANOMALY_HOOKS.get(session.get_bind())
     _wake_after_commit(session, hook.dispatcher if hook is not None else None)
@@ -276,6 +339,19 @@ def render(kind: str, alert: dict) -> Any:
     return alert  # webhook: the alert as it is
 
 
+def render_digest(kind: str, alerts: list[dict]) -> Any:
+    """The JSON body a digest channel of `kind` gets for several alerts: one message for all."""
+    if kind == "slack":
+        return {"text": f"LogSense digest: {_alerts_word(len(alerts))}\n" + "\n".join(slack_text(a) for a in alerts)}
+    if kind == "alertmanager":
+        return [am for a in alerts for am in render(kind, a)]
+    return {"event": "digest", "count": len(alerts), "alerts": alerts}
+
+
+def _alerts_word(n: int) -> str:
+    return f"{n} alert" + ("" if n == 1 else "s")
+
+
 def slack_text(alert: dict) -> str:
     template = alert.get("template") or alert.get("example") or "(no template)"
     count = alert.get("count") or 1
@@ -310,16 +386,31 @@ class DeliveryError(Exception):
 
 def deliver(kind: str, url: str, secret: str | None, alert: dict, delivery_id: int | None = None,
             timeout: float = HTTP_TIMEOUT) -> int:
-    """POST an alert to a channel; its HTTP status (2xx), or DeliveryError saying why not."""
-    body = json.dumps(render(kind, alert), separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    """Send one alert to a channel; its HTTP status (2xx; email: 250), or DeliveryError saying why not."""
+    return send(kind, url, secret, [alert], [] if delivery_id is None else [delivery_id], timeout, digest=False)
+
+
+def send(kind: str, url: str, secret: str | None, alerts: list[dict], delivery_ids: list[int],
+         timeout: float = HTTP_TIMEOUT, *, digest: bool = False) -> int:
+    """Send alerts to a channel as one message: a digest of them all, or (digest False) the first."""
+    if kind == "email":
+        return send_email(url, alerts if digest else alerts[:1], timeout, digest=digest)
+    if digest and kind == "webhook" and delivery_ids:
+        alerts = [{**a, "delivery_id": d} for a, d in zip(alerts, delivery_ids)]  # a receiver dedupes each
+    doc = render_digest(kind, alerts) if digest else render(kind, alerts[0])
+    body = json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode("utf-8")
     target = url.rstrip("/") + "/api/v2/alerts" if kind == "alertmanager" else url
     headers = {"Content-Type": "application/json", "User-Agent": "LogSense-alerts"}
     if kind == "webhook":
-        headers[EVENT_HEADER] = str(alert.get("event"))
-        if delivery_id is not None:
-            headers[DELIVERY_HEADER] = str(delivery_id)
+        headers[EVENT_HEADER] = "digest" if digest else str(alerts[0].get("event"))
+        if delivery_ids:
+            headers[DELIVERY_HEADER] = ",".join(str(d) for d in delivery_ids)
         if secret:
             headers[SIGNATURE_HEADER] = signature(secret, body)
+    return _post(target, body, headers, timeout)
+
+
+def _post(target: str, body: bytes, headers: dict, timeout: float) -> int:
     req = urllib.request.Request(target, data=body, method="POST", headers=headers)
     try:
         with _OPENER.open(req, timeout=timeout) as r:
@@ -336,12 +427,173 @@ def deliver(kind: str, url: str, secret: str | None, alert: dict, delivery_id: i
     return status
 
 
+# --------------------------------------------------------------------------- email
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """An email channel's URL taken apart."""
+
+    host: str
+    port: int
+    tls: str  # implicit (smtps://) / starttls / none
+    user: str | None
+    password: str | None = field(repr=False)  # never in a log line
+    sender: str
+    recipients: tuple[str, ...]
+
+
+EMAIL_URL_FORM = "smtp://[user:password@]host[:port]?from=sender@example.org&to=a@example.org,b@example.org"
+
+
+def smtp_target(url: str) -> SmtpTarget:
+    """Read an email channel's URL; ValueError saying what is wrong (the API's 422)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError(f"an email channel's url is {EMAIL_URL_FORM} (smtps:// for TLS from the start), "
+                         f"not {parts.scheme or 'no'} scheme")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the url's port must be a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"the url names no host: {EMAIL_URL_FORM}")
+    params: dict[str, list[str]] = {}
+    for pair in filter(None, parts.query.split("&")):
+        name, _, value = pair.partition("=")
+        params.setdefault(unquote(name), []).append(unquote(value))  # not unquote_plus: a+tag@x keeps its +
+    unknown = sorted(set(params) - {"from", "to", "starttls"})
+    if unknown:
+        raise ValueError(f"unknown url parameter(s) {unknown}: it takes from, to and starttls")
+    senders = [v.strip() for v in params.get("from", []) if v.strip()]
+    recipients = [a.strip() for v in params.get("to", []) for a in v.split(",") if a.strip()]
+    if len(senders) != 1:
+        raise ValueError("the url needs one sender: ?from=name@domain")
+    if not recipients:
+        raise ValueError("the url needs at least one recipient: &to=name@domain[,name@domain...]")
+    for address in (*senders, *recipients):
+        _check_address(address)
+    starttls = (params.get("starttls") or ["false"])[-1].lower()
+    if starttls not in ("true", "false"):
+        raise ValueError("starttls is true or false")
+    if starttls == "true" and parts.scheme == "smtps":
+        raise ValueError("starttls=true is for smtp://; smtps:// speaks TLS from the start")
+    tls = "implicit" if parts.scheme == "smtps" else "starttls" if starttls == "true" else "none"
+    return SmtpTarget(parts.hostname, port or (465 if tls == "implicit" else 587 if tls == "starttls" else 25), tls,
+                      unquote(parts.username) if parts.username else None,
+                      unquote(parts.password) if parts.password is not None else None, senders[0], tuple(recipients))
+
+
+def _check_address(address: str) -> None:
+    """A bare address (name@domain): nothing that could add a header or another recipient."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local or "." not in domain or len(address) > 254 or any(c in address for c in ' \t\r\n,;<>"()'):
+        raise ValueError(f"{address[:80]!r} is not an email address (name@domain)")
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def email_subject(alerts: list[dict], digest: bool) -> str:
+    """Severity, stream and template of one alert; how many and where for a digest."""
+    if digest:
+        streams = sorted({str(a.get("stream")) for a in alerts})
+        worst = max((a.get("severity") for a in alerts), key=severity_rank, default="watch")
+        return _one_line(f"[LogSense] digest: {_alerts_word(len(alerts))} ({worst}) on {', '.join(streams)}",
+                         SUBJECT_CHARS)
+    a = alerts[0]
+    what = {"resolved": f"resolved ({a.get('status')})", "test": "test alert"}.get(str(a.get("event")),
+                                                                                 a.get("severity"))
+    template = a.get("template") or a.get("example") or "anomaly"
+    return _one_line(f"[LogSense] {what} · {a.get('stream')} · {template}", SUBJECT_CHARS)
+
+
+def email_text(alert: dict) -> str:
+    """The facts of an alert as plain text: the ones the Slack text has, one a line."""
+    count = alert.get("count") or 1
+    head = {"resolved": f"Resolved ({alert.get('status')})", "test": "Test alert"}.get(
+        str(alert.get("event")), "New anomaly")
+    lines = [f"{head}: stream {alert.get('stream')}, severity {alert.get('severity')}",
+             f"Template: {alert.get('template') or '(no template)'}",
+             f"Example:  {alert.get('example') or ''}",
+             f"Count:    {count} anomal{'ies' if count > 1 else 'y'}",
+             f"Open in LogSense: {alert.get('link') or ''}"]
+    if alert.get("context_link"):
+        lines.append(f"The lines around it: {alert['context_link']}")
+    return "\n".join(lines) + "\n"
+
+
+def email_message(target: SmtpTarget, alerts: list[dict], digest: bool) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Subject"] = email_subject(alerts, digest)
+    msg["From"] = target.sender
+    msg["To"] = ", ".join(target.recipients)
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = make_msgid("logsense", domain=target.sender.rpartition("@")[2])
+    intro = f"LogSense digest: {_alerts_word(len(alerts))}\n\n" if digest else ""
+    msg.set_content(intro + "\n".join(email_text(a) for a in alerts))
+    return msg
+
+
+def send_email(url: str, alerts: list[dict], timeout: float = HTTP_TIMEOUT, *, digest: bool = False) -> int:
+    """Mail the alerts (one message) through the channel's SMTP server; 250, or DeliveryError."""
+    try:
+        target = smtp_target(url)
+    except ValueError as exc:
+        raise DeliveryError(f"bad email url: {exc}") from None
+    msg = email_message(target, alerts, digest)
+    try:
+        if target.tls == "implicit":
+            smtp = smtplib.SMTP_SSL(target.host, target.port, timeout=timeout, context=ssl.create_default_context())
+        else:
+            smtp = smtplib.SMTP(target.host, target.port, timeout=timeout)
+        with smtp:
+            if target.tls == "starttls":
+                smtp.starttls(context=ssl.create_default_context())
+            elif target.tls == "none" and target.user:
+                smtp.ehlo_or_helo_if_needed()
+                if not smtp.has_extn("auth") and smtp.has_extn("starttls"):
+                    raise DeliveryError("the server offers a login only after STARTTLS: add starttls=true to the url")
+            if target.user:
+                smtp.login(target.user, target.password or "")
+            refused = smtp.send_message(msg)
+    except smtplib.SMTPResponseException as exc:
+        text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        raise DeliveryError(f"SMTP {exc.smtp_code}: {text[:300]}", exc.smtp_code) from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise DeliveryError(f"SMTP: every recipient refused: {sorted(exc.recipients)}") from None
+    except (smtplib.SMTPException, OSError) as exc:  # connection refused, timeout, TLS, no AUTH offered
+        raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+    if refused:
+        log.warning("email alert: recipients refused: %s", sorted(refused))
+    return 250
+
+
 def test_alert(public_url: str, channel_name: str) -> dict:
     now = utcnow()
     return {"event": "test", "anomaly_id": None, "stream": "(test)", "kind": "test", "severity": "watch",
             "status": "open", "template_id": None, "template": f"LogSense test alert for channel {channel_name}",
             "example": "this is a test", "count": 1, "created_at": _iso(now),
             "resolved_at": _iso(now + timedelta(minutes=5)), "link": anomaly_link(public_url, None)}
+
+
+def send_test(channel: AlertChannel, public_url: str, timeout: float = HTTP_TIMEOUT) -> int:
+    """A test alert to the channel now, in the shape it gets alerts in (a digest channel: a digest of one)."""
+    alert = test_alert(public_url, channel.name)
+    return send(channel.kind, channel.url, channel.secret, [alert], [], timeout, digest=bool(channel.digest_seconds))
+
+
+def check_url(kind: str, url: str) -> None:
+    """ValueError saying why `url` cannot be a channel of `kind` (the API's 422)."""
+    parts = urlsplit(url)
+    if parts.password == "***" or "/***" in parts.path:
+        raise ValueError("the url holds *** where the API hides a secret: send the real password or path")
+    if kind == "email":
+        smtp_target(url)
+    elif parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("an http:// or https:// URL with a host")
 
 
 def shown_url(kind: str, url: str) -> str:
@@ -406,15 +658,16 @@ class Dispatcher:
         return min(self.backoff_base * 2 ** max(attempts - 1, 0), self.backoff_cap)
 
     def run_once(self) -> int:
-        """Claim each channel's oldest undelivered row if it is due, and send it; how many were sent off."""
+        """Claim each channel's oldest undelivered row if it is due (a digest channel: all its due
+        rows), and send them; how many messages were sent off."""
         now = utcnow()
-        o = AlertOutbox
+        o, c = AlertOutbox, AlertChannel
         heads = select(func.min(o.id)).where(o.state.in_(("pending", "sending"))).group_by(o.channel_id)
         with Session(self.engine) as session:
             rows = session.execute(
-                select(o.id, o.channel_id, o.payload, AlertChannel.kind, AlertChannel.url, AlertChannel.secret)
-                .join(AlertChannel, AlertChannel.id == o.channel_id)
-                .where(o.id.in_(heads), o.next_attempt_at <= now, AlertChannel.enabled == True)  # noqa: E712
+                select(o.id, o.channel_id, o.payload, c.kind, c.url, c.secret, c.digest_seconds)
+                .join(c, c.id == o.channel_id)
+                .where(o.id.in_(heads), o.next_attempt_at <= now, c.enabled == True)  # noqa: E712
                 .order_by(o.id)
             ).all()
         sent = 0
@@ -422,13 +675,17 @@ class Dispatcher:
             with self._lock:
                 if row.channel_id in self._busy:
                     continue
-            if not self._claim(row.id, now):
+            claimed = self._claim_due(row.channel_id, now) if row.digest_seconds else (
+                [(row.id, row.payload)] if self._claim(row.id, now) else [])
+            if not claimed:
                 continue
+            batch = _Batch(row.channel_id, row.kind, row.url, row.secret, bool(row.digest_seconds),
+                           [rid for rid, _ in claimed], [payload or {} for _, payload in claimed])
             with self._lock:
                 self._busy.add(row.channel_id)
             try:
-                self._pool.submit(self._send, row)
-            except RuntimeError:  # shut down meanwhile: the claim expires, the row is sent later
+                self._pool.submit(self._send, batch)
+            except RuntimeError:  # shut down meanwhile: the claim expires, the rows are sent later
                 with self._lock:
                     self._busy.discard(row.channel_id)
                 break
@@ -436,46 +693,77 @@ class Dispatcher:
         return sent
 
     def _claim(self, row_id: int, now: datetime) -> bool:
+        with store.write_session(self.engine) as session:
+            return self._claim_in(session, row_id, now)
+
+    def _claim_in(self, session: Session, row_id: int, now: datetime) -> bool:
+        t = AlertOutbox.__table__
+        result = session.execute(
+            update(t).where(t.c.id == row_id, t.c.state.in_(("pending", "sending")), t.c.next_attempt_at <= now)
+            .values(state="sending", attempts=t.c.attempts + 1,
+                    next_attempt_at=now + timedelta(seconds=self.claim_seconds)))
+        return result.rowcount == 1
+
+    def _claim_due(self, channel_id: int, now: datetime) -> list[tuple[int, dict]]:
+        """A digest channel's due rows, oldest first, claimed in one transaction (those another
+        process took meanwhile left out)."""
         t = AlertOutbox.__table__
         with store.write_session(self.engine) as session:
-            result = session.execute(
-                update(t).where(t.c.id == row_id, t.c.state.in_(("pending", "sending")), t.c.next_attempt_at <= now)
-                .values(state="sending", attempts=t.c.attempts + 1,
-                        next_attempt_at=now + timedelta(seconds=self.claim_seconds)))
-            return result.rowcount == 1
+            due = session.execute(
+                select(t.c.id, t.c.payload)
+                .where(t.c.channel_id == channel_id, t.c.state.in_(("pending", "sending")), t.c.next_attempt_at <= now)
+                .order_by(t.c.id).limit(DIGEST_MAX)).all()
+            return [(rid, payload) for rid, payload in due if self._claim_in(session, rid, now)]
 
-    def _send(self, row: Any) -> None:
+    def _send(self, batch: "_Batch") -> None:
         try:
             error = None
             try:
-                deliver(row.kind, row.url, row.secret, row.payload or {}, row.id, self.timeout)
+                send(batch.kind, batch.url, batch.secret, batch.alerts, batch.ids, self.timeout, digest=batch.digest)
             except DeliveryError as exc:
                 error = str(exc)
             except Exception as exc:  # noqa: BLE001 (a bad row must not stop the channel forever)
                 error = f"{type(exc).__name__}: {exc}"
-            self._record(row.id, error)
+            self._record(batch.ids, error)
         except Exception:  # noqa: BLE001
-            log.exception("recording alert delivery %s failed", row.id)
+            log.exception("recording alert delivery %s failed", batch.ids)
         finally:
             with self._lock:
-                self._busy.discard(row.channel_id)
+                self._busy.discard(batch.channel_id)
             self._wake.set()  # the channel's next row may be due
 
-    def _record(self, row_id: int, error: str | None) -> None:
+    def _record(self, row_ids: list[int], error: str | None) -> None:
+        """Mark the rows of one message: all sent, or all tried again after the same backoff (each
+        `failed` once it had its `max_attempts`)."""
         t = AlertOutbox.__table__
         now = utcnow()
+        mine = (t.c.id.in_(row_ids), t.c.state == "sending")
         with store.write_session(self.engine) as session:
             if error is None:
-                session.execute(update(t).where(t.c.id == row_id, t.c.state == "sending")
-                                .values(state="sent", sent_at=now, last_error=None))
+                session.execute(update(t).where(*mine).values(state="sent", sent_at=now, last_error=None))
                 return
-            attempts = session.execute(select(t.c.attempts).where(t.c.id == row_id)).scalar() or 0
-            failed = attempts >= self.max_attempts
-            session.execute(update(t).where(t.c.id == row_id, t.c.state == "sending").values(
-                state="failed" if failed else "pending", last_error=error[:2000],
-                next_attempt_at=now if failed else now + timedelta(seconds=self.backoff(attempts))))
+            attempts = session.execute(select(func.max(t.c.attempts)).where(t.c.id.in_(row_ids))).scalar() or 0
+            retry = now + timedelta(seconds=self.backoff(attempts))
+            session.execute(update(t).where(*mine, t.c.attempts >= self.max_attempts)
+                            .values(state="failed", last_error=error[:2000], next_attempt_at=now))
+            session.execute(update(t).where(*mine).values(state="pending", last_error=error[:2000],
+                                                          next_attempt_at=retry))
+        failed = attempts >= self.max_attempts
         log.log(logging.WARNING if failed else logging.INFO, "alert delivery %s attempt %d failed%s: %s",
-                row_id, attempts, " for good" if failed else "", error)
+                row_ids, attempts, " for good" if failed else "", error)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """What one message to one channel carries: one row, or a digest channel's due rows."""
+
+    channel_id: int
+    kind: str
+    url: str
+    secret: str | None
+    digest: bool
+    ids: list[int]
+    alerts: list[dict]
 
 
 # --------------------------------------------------------------------------- the app's side

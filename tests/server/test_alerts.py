@@ -1,6 +1,9 @@
 """Alerts out: channels through the API, alerts queued in the event's transaction, delivered by
 the dispatcher to a local webhook receiver (signed), after the receiver comes back and after a
-restart (exactly once), and to a real Alertmanager when Debian's package is installed."""
+restart (exactly once), to a real SMTP server (aiosmtpd; STARTTLS and SMTPS with a certificate
+made by openssl), and to a real Alertmanager when Debian's package is installed. Rules: streams,
+severity, new incidents only, digests (one message for several alerts, also across a restart);
+channels changed and deleted."""
 
 from __future__ import annotations
 
@@ -14,7 +17,9 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,13 +28,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from logsense.server import store
+from logsense.server import alerts, store
 from logsense.server.app import create_app
 from logsense.server.auth import create_api_key
 from logsense.server.client import free_port
-from logsense.server.tables import AlertOutbox, Anomaly, Stream, utcnow
+from logsense.server.tables import AlertChannel, AlertOutbox, Anomaly, Stream, utcnow
 
 from .conftest import make_settings, wait_ready
+
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # the test SMTP server
 
 SECRET = "s3cret-for-the-hmac-check"
 PUBLIC = "https://logsense.example.org"
@@ -115,9 +122,10 @@ def _stream_id(app, name: str) -> int:  # noqa: ANN001
         return s.execute(select(Stream.id).where(Stream.name == name)).scalar_one()
 
 
-def _new_anomaly(app, stream_id: int, template_id: int, raw: str, severity: str = "watch") -> int:  # noqa: ANN001
+def _new_anomaly(app, stream_id: int, template_id: int, raw: str, severity: str = "watch",  # noqa: ANN001
+                 when: datetime | None = None) -> int:
     """An anomaly stored as ingest stores one: routed, then `store.insert_anomalies` (the alert hook)."""
-    now = utcnow()
+    now = when or utcnow()
     with store.write_session(app.state.engine) as s:
         (line_id,) = store.insert_lines(s, stream_id, now, {
             "raw": [raw], "masked": [raw], "template_id": [template_id], "sessions": [[]],
@@ -420,6 +428,362 @@ def test_alertmanager_gets_the_alert_and_its_resolve(tmp_path: Path, alertmanage
 
         assert client.post(f"/api/v1/anomalies/{aid}/feedback", headers=auth, json={"label": "anomaly"}).status_code == 200
         wait_for(lambda: not _am_alerts(alertmanager), message="the alert resolved (endsAt now)")
+        wait_for(lambda: all(o.state == "sent" for o in _outbox(app)), message="the resolve marked sent")
         sent = client.get("/api/v1/alerts/outbox", headers=auth).json()
         assert [(o["event"], o["state"]) for o in sent] == [("resolved", "sent"), ("firing", "sent")]
         assert sent[0]["payload"]["status"] == "confirmed"
+
+
+# --------------------------------------------------------------------------- email
+
+
+class Mailbox:
+    """An SMTP server (aiosmtpd) on 127.0.0.1:`port` that keeps the messages it takes; with `user`
+    it asks for a login (AUTH PLAIN/LOGIN; over TLS when `tls` is set)."""
+
+    def __init__(self, user: str | None = None, password: str | None = None, **tls) -> None:  # noqa: ANN003
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        box = self
+        self.got: list[dict] = []  # {"from", "to", "msg": EmailMessage}
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
+                box.got.append({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
+                                "msg": message_from_bytes(envelope.content, policy=policy.default)})
+                return "250 OK"
+
+        def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:  # noqa: ANN001
+            ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+                user.encode(), password.encode())
+            return AuthResult(success=ok, handled=False)  # a failure answers 535
+
+        auth = {"authenticator": authenticate, "auth_required": True,  # aiosmtpd counts only STARTTLS as TLS
+                "auth_require_tls": "tls_context" in tls} if user else {}
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **auth, **tls)
+
+    def up(self) -> "Mailbox":
+        self.controller.start()
+        return self
+
+    def down(self) -> None:
+        self.controller.stop()
+
+    def messages(self) -> list[EmailMessage]:
+        return [g["msg"] for g in self.got]
+
+
+MAIL_USER, MAIL_PASSWORD = "alerts", "p@ss w0rd!"
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox(MAIL_USER, MAIL_PASSWORD).up()
+    yield box
+    box.down()
+
+
+def _mail_url(box: Mailbox, password: str = MAIL_PASSWORD, scheme: str = "smtp", extra: str = "") -> str:
+    from urllib.parse import quote
+
+    return (f"{scheme}://{MAIL_USER}:{quote(password, safe='')}@127.0.0.1:{box.port}"
+            f"?from=logsense@example.org&to=ops@example.org,oncall+logs@example.org{extra}")
+
+
+def test_email_alerts_reach_an_smtp_server_and_the_password_is_never_shown(tmp_path: Path, mailbox: Mailbox) -> None:
+    app = _app(tmp_path / "data")
+    with TestClient(app) as client:
+        wait_ready(client)
+        auth = _key(app)
+        r = client.post("/api/v1/alerts/channels", headers=auth, json={
+            "name": "mail", "kind": "email", "url": _mail_url(mailbox)})
+        assert r.status_code == 201, r.text
+        channel = r.json()
+        assert channel["url"] == (f"smtp://{MAIL_USER}:***@127.0.0.1:{mailbox.port}"
+                                  "?from=logsense@example.org&to=ops@example.org,oncall+logs@example.org")
+        listed = client.get("/api/v1/alerts/channels", headers=auth).text
+        for text in (r.text, listed):
+            assert "w0rd" not in text and "p%40ss" not in text
+
+        assert client.post("/api/v1/streams", headers=auth, json={
+            "name": "svc", "settings": {"context_url": "https://grafana.example/explore?s={stream}&from={from_ms}"}}
+                           ).status_code == 201
+        aid = _new_anomaly(app, _stream_id(app, "svc"), 7, "disk quota exceeded on volume 7", severity="danger")
+        wait_for(lambda: mailbox.got, message="the firing mail")
+        (got,) = mailbox.got
+        assert got["from"] == "logsense@example.org"
+        assert got["to"] == ["ops@example.org", "oncall+logs@example.org"]  # a + in an address stays a +
+        msg = got["msg"]
+        assert msg["Subject"] == "[LogSense] danger · svc · disk quota exceeded on volume 7"
+        assert msg["To"] == "ops@example.org, oncall+logs@example.org"
+        body = msg.get_content()
+        assert "New anomaly: stream svc, severity danger" in body
+        assert "Example:  disk quota exceeded on volume 7" in body and "Count:    1 anomaly" in body
+        assert f"Open in LogSense: {PUBLIC}/anomalies/{aid}" in body
+        assert "The lines around it: https://grafana.example/explore?s=svc&from=" in body
+
+        r = client.post(f"/api/v1/anomalies/{aid}/feedback", headers=auth, json={"label": "normal"})
+        assert r.status_code == 200
+        wait_for(lambda: len(mailbox.got) >= 2, message="the resolve mail")
+        resolved = mailbox.got[1]["msg"]
+        assert resolved["Subject"] == "[LogSense] resolved (refuted) · svc · disk quota exceeded on volume 7"
+        assert "Resolved (refuted): stream svc" in resolved.get_content()
+        wait_for(lambda: [o.state for o in _outbox(app)] == ["sent", "sent"], message="both marked sent")
+
+        r = client.post(f"/api/v1/alerts/channels/{channel['id']}/test", headers=auth)
+        assert r.status_code == 200 and r.json() == {"ok": True, "status": 250}
+        assert mailbox.got[-1]["msg"]["Subject"] == \
+            "[LogSense] test alert · (test) · LogSense test alert for channel mail"
+
+        # a wrong password: the server's answer, as a 502 (and an outbox row retried), never the password
+        r = client.patch(f"/api/v1/alerts/channels/{channel['id']}", headers=auth,
+                         json={"url": _mail_url(mailbox, password="not-it")})
+        assert r.status_code == 200 and "not-it" not in r.text
+        r = client.post(f"/api/v1/alerts/channels/{channel['id']}/test", headers=auth)
+        assert r.status_code == 502 and "SMTP 535" in r.json()["detail"] and "not-it" not in r.text
+
+
+def test_email_urls_are_checked() -> None:
+    def reason(url: str) -> str:
+        with pytest.raises(ValueError) as err:
+            alerts.smtp_target(url)
+        return str(err.value)
+
+    ok = alerts.smtp_target("smtps://u:p%2Fq@mail.example.org?from=a@example.org&to=b@example.org")
+    assert (ok.host, ok.port, ok.tls, ok.user, ok.password) == ("mail.example.org", 465, "implicit", "u", "p/q")
+    assert alerts.smtp_target("smtp://h.example?from=a@x.org&to=b@x.org&starttls=true").port == 587
+    assert alerts.smtp_target("smtp://h.example?from=a@x.org&to=b@x.org").port == 25
+    assert "one sender" in reason("smtp://h.example?to=b@x.org")
+    assert "at least one recipient" in reason("smtp://h.example?from=a@x.org")
+    assert "not https scheme" in reason("https://h.example?from=a@x.org&to=b@x.org")
+    assert "names no host" in reason("smtp://?from=a@x.org&to=b@x.org")
+    assert "unknown url parameter" in reason("smtp://h.example?from=a@x.org&to=b@x.org&cc=c@x.org")
+    assert "not an email address" in reason("smtp://h.example?from=a@x.org&to=b@x.org%0d%0aBcc:%20c@x.org")
+    assert "smtps:// speaks TLS" in reason("smtps://h.example?from=a@x.org&to=b@x.org&starttls=true")
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not found")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("scheme", ["starttls", "smtps"])
+def test_email_over_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheme: str) -> None:
+    """STARTTLS and implicit TLS, the server's certificate checked (trusted here through SSL_CERT_FILE)."""
+    import ssl
+
+    cert, key = _certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    tls = {"tls_context": context, "require_starttls": True} if scheme == "starttls" else {"ssl_context": context}
+    box = Mailbox(MAIL_USER, MAIL_PASSWORD, **tls).up()
+    try:
+        url = _mail_url(box, extra="&starttls=true") if scheme == "starttls" else _mail_url(box, scheme="smtps")
+        with pytest.raises(alerts.DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):  # not trusted yet
+            alerts.send_email(url, [alerts.test_alert(PUBLIC, "tls")])
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert alerts.send_email(url, [alerts.test_alert(PUBLIC, "tls")]) == 250
+        assert box.messages()[0]["Subject"].startswith("[LogSense] test alert")
+        if scheme == "starttls":  # the plain URL to a server that needs TLS first: refused, said why
+            with pytest.raises(alerts.DeliveryError, match="add starttls=true"):
+                alerts.send_email(_mail_url(box), [alerts.test_alert(PUBLIC, "tls")])
+    finally:
+        box.down()
+
+
+# --------------------------------------------------------------------------- rules: new incidents, digests
+
+
+def test_only_new_incidents_alert_once_per_incident(tmp_path: Path) -> None:
+    every, first = Receiver().up(), Receiver().up()
+    app = _app(tmp_path / "data", incident_gap_seconds=300)
+    try:
+        with TestClient(app) as client:
+            wait_ready(client)
+            auth = _key(app)
+            for name, r, rules in (("every", every, {}), ("first", first, {"only_new_incidents": True})):
+                assert client.post("/api/v1/alerts/channels", headers=auth, json={
+                    "name": name, "kind": "webhook", "url": r.url, "secret": SECRET, **rules}).status_code == 201
+            client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
+            client.post("/api/v1/streams", headers=auth, json={"name": "db"})
+            sid, db = _stream_id(app, "svc"), _stream_id(app, "db")
+            t0 = utcnow() - timedelta(hours=1)
+            opens = _new_anomaly(app, sid, 1, "disk quota low", when=t0)
+            _new_anomaly(app, sid, 2, "fan failure", when=t0 + timedelta(seconds=200))  # joins the incident
+            _new_anomaly(app, sid, 3, "checksum bad", when=t0 + timedelta(seconds=450))  # 250 s after the last
+            elsewhere = _new_anomaly(app, db, 2, "fan failure", when=t0 + timedelta(seconds=210))  # another stream's
+            later = _new_anomaly(app, sid, 4, "power lost", when=t0 + timedelta(seconds=451 + 300))  # after the gap
+            wait_for(lambda: len(every.got) >= 5 and len(first.got) >= 3, message="the alerts")
+            time.sleep(0.5)
+            assert len(every.got) == 5
+            assert [verify(d)["anomaly_id"] for d in first.got] == [opens, elsewhere, later]
+            r = client.patch("/api/v1/alerts/channels/2", headers=auth, json={"only_new_incidents": False})
+            assert r.status_code == 200 and r.json()["only_new_incidents"] is False
+            _new_anomaly(app, sid, 5, "fan noise", when=t0 + timedelta(seconds=800))  # in the incident: now it alerts
+            wait_for(lambda: len(first.got) == 4, message="every anomaly once the rule is off")
+    finally:
+        every.down()
+        first.down()
+
+
+def test_a_digest_sends_one_message_for_several_alerts_even_across_a_restart(tmp_path: Path,
+                                                                            receiver: Receiver) -> None:
+    data = tmp_path / "data"
+    app = _app(data)
+    with TestClient(app) as client:
+        wait_ready(client)
+        auth = _key(app)
+        r = client.post("/api/v1/alerts/channels", headers=auth, json={
+            "name": "digest", "kind": "webhook", "url": receiver.url, "secret": SECRET, "digest_seconds": 2})
+        assert r.status_code == 201 and r.json()["digest_seconds"] == 2
+        client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
+        sid = _stream_id(app, "svc")
+        ids = [_new_anomaly(app, sid, t, f"trouble {t}") for t in (1, 2, 3)]
+        rows = _outbox(app)
+        assert len({o.next_attempt_at for o in rows}) == 1  # one window
+        assert rows[0].next_attempt_at > utcnow() + timedelta(seconds=1)
+        time.sleep(0.5)
+        assert receiver.got == []  # held for the window
+        wait_for(lambda: receiver.got, message="the digest")
+        time.sleep(0.5)
+        (delivery,) = receiver.got
+        digest = verify(delivery)
+        assert delivery["headers"]["x-logsense-event"] == "digest"
+        assert digest["event"] == "digest" and digest["count"] == 3
+        assert [a["anomaly_id"] for a in digest["alerts"]] == ids
+        assert [a["delivery_id"] for a in digest["alerts"]] == [o.id for o in rows]
+        assert delivery["headers"]["x-logsense-delivery"] == ",".join(str(o.id) for o in rows)
+        wait_for(lambda: [o.state for o in _outbox(app)] == ["sent"] * 3, message="all marked sent")
+
+        # the resolves of two go through the digest too; the process stops before their window ends
+        assert client.patch(f"/api/v1/alerts/channels/{r.json()['id']}", headers=auth,
+                            json={"digest_seconds": 3600}).status_code == 200
+        for aid in ids[:2]:
+            r = client.post(f"/api/v1/anomalies/{aid}/feedback", headers=auth, json={"label": "normal"})
+            assert r.status_code == 200
+        _new_anomaly(app, sid, 4, "trouble 4")
+    assert len(receiver.got) == 1
+    held = _outbox(app)[3:]
+    assert [o.state for o in held] == ["pending"] * 3 and len({o.next_attempt_at for o in held}) == 1  # one window
+    with Session(app.state.engine) as s:  # it ends while the server is down
+        s.execute(update(AlertOutbox).where(AlertOutbox.state == "pending")
+                  .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+    again = _app(data)
+    with TestClient(again) as client:
+        wait_ready(client)
+        wait_for(lambda: len(receiver.got) >= 2, message="the digest after the restart")
+        time.sleep(0.5)
+        assert len(receiver.got) == 2
+        second = verify(receiver.got[1])
+        assert [(a["event"], a["anomaly_id"]) for a in second["alerts"]] == [
+            ("resolved", ids[0]), ("resolved", ids[1]), ("firing", second["alerts"][2]["anomaly_id"])]
+        wait_for(lambda: all(o.state == "sent" for o in _outbox(again)), message="all sent")
+
+
+def test_a_digest_that_fails_is_retried_whole(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.status = 503
+    app = _app(tmp_path / "data")
+    with TestClient(app) as client:
+        wait_ready(client)
+        app.state.alerts.dispatcher.backoff_base = 0.2
+        auth = _key(app)
+        client.post("/api/v1/alerts/channels", headers=auth, json={
+            "name": "digest", "kind": "webhook", "url": receiver.url, "secret": SECRET, "digest_seconds": 1})
+        client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
+        sid = _stream_id(app, "svc")
+        ids = [_new_anomaly(app, sid, t, f"trouble {t}") for t in (1, 2)]
+        wait_for(lambda: len(receiver.got) >= 2, message="two failed tries")
+        receiver.status = 200
+        wait_for(lambda: [o.state for o in _outbox(app)] == ["sent", "sent"], message="sent once the receiver is back")
+        assert all(len(verify(d)["alerts"]) == 2 for d in receiver.got)  # each try carried both
+        assert [a["anomaly_id"] for a in verify(receiver.got[-1])["alerts"]] == ids
+        assert {o.attempts for o in _outbox(app)} == {len(receiver.got)}
+
+
+def test_digest_bodies_for_slack_alertmanager_and_email(mailbox: Mailbox) -> None:
+    base = {"event": "firing", "stream": "svc", "kind": "line", "status": "open", "count": 1,
+            "created_at": "2026-12-09T10:00:00Z", "resolved_at": None}
+    two = [{**base, "anomaly_id": 1, "severity": "watch", "template_id": 7, "template": "disk quota low",
+            "link": f"{PUBLIC}/anomalies/1"},
+           {**base, "anomaly_id": 2, "severity": "danger", "template_id": 8, "template": "fan failure",
+            "link": f"{PUBLIC}/anomalies/2", "event": "resolved", "status": "refuted"}]
+    text = alerts.render_digest("slack", two)["text"]
+    assert text.startswith("LogSense digest: 2 alerts\n") and len(text.splitlines()) == 3
+    assert "disk quota low" in text.splitlines()[1] and "Resolved (refuted)" in text.splitlines()[2]
+    am = alerts.render_digest("alertmanager", two)
+    assert [a["labels"]["template_id"] for a in am] == ["7", "8"] and "endsAt" not in am[0]
+    assert alerts.send(("email"), _mail_url(mailbox), None, two, [5, 6], digest=True) == 250
+    (msg,) = mailbox.messages()
+    assert msg["Subject"] == "[LogSense] digest: 2 alerts (danger) on svc"
+    body = msg.get_content()
+    assert "LogSense digest: 2 alerts" in body
+    assert "Template: disk quota low" in body and "Template: fan failure" in body
+    assert f"{PUBLIC}/anomalies/1" in body and "Resolved (refuted): stream svc" in body
+
+
+# --------------------------------------------------------------------------- changing channels
+
+
+def test_channels_are_changed_and_deleted_by_admins_only(client, app, auth, receiver: Receiver) -> None:  # noqa: ANN001
+    def patch(cid: int, body: dict, headers: dict = auth):  # noqa: ANN202
+        return client.patch(f"/api/v1/alerts/channels/{cid}", headers=headers, json=body)
+
+    hook = client.post("/api/v1/alerts/channels", headers=auth, json={
+        "name": "hook", "kind": "webhook", "url": receiver.url, "secret": SECRET}).json()
+    slack = client.post("/api/v1/alerts/channels", headers=auth, json={
+        "name": "slack", "kind": "slack", "url": "https://hooks.slack.com/services/T0/B0/abcdef"}).json()
+
+    r = patch(hook["id"], {"streams": ["svc"], "min_severity": "danger", "digest_seconds": 300,
+                           "only_new_incidents": True})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert (got["streams"], got["min_severity"], got["digest_seconds"], got["only_new_incidents"], got["has_secret"]) \
+        == (["svc"], "danger", 300, True, True)  # the secret is kept when the change does not name it
+    r = patch(hook["id"], {"streams": None, "digest_seconds": None, "secret": "another-secret-of-16+"})
+    assert r.status_code == 200 and r.json()["streams"] is None and r.json()["digest_seconds"] is None
+    assert "another-secret" not in r.text
+    with Session(app.state.engine) as s:
+        assert s.get(AlertChannel, hook["id"]).secret == "another-secret-of-16+"
+
+    for cid, body, reason in (
+        (hook["id"], {"secret": None}, "needs a secret"),
+        (hook["id"], {"url": "ftp://x/y"}, "http:// or https://"),
+        (hook["id"], {"kind": "email"}, "email channel's url"),
+        (hook["id"], {"digest_seconds": 0}, "greater than or equal to 1"),
+        (hook["id"], {"min_severity": "panic"}, "'watch' or 'danger'"),
+        (hook["id"], {"enabled": None}, "valid boolean"),
+        (hook["id"], {"colour": "red"}, "Extra inputs"),
+        (slack["id"], {"secret": SECRET}, "takes no secret"),
+        (slack["id"], {"url": "https://hooks.slack.com/services/***"}, "the url holds ***"),  # what the API shows
+    ):
+        r = patch(cid, body)
+        assert r.status_code == 422 and reason in r.text, (body, r.text)
+        assert SECRET not in r.text and "another-secret" not in r.text
+    assert patch(hook["id"], {"name": "slack"}).status_code == 409
+    assert patch(999, {"enabled": False}).status_code == 404
+    assert patch(hook["id"], {"name": "hook-2"}).json()["name"] == "hook-2"
+
+    operator, reader = _key(app, ["operate"]), _key(app, ["read"])
+    for headers in (operator, reader):
+        assert patch(hook["id"], {"enabled": False}, headers).status_code == 403
+        assert client.delete(f"/api/v1/alerts/channels/{hook['id']}", headers=headers).status_code == 403
+
+    # disabled: new anomalies queue nothing to it; its queued rows go when it is deleted
+    client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
+    sid = _stream_id(app, "svc")
+    assert patch(slack["id"], {"enabled": False}).json()["enabled"] is False
+    _new_anomaly(app, sid, 1, "queued for the hook only", severity="danger")  # the hook wants danger now
+    wait_for(lambda: receiver.got, message="the alert to the enabled channel")
+    assert [o.channel_id for o in _outbox(app)] == [hook["id"]]
+    assert client.delete(f"/api/v1/alerts/channels/{hook['id']}", headers=auth).status_code == 204
+    assert _outbox(app) == []
+    assert client.delete(f"/api/v1/alerts/channels/{hook['id']}", headers=auth).status_code == 404
+    assert [c["name"] for c in client.get("/api/v1/alerts/channels", headers=auth).json()] == ["slack"]
