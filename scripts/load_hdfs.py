@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from logsense.server.capacity import peak_rss_mb
+from logsense.server.bench.capacity import peak_rss_mb
 from logsense.server.client import Client, free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -390,8 +390,13 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "search", False):  # likewise
+        from logsense.server.bench.search import SearchBenchConfig, run_search_bench
+
+        lines = 20_000 if args.quick else args.search_lines
+        return run_search_bench(args.out, SearchBenchConfig(lines=lines, repeats=3 if args.quick else 20, seed=args.seed))
     if getattr(args, "capacity", False):  # drives a real server: lives beside it, not in models.bench
-        from logsense.server.capacity import CapacityConfig, run_capacity
+        from logsense.server.bench.capacity import CapacityConfig, run_capacity
 
         cfg = CapacityConfig(lines=args.capacity_lines, rate=args.capacity_rate, clients=args.capacity_clients,
                              seed=args.seed)

@@ -39,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the capacity benchmark instead: a real server over loopback HTTP fed new lines "
                              "(new-line rate against bare SentenceTransformer.encode, all-new batch latency, LogGPT "
                              "drain time, peak memory); --capacity-lines, --capacity-rate and --capacity-clients size it")
+    parser.add_argument("--search", action="store_true",
+                        help="the search benchmark instead: search latency over --search-lines stored lines and a "
+                             "1,000-member group action, through a real server over loopback HTTP")
+    parser.add_argument("--search-lines", type=int, default=1_000_000, help="search: lines stored before the queries")
     parser.add_argument("--capacity-lines", type=int, default=400_000, help="capacity: lines posted in all")
     parser.add_argument("--capacity-rate", type=float, default=8000.0, help="capacity: load phase lines/s over all clients")
     parser.add_argument("--capacity-clients", type=int, default=4, help="capacity: load phase concurrent clients")
