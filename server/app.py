@@ -30,6 +30,8 @@ from logsense.server.api import anomalies, data, ingest, jobs, loki, models, otl
 from logsense.server.api.deps import current_key, push_key
 from logsense.server import alerts  # alerts out: the enqueue hook and the dispatcher
 from logsense.server.api import alerts as alerts_api
+from logsense.server.api import incidents as incidents_api
+from logsense.server.api import search as search_api
 from logsense.server.db import Checkpointer, make_engine, make_private_dir, upgrade_database
 from logsense.server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from logsense.server.settings import Settings
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    review.router):
         include_api(app, router)
     include_api(app, alerts_api.router)  # /api/v1/alerts: channels and the outbox
+    include_api(app, incidents_api.router)  # /api/v1/incidents: stored incidents, their status and notes
+    include_api(app, search_api.router)  # /api/v1/search: stored lines by text, attributes and time
     for router in (loki.router, otlp.router):
         include_push(app, router)
     from logsense.server.ui import install_ui
@@ -178,6 +182,9 @@ def _start_background(app: FastAPI) -> None:
 
     app.state.encoder = Encoder(app)  # always: a pending line must get its RAPID verdict
     app.state.encoder.start()
+    from logsense.server.search import Indexer
+
+    app.state.search_indexer = Indexer(app.state.engine, settings.worker_poll_seconds).start()
     app.state.worker = None
     if settings.worker_enabled:
         from logsense.server.worker import Worker
@@ -200,6 +207,8 @@ def _stop_background(app: FastAPI) -> None:
         app.state.worker.stop()
     if getattr(app.state, "encoder", None) is not None:
         app.state.encoder.stop()
+    if getattr(app.state, "search_indexer", None) is not None:
+        app.state.search_indexer.stop()
     for thread in getattr(app.state, "training_threads", []):
         thread.join(timeout=60)
     if getattr(app.state, "parse_helper", None) is not None:

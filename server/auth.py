@@ -46,6 +46,7 @@ ROUTE_SCOPES = {  # (method, route template) -> the scope it needs; any other GE
     ("POST", "/loki/api/v1/push"): Scope.INGEST,  # the streams come from the body: `authorize_stream` per stream
     ("POST", "/v1/logs"): Scope.INGEST,  # OTLP/HTTP logs: likewise
     ("POST", "/api/v1/anomalies/feedback"): Scope.OPERATE,
+    ("POST", "/api/v1/anomalies/reopen"): Scope.OPERATE,  # undo a recent answer
     ("POST", "/api/v1/anomalies/{anomaly_id}/feedback"): Scope.OPERATE,
     ("POST", "/api/v1/streams/{name}/review/{template_id}"): Scope.OPERATE,
     ("POST", "/api/v1/streams/{name}/train"): Scope.OPERATE,
@@ -53,9 +54,15 @@ ROUTE_SCOPES = {  # (method, route template) -> the scope it needs; any other GE
     ("PATCH", "/api/v1/streams/{name}"): Scope.ADMIN,
     ("DELETE", "/api/v1/streams/{name}"): Scope.ADMIN,
     ("POST", "/api/v1/streams/{name}/models/{version}/rollback"): Scope.ADMIN,
+    ("POST", "/api/v1/streams/{name}/retention"): Scope.ADMIN,  # deletes old lines now
+    ("GET", "/api/v1/incidents"): Scope.READ,
+    ("GET", "/api/v1/incidents/{incident_id}"): Scope.READ,
+    ("POST", "/api/v1/incidents/{incident_id}"): Scope.OPERATE,  # acknowledge, assign, resolve, reopen
+    ("POST", "/api/v1/incidents/{incident_id}/notes"): Scope.OPERATE,
     ("GET", "/api/v1/alerts/channels"): Scope.READ,  # alert channels: secrets are never shown
     ("GET", "/api/v1/alerts/outbox"): Scope.READ,
     ("POST", "/api/v1/alerts/channels"): Scope.ADMIN,
+    ("PATCH", "/api/v1/alerts/channels/{channel_id}"): Scope.ADMIN,
     ("DELETE", "/api/v1/alerts/channels/{channel_id}"): Scope.ADMIN,
     ("POST", "/api/v1/alerts/channels/{channel_id}/test"): Scope.ADMIN,
 }

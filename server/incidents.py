@@ -5,6 +5,13 @@ An incident is a run of one stream's anomalies where each follows the previous o
 anomalies alike) form a group: one row of the queue with the template, one example line,
 first/last seen and the count. The UI's queue and `GET /api/v1/anomalies?group=template` both
 show these groups, and an answer on a group applies to all its members.
+
+Incidents are also stored rows (`tables.Incident`, `anomalies.incident_id`): `store.assign_incidents`
+opens and extends them as anomalies are stored (by the same gap rule), operators acknowledge,
+assign, resolve, reopen and annotate them (`/api/v1/incidents`, `/incidents`). One resolves by
+itself once none of its anomalies is open, and reopens if one it resolved so is open again (an
+answer undone) (`settle`: run by the scheduler every minute and before the incident pages and API
+answer). The functions below the queue's read them.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlmodel import Session
 
-from logsense.server.tables import Anomaly, LogLine, Stream
+from logsense.server.tables import Anomaly, IncidentNote, LogLine, Stream, utcnow
+from logsense.server.tables import Incident as IncidentRow
 
 SEVERITY_RANK = {"watch": 1, "danger": 2}
 MAX_GROUPED = 5000  # the newest matching anomalies that are grouped (older ones: page the plain list)
@@ -168,3 +176,117 @@ def fill_details(db: Session, registry: Any, groups: list[Group]) -> None:
                 g.template = model.template(g.template_id)
             except Exception:  # noqa: BLE001 (an unknown id: show the masked line instead)
                 g.template = None
+
+
+# --------------------------------------------------------------------------- stored incidents
+
+STATUS_FILTERS = ("open", "acknowledged", "resolved", "unresolved", "any")  # unresolved: open or acknowledged
+MAX_LIST = 500
+
+
+@dataclass
+class IncidentView:
+    """A stored incident as the pages and the API show it."""
+
+    row: IncidentRow
+    stream: str
+    open: int = 0  # its anomalies still open
+    template: str | None = None  # its first anomaly's template text (the live parser's)
+    groups: list[Group] = field(default_factory=list)  # the detail only: its anomalies by template
+    notes: list[IncidentNote] = field(default_factory=list)  # the detail only, oldest first
+
+    @property
+    def title(self) -> str:
+        return self.row.title or self.template or ("window anomaly" if self.row.template_id is None
+                                                   else f"template {self.row.template_id}")
+
+
+def settle(engine: Any, stream_id: int | None = None, incident_ids: list[int] | None = None,
+           reopen_since: datetime | None = None) -> list[int]:
+    """`store.settle_incidents`, taking the write lock only when something is to change; the ids
+    resolved."""
+    from logsense.server import store
+
+    now = utcnow()
+    with Session(engine) as db:
+        done, other = store.settle_incidents(db, now, stream_id, incident_ids, dry_run=True, reopen_since=reopen_since)
+    if not done and not other:
+        return []
+    with store.write_session(engine) as db:
+        done, _ = store.settle_incidents(db, now, stream_id, incident_ids, reopen_since=reopen_since)
+    return done
+
+
+def _template_of(registry: Any, stream_id: int, template_id: int | None) -> str | None:
+    model = registry.peek(stream_id) if registry is not None else None
+    if model is None or template_id is None:
+        return None
+    try:
+        return model.template(template_id)
+    except Exception:  # noqa: BLE001 (an unknown id: the stored title stands)
+        return None
+
+
+def _open_counts(db: Session, ids: list[int]) -> dict[int, int]:
+    if not ids:
+        return {}
+    return dict(db.execute(select(Anomaly.incident_id, func.count(Anomaly.id))
+                           .where(Anomaly.incident_id.in_(ids), Anomaly.status == "open")
+                           .group_by(Anomaly.incident_id)).all())
+
+
+def list_incidents(db: Session, registry: Any, stream: str | None = None, status: str = "any",
+                   before_id: int | None = None, limit: int = 50, anomaly_id: int | None = None,
+                   assignee: str | None = None) -> list[IncidentView]:
+    """Stored incidents, newest first (page with `before_id`); `status` one of `STATUS_FILTERS`."""
+    q = select(IncidentRow, Stream.name).join(Stream, Stream.id == IncidentRow.stream_id)
+    if stream is not None:
+        q = q.where(Stream.name == stream)
+    if status == "unresolved":
+        q = q.where(IncidentRow.status.in_(("open", "acknowledged")))
+    elif status != "any":
+        q = q.where(IncidentRow.status == status)
+    if before_id is not None:
+        q = q.where(IncidentRow.id < before_id)
+    if anomaly_id is not None:
+        q = q.where(IncidentRow.id == select(Anomaly.incident_id).where(Anomaly.id == anomaly_id).scalar_subquery())
+    if assignee is not None:
+        q = q.where(IncidentRow.assignee == assignee)
+    rows = db.execute(q.order_by(IncidentRow.id.desc()).limit(min(limit, MAX_LIST))).all()
+    opens = _open_counts(db, [r.id for r, _ in rows])
+    return [IncidentView(r, name, opens.get(r.id, 0), _template_of(registry, r.stream_id, r.template_id))
+            for r, name in rows]
+
+
+def count_incidents(db: Session, stream: str | None = None) -> dict[str, int]:
+    """Incidents by status (of one stream, by name, or all)."""
+    q = select(IncidentRow.status, func.count(IncidentRow.id))
+    if stream is not None:
+        q = q.join(Stream, Stream.id == IncidentRow.stream_id).where(Stream.name == stream)
+    out = {"open": 0, "acknowledged": 0, "resolved": 0, **dict(db.execute(q.group_by(IncidentRow.status)).all())}
+    out["unresolved"] = out["open"] + out["acknowledged"]
+    out["any"] = out["unresolved"] + out["resolved"]
+    return out
+
+
+def incident_detail(db: Session, registry: Any, incident_id: int) -> IncidentView | None:
+    """One stored incident with its anomalies grouped by template (newest group first, with
+    template texts and an example line each) and its notes; None when there is none."""
+    found = db.execute(select(IncidentRow, Stream.name).join(Stream, Stream.id == IncidentRow.stream_id)
+                       .where(IncidentRow.id == incident_id)).first()
+    if found is None:
+        return None
+    row, name = found
+    members = db.execute(rows_select().where(Anomaly.incident_id == incident_id)).all()
+    runs = incidents_of(members, float("inf"))  # one stream, one run: every member in it
+    groups = [g for inc in runs for g in inc.groups]
+    fill_details(db, registry, groups)
+    notes = list(db.execute(select(IncidentNote).where(IncidentNote.incident_id == incident_id)
+                            .order_by(IncidentNote.id)).scalars().all())
+    return IncidentView(row, name, sum(g.statuses.get("open", 0) for g in groups),
+                        _template_of(registry, row.stream_id, row.template_id), groups, notes)
+
+
+def incident_of_anomaly(db: Session, anomaly_id: int) -> int | None:
+    """The stored incident an anomaly belongs to (None: none, or no such anomaly)."""
+    return db.execute(select(Anomaly.incident_id).where(Anomaly.id == anomaly_id)).scalar()

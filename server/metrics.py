@@ -111,6 +111,10 @@ class Metrics:
             "logsense_last_training_timestamp_seconds", "Unix time of the newest trained model version.",
             ["stream"], registry=r,
         )
+        self.database_bytes = Gauge(
+            "logsense_database_bytes", "The database's size on disk: SQLite, the file plus its WAL; PostgreSQL, "
+            "pg_database_size.", registry=r,
+        )
 
     def refresh_from_db(self, session: Session, registry: Any = None) -> None:
         """Set the state gauges from the tables (called on every scrape of /metrics)."""
@@ -132,6 +136,11 @@ class Metrics:
                 rate, _ = header_report(registry.peek(stream.id))
                 if rate is not None:
                     self.header_parse_rate.labels(stream.name).set(rate)
+        from logsense.server.retention import database_bytes
+
+        size = database_bytes(session.get_bind())
+        if size is not None:
+            self.database_bytes.set(size)
         queues = store.loggpt_queues(session, datetime.now(timezone.utc))
         pending = store.rapid_pending(session, names)
         live = session.exec(

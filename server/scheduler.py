@@ -7,8 +7,11 @@ the others retry every `RETRY_SECONDS`). On PostgreSQL with servers on several m
 them a shared data directory or enable the scheduler on one only (`LOGSENSE_SCHEDULER_ENABLED`).
 
 Per stream a cron job (the stream's `retrain_cron`, else `nightly_cron`; "off": none) starts a
-`nightly` training job. The job list follows the streams table: it is re-synced every
-`SYNC_SECONDS`, so created, deleted and rescheduled streams need no restart.
+`nightly` training job. While a stream has a `retention_days`, a daily job (`RETENTION_CRON`,
+03:00 in `timezone`) deletes old data (`server.retention.prune_all`). The job list follows the
+streams table: it is re-synced every `SYNC_SECONDS`, so created, deleted and rescheduled streams
+need no restart. Each sync also settles the stored incidents (`server.incidents.settle`: those
+none of whose anomalies is open any more resolve).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from logsense.server.tables import Stream
 log = logging.getLogger("logsense.scheduler")
 
 SYNC_SECONDS = 60.0
+RETENTION_CRON = "0 3 * * *"  # the daily retention run
+RETENTION_JOB = "retention"
 RETRY_SECONDS = 60.0
 LOCK_NAME = "scheduler.lock"
 
@@ -104,6 +109,15 @@ class Scheduler:
                     self.sync()
                 except Exception:  # noqa: BLE001
                     log.exception("could not sync the schedule with the streams")
+                try:
+                    from datetime import timedelta
+
+                    from logsense.server.incidents import settle
+                    from logsense.server.tables import utcnow
+
+                    settle(self.app.state.engine, reopen_since=utcnow() - timedelta(days=1))
+                except Exception:  # noqa: BLE001
+                    log.exception("could not settle the incidents")
             self._stop.wait(SYNC_SECONDS if self._scheduler is not None else RETRY_SECONDS)
 
     def _begin(self) -> None:
@@ -133,6 +147,8 @@ class Scheduler:
             cron = s.config().retrain_cron or self.settings.nightly_cron
             if cron != "off":
                 wanted[f"nightly:{s.id}"] = (s.id, cron)
+        if any(s.config().retention_days is not None for s in streams):
+            wanted[RETENTION_JOB] = (0, RETENTION_CRON)  # one job for every stream with a retention
         sched = self._scheduler
         for job in sched.get_jobs():
             if job.id not in wanted or job.kwargs.get("cron") != wanted[job.id][1]:
@@ -140,8 +156,14 @@ class Scheduler:
         present = {job.id for job in sched.get_jobs()}
         for job_id, (stream_id, cron) in wanted.items():
             if job_id not in present:
+                trigger = CronTrigger.from_crontab(cron, timezone=self.settings.timezone)
+                if job_id == RETENTION_JOB:
+                    sched.add_job(_run_retention, trigger, id=job_id,
+                                  kwargs={"app_ref": _AppRef(self.app), "cron": cron},
+                                  coalesce=True, max_instances=1, misfire_grace_time=6 * 3600)
+                    continue
                 sched.add_job(
-                    _run_nightly, CronTrigger.from_crontab(cron, timezone=self.settings.timezone), id=job_id,
+                    _run_nightly, trigger, id=job_id,
                     kwargs={"app_ref": _AppRef(self.app), "stream_id": stream_id, "cron": cron},
                     coalesce=True, max_instances=1, misfire_grace_time=3600,
                 )
@@ -163,3 +185,10 @@ class _AppRef:
 
 def _run_nightly(app_ref: _AppRef, stream_id: int, cron: str) -> None:
     nightly(app_ref.app, stream_id)
+
+
+def _run_retention(app_ref: _AppRef, cron: str) -> None:
+    """The daily retention run: every stream with a `retention_days` (`server.retention.prune_all`)."""
+    from logsense.server.retention import prune_all
+
+    prune_all(app_ref.app.state.engine)

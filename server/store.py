@@ -25,13 +25,13 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Boolean, Float, Integer, String, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import JSON, Boolean, Float, Integer, String, and_, bindparam, column, func, or_, select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from logsense.models.parsing.sessions import canonical_order
-from logsense.server.tables import (SLOT_SECONDS, Anomaly, LineCount, LogLine, TemplateCount, UtcDateTime, Window, WindowLine,
-                           severity_is, utcnow)
+from logsense.server.tables import (SLOT_SECONDS, Anomaly, Incident, IncidentNote, LineCount, LogLine, TemplateCount,
+                                    UtcDateTime, Window, WindowLine, severity_is, utcnow)
 
 _LOCKS: "weakref.WeakKeyDictionary[Engine, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -352,7 +352,8 @@ _CONFIRMED_SINCE = text(
 def route_anomalies(session: Session, stream_id: int, rows: list[dict], now: datetime, gap_seconds: float) -> None:
     """New anomalies' status before they are stored: muted for a muted template; confirmed, as part
     of the incident, for a template an operator confirmed within `gap_seconds` (its incident goes
-    on: no new queue item); open otherwise."""
+    on: no new queue item); open otherwise. Then their incident (`assign_incidents`: each row's
+    `incident_id`)."""
     if not rows:
         return
     muted = muted_templates(session, stream_id, now)
@@ -364,6 +365,149 @@ def route_anomalies(session: Session, stream_id: int, rows: list[dict], now: dat
         elif row["template_id"] in ongoing:
             row["status"] = "confirmed"
             row["reasons"] = {**row["reasons"], "incident": "joined an incident an operator confirmed"}
+    assign_incidents(session, stream_id, rows, now, gap_seconds)
+
+
+# --------------------------------------------------------------------------- incidents
+
+INCIDENT_OPEN = ("open", "acknowledged")  # not resolved: new anomalies may join
+CLOSED_ANOMALY = ("confirmed", "refuted", "muted")
+_NEWEST_INCIDENT = text(
+    "SELECT id, last_seen_at FROM incidents WHERE stream_id = :stream_id AND status IN ('open', 'acknowledged') "
+    "ORDER BY id DESC LIMIT 1").columns(column("id", Integer), column("last_seen_at", UtcDateTime()))
+_EXTEND_INCIDENT = text(
+    "UPDATE incidents SET n_anomalies = n_anomalies + :n, "
+    "last_seen_at = CASE WHEN last_seen_at < :last_seen_at THEN :last_seen_at ELSE last_seen_at END, "
+    "severity = CASE WHEN :danger = 1 THEN 'danger' ELSE severity END, updated_at = :now WHERE id = :id"
+).bindparams(bindparam("last_seen_at", type_=UtcDateTime()), bindparam("now", type_=UtcDateTime()))
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
+
+
+def assign_incidents(session: Session, stream_id: int, rows: list[dict], now: datetime, gap_seconds: float) -> None:
+    """Set `incident_id` on new anomaly rows of one stream (before `insert_anomalies`): a run of
+    them within `gap_seconds` of the stream's newest unresolved incident's last anomaly joins it,
+    else opens a new incident (born resolved, "auto", when none of its anomalies is open: muted
+    or joining a confirmed template). A batch's rows share one `created_at`: one SELECT, then one
+    UPDATE or one INSERT (and one SELECT of its first line's masked text for the title)."""
+    if not rows:
+        return
+    order = sorted(range(len(rows)), key=lambda i: _aware(rows[i].get("created_at") or now))
+    runs: list[list[dict]] = []
+    last: datetime | None = None
+    for i in order:
+        when = _aware(rows[i].get("created_at") or now)
+        if last is None or (when - last).total_seconds() > gap_seconds:
+            runs.append([])
+        runs[-1].append(rows[i])
+        last = when
+    conn = session.connection()
+    newest = conn.execute(_NEWEST_INCIDENT, {"stream_id": stream_id}).first()
+    for k, run in enumerate(runs):
+        first_at = _aware(run[0].get("created_at") or now)
+        last_at = _aware(run[-1].get("created_at") or now)
+        danger = any(r.get("severity") == "danger" for r in run)
+        if k == 0 and newest is not None and (first_at - _aware(newest.last_seen_at)).total_seconds() <= gap_seconds:
+            conn.execute(_EXTEND_INCIDENT, {"n": len(run), "last_seen_at": last_at, "danger": int(danger),
+                                            "now": now, "id": newest.id})
+            incident_id = newest.id
+        else:
+            is_open = any(r.get("status", "open") == "open" for r in run)
+            head = run[0]
+            title = ""
+            if head.get("line_id") is not None:
+                title = conn.execute(select(LogLine.masked).where(LogLine.id == head["line_id"])).scalar() or ""
+            (incident_id,) = insert_rows(session, Incident.__table__, [{
+                "stream_id": stream_id, "status": "open" if is_open else "resolved",
+                "severity": "danger" if danger else "watch", "title": title[:255],
+                "template_id": head.get("template_id"), "assignee": None, "n_anomalies": len(run),
+                "opened_at": first_at, "last_seen_at": last_at, "acknowledged_at": None,
+                "resolved_at": None if is_open else now, "resolved_by": None if is_open else "auto",
+                "updated_at": now}])
+        for r in run:
+            r["incident_id"] = incident_id
+
+
+def settle_incidents(session: Session, now: datetime, stream_id: int | None = None,
+                     incident_ids: Sequence[int] | None = None, dry_run: bool = False,
+                     reopen_since: datetime | None = None) -> tuple[list[int], list[int]]:
+    """Keep the incidents' derived state up to date with their anomalies:
+    - resolve ("auto") the unresolved ones none of whose anomalies is open any more, where an
+      anomaly changed since the incident last did (so an operator's reopen stands until its
+      anomalies change again);
+    - reopen one it resolved so once an anomaly of it is open again (an answer undone): for
+      `incident_ids`, or those resolved since `reopen_since`;
+    - raise to danger those holding a danger anomaly (the worker raises line anomalies after
+      they are stored).
+    Returns (ids resolved, ids reopened or raised); `dry_run`: only says so (SELECTs, no write
+    lock needed). Cheap: unresolved incidents are few, each looked up through ix_anomalies_incident_id."""
+    i, a = Incident.__table__.c, Anomaly.__table__.c
+    where = []
+    if stream_id is not None:
+        where.append(i.stream_id == stream_id)
+    if incident_ids is not None:
+        where.append(i.id.in_(list(incident_ids)))
+    scope = [*where, i.status.in_(INCIDENT_OPEN)]
+    has_open = select(a.id).where(a.incident_id == i.id, a.status == "open").exists()
+    changed = select(a.id).where(a.incident_id == i.id, a.updated_at >= i.updated_at).exists()
+    empty = ~select(a.id).where(a.incident_id == i.id).exists()
+    done = list(session.execute(select(i.id).where(*scope, ~has_open, changed | empty)).scalars().all())
+    worse = select(a.id).where(a.incident_id == i.id, a.severity == "danger").exists()
+    raised = list(session.execute(select(i.id).where(*scope, i.severity != "danger", worse)).scalars().all())
+    reopened: list[int] = []
+    if incident_ids is not None or reopen_since is not None:
+        q = select(i.id).where(*where, i.status == "resolved", i.resolved_by == "auto", has_open)
+        if reopen_since is not None:
+            q = q.where(i.resolved_at >= reopen_since)
+        reopened = list(session.execute(q).scalars().all())
+    if dry_run:
+        return done, raised + reopened
+    t = Incident.__table__
+    if raised:
+        session.execute(update(t).where(i.id.in_(raised)).values(severity="danger"))
+    if done:
+        session.execute(update(t).where(i.id.in_(done), i.status.in_(INCIDENT_OPEN)).values(
+            status="resolved", resolved_at=now, resolved_by="auto", updated_at=now))
+    if reopened:
+        session.execute(update(t).where(i.id.in_(reopened), i.status == "resolved").values(
+            status="open", resolved_at=None, resolved_by=None, acknowledged_at=None, updated_at=now))
+    return done, raised + reopened
+
+
+def set_incident(session: Session, incident_id: int, now: datetime, actor: str, status: str | None = None,
+                 assignee: str | None = None, unassign: bool = False) -> Any:
+    """An operator's change to an incident: `status` open (reopen), acknowledged or resolved;
+    `assignee` (a name) or `unassign`. The updated row; LookupError when there is none."""
+    row = session.get(Incident, incident_id)
+    if row is None:
+        raise LookupError(f"no incident with id {incident_id}")
+    if status is not None and status != row.status:
+        if status == "resolved":
+            row.resolved_at, row.resolved_by = now, actor
+        else:
+            row.resolved_at = row.resolved_by = None
+            row.acknowledged_at = now if status == "acknowledged" else None
+        row.status = status
+    if unassign:
+        row.assignee = None
+    elif assignee is not None:
+        row.assignee = assignee
+    row.updated_at = now
+    session.add(row)
+    session.flush()
+    return row
+
+
+def add_incident_note(session: Session, incident_id: int, author: str, note: str, now: datetime) -> Any:
+    """A note on an incident; LookupError when there is no such incident."""
+    if session.get(Incident, incident_id) is None:
+        raise LookupError(f"no incident with id {incident_id}")
+    row = IncidentNote(incident_id=incident_id, author=author, text=note, created_at=now)
+    session.add(row)
+    session.flush()
+    return row
 
 
 ANOMALY_HOOKS: "weakref.WeakKeyDictionary[Engine, Any]" = weakref.WeakKeyDictionary()

@@ -251,6 +251,49 @@ class Anomaly(SQLModel, table=True):
     reasons: dict = _json()  # rapid score, nearest normal, LogGPT misses ...
     created_at: datetime = _created()
     updated_at: datetime = _created()
+    # its incident (no foreign key: migration 0014 says why); NULL: stored without `store.route_anomalies`
+    incident_id: int | None = Field(default=None, nullable=True, index=True)
+
+
+INCIDENT_STATUSES = ("open", "acknowledged", "resolved")
+
+
+class Incident(SQLModel, table=True):
+    """A run of one stream's anomalies, each within `incident_gap_seconds` of the one before
+    (`store.assign_incidents` opens and extends it as anomalies are stored): what an operator
+    acknowledges, assigns and resolves. `severity`: the worst of its anomalies; `title`: the
+    masked line of its first one; resolved by hand, or once none of its anomalies is open."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        Index("ix_incidents_stream_id_status_id", "stream_id", "status", "id"),  # a stream's newest unresolved one
+        Index("ix_incidents_status_id", "status", "id"),  # the list by status, newest first
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    stream_id: int = _stream_fk()
+    status: str = Field(default="open", max_length=16, nullable=False)  # open / acknowledged / resolved
+    severity: str = Field(default="watch", max_length=16, nullable=False)  # watch / danger
+    title: str = Field(default="", max_length=255, nullable=False)
+    template_id: int | None = Field(default=None, nullable=True)  # its first anomaly's
+    assignee: str | None = Field(default=None, max_length=128, nullable=True)
+    n_anomalies: int = Field(default=0, nullable=False)
+    opened_at: datetime = _created()  # its first anomaly's created_at
+    last_seen_at: datetime = _created()  # its newest anomaly's created_at
+    acknowledged_at: datetime | None = _when()
+    resolved_at: datetime | None = _when()
+    resolved_by: str | None = Field(default=None, max_length=128, nullable=True)  # an actor, or "auto"
+    updated_at: datetime = _created()
+
+
+class IncidentNote(SQLModel, table=True):
+    """A note an operator wrote on an incident."""
+
+    __tablename__ = "incident_notes"
+    id: int | None = Field(default=None, primary_key=True)
+    incident_id: int = Field(foreign_key="incidents.id", ondelete="CASCADE", index=True, nullable=False)
+    author: str = Field(max_length=128, nullable=False)
+    text: str = Field(nullable=False)
+    created_at: datetime = _created()
 
 
 class Feedback(SQLModel, table=True):
@@ -383,16 +426,18 @@ ALERT_STATES = ("pending", "sending", "sent", "failed")  # sending: claimed, nex
 
 class AlertChannel(SQLModel, table=True):
     """Where alerts go (`server.alerts`): a generic webhook (signed with `secret`), a Slack incoming
-    webhook, or an Alertmanager (API v2); `streams` None: every stream."""
+    webhook, an Alertmanager (API v2), or email over SMTP; `streams` None: every stream."""
 
     __tablename__ = "alert_channels"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=64, unique=True, nullable=False)
-    kind: str = Field(max_length=16, nullable=False)  # webhook / slack / alertmanager
+    kind: str = Field(max_length=16, nullable=False)  # webhook / slack / alertmanager / email
     url: str = Field(max_length=2000, nullable=False)
     secret: str | None = Field(default=None, max_length=255, nullable=True)  # webhooks: the HMAC key (never shown)
     streams: list | None = Field(default=None, sa_column=Column(JSON, nullable=True))  # stream names; None: all
     min_severity: str = Field(default="watch", max_length=16, nullable=False)  # watch / danger
+    only_new_incidents: bool = Field(default=False, nullable=False)  # only anomalies that open an incident
+    digest_seconds: int | None = Field(default=None, nullable=True)  # None: each alert at once
     enabled: bool = Field(default=True, nullable=False)
     created_at: datetime = _created()
 
@@ -417,3 +462,11 @@ class AlertOutbox(SQLModel, table=True):
     last_error: str | None = Field(default=None, nullable=True)
     created_at: datetime = _created()
     sent_at: datetime | None = _when()
+
+
+class SearchState(SQLModel, table=True):
+    """How far the full-text index of lines goes (SQLite: `line_search`, filled by `server.search`)."""
+
+    __tablename__ = "search_state"
+    id: int | None = Field(default=None, primary_key=True)
+    last_line_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))

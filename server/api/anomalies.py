@@ -1,5 +1,5 @@
-"""`/api/v1/anomalies`: the operator's queue (list, read, or grouped as the UI's rows) and
-feedback on one anomaly or on a group."""
+"""`/api/v1/anomalies`: the operator's queue (list, read, or grouped as the UI's rows),
+feedback on one anomaly or on a group, and undoing a recent answer (`reopen`)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlmodel import Session
 
-from logsense.server.api.deps import MAX_ID, AfterId, CurrentKey, RowId, SessionDep, UtcTime, actor_name
+from logsense.server.api.deps import MAX_ID, AfterId, CurrentKey, RowId, SessionDep, UtcTime, actor_name, unprocessable
 from logsense.server import incidents
-from logsense.server.feedback import apply_feedback, apply_to_group, mute_template
+from logsense.server.feedback import UNDO_SECONDS, answer_group, apply_feedback, mute_template, reopen
 from logsense.server.tables import Anomaly, LogLine, Stream
 
 router = APIRouter(prefix="/api/v1/anomalies", tags=["anomalies"])
@@ -95,6 +95,20 @@ class GroupFeedbackIn(BaseModel):
 
 class GroupFeedbackOut(BaseModel):
     answered: int  # members that were open and are answered now
+    ids: list[int] = []  # those members: POST /api/v1/anomalies/reopen undoes the answer for a while
+    notes: list[str]
+
+
+class ReopenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(
+        min_length=1, max_length=1000, description=f"anomalies answered (refuted or confirmed) in the last "
+                                                   f"{UNDO_SECONDS // 60} minutes")
+
+
+class ReopenOut(BaseModel):
+    reopened: int  # of `ids`, open again now
+    ids: list[int]
     notes: list[str]
 
 
@@ -153,13 +167,25 @@ def _groups(request: Request, session: Session, where, limit: int) -> list[Anoma
 @router.post("/feedback", response_model=GroupFeedbackOut)
 async def post_group_feedback(body: GroupFeedbackIn, request: Request, key: CurrentKey) -> GroupFeedbackOut:
     """One answer for a group (a queue row's `ids`): each member still open is refuted or
-    confirmed as `POST /api/v1/anomalies/{id}/feedback` would."""
+    confirmed as `POST /api/v1/anomalies/{id}/feedback` would, in one set-based operation."""
     try:
-        done, notes = await run_in_threadpool(apply_to_group, request.app, list(dict.fromkeys(body.ids)), body.label,
-                                              body.scope, actor_name(key))
+        answer = await run_in_threadpool(answer_group, request.app, list(dict.fromkeys(body.ids)), body.label,
+                                         body.scope, actor_name(key))
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
-    return GroupFeedbackOut(answered=done, notes=list(dict.fromkeys(notes)))
+    return GroupFeedbackOut(answered=len(answer.ids), ids=answer.ids, notes=list(dict.fromkeys(answer.notes)))
+
+
+@router.post("/reopen", response_model=ReopenOut)
+async def post_reopen(body: ReopenIn, request: Request, key: CurrentKey) -> ReopenOut:
+    """Undo an answer of the last 10 minutes: those of `ids` refuted or confirmed since then are open
+    again, their feedback rows and their lines' and windows' labels removed. What the live model
+    learned from a "normal" stays learned (until the next training, which reads the labels)."""
+    try:
+        answer = await run_in_threadpool(reopen, request.app, list(dict.fromkeys(body.ids)), actor_name(key))
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return ReopenOut(reopened=len(answer.ids), ids=answer.ids, notes=list(dict.fromkeys(answer.notes)))
 
 
 @router.get("/{anomaly_id}", response_model=AnomalyOut)
@@ -192,7 +218,7 @@ async def post_feedback(anomaly_id: RowId, body: FeedbackIn, request: Request, k
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+        raise unprocessable(str(exc), "body") from None
 
     def read() -> AnomalyOut:
         with Session(request.app.state.engine) as session:

@@ -1,4 +1,5 @@
-"""`/api/v1/streams`: create, list, read, update (PATCH) and delete streams.
+"""`/api/v1/streams`: create, list, read, update (PATCH) and delete streams; run a stream's
+retention now (`POST .../retention`, `server.retention`).
 
 Delete refuses with 409 while the stream holds data (lines, windows, jobs, model versions),
 unless `?force=true`: then the database cascades every row of the stream away and its
@@ -198,3 +199,32 @@ def delete_stream(
         hook(stream_id)
     shutil.rmtree(settings.stream_dir(stream_id), ignore_errors=True)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class RetentionOut(BaseModel):
+    """What one retention run deleted (`server.retention`)."""
+
+    stream: str
+    retention_days: int
+    cutoff: datetime  # data received before this was considered
+    anomalies: int  # refuted or muted ones created before the cutoff
+    windows: int
+    window_lines: int
+    lines: int
+    incidents: int  # resolved ones with no anomaly left
+    seconds: float
+
+
+@router.post("/{name}/retention", response_model=RetentionOut)
+def run_retention(stream: StreamDep, request: Request) -> RetentionOut:
+    """Delete the stream's data older than its `retention_days` now, as the daily job does
+    (lines of open or confirmed anomalies, and their windows, are kept); 409 when the stream
+    keeps everything (`retention_days` null)."""
+    from logsense.server.retention import prune
+
+    days = stream.config().retention_days
+    if days is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"stream {stream.name!r} keeps everything (retention_days is "
+                                                      "null): set it with PATCH first")
+    done = prune(request.app.state.engine, stream.id, days)
+    return RetentionOut(stream=stream.name, retention_days=days, **done)

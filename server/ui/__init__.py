@@ -8,6 +8,8 @@ training, rollback, the streams API's create/update):
   bulk actions), `/anomalies/{id}` (why it was flagged), feedback and mutes.
 - `streams.py`: `/streams` (create, edit, train mode, "Retrain now").
 - `models.py`: `/models` (versions, metrics, rollback). `jobs.py`: `/jobs` (progress, errors).
+- `incidents.py`: `/incidents` (acknowledge, assign, resolve, notes). `alerts.py`: `/alerts` (channels).
+- `search.py`: `/search`, `/lines/{id}` (a line in its context), `/streams/{name}/tail` (live tail).
 
 `install_ui(app)` adds the routes, `/static`, the session and security-header middleware and
 HTML error pages for UI paths (API paths keep their JSON errors).
@@ -32,10 +34,16 @@ def _wants_html(request: Request) -> bool:
 
 
 def install_ui(app: FastAPI) -> None:
-    from logsense.server.ui import anomalies, jobs, login, models, overview, review, streams
+    from logsense.server.ui import alerts, anomalies, jobs, login, models, overview, review, streams
 
-    for module in (login, overview, anomalies, streams, models, jobs, review):
+    for module in (login, overview, anomalies, streams, models, jobs, review, alerts):
         app.include_router(module.router, include_in_schema=False)
+    from logsense.server.ui import search as search_ui  # /search, /lines/{id} in context, /streams/{name}/tail
+
+    app.include_router(search_ui.router, include_in_schema=False)
+    from logsense.server.ui import incidents as incidents_ui  # /incidents, /incidents/{id}: stored incidents
+
+    app.include_router(incidents_ui.router, include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(UiSessionMiddleware, settings=app.state.settings)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -1,8 +1,11 @@
 """The triage queue and anomaly detail pages, and the operator's verdicts on them.
 
-Verdicts go through `server.feedback.apply_feedback` ("Mark normal" teaches the model at once;
-"Confirm anomaly" keeps it an incident) and mutes through `server.feedback.mute_template`,
-exactly as the API's `POST /api/v1/anomalies/{id}/feedback`.
+Verdicts go through `server.feedback.answer_group` ("Mark normal" teaches the model at once;
+"Confirm anomaly" keeps it an incident: one set-based operation for a whole row, as the API's
+`POST /api/v1/anomalies/feedback`) and mutes through `server.feedback.mute_template`. An answer
+can be undone for `UNDO_SECONDS` (`POST /anomalies/reopen`, `server.feedback.reopen`): the
+anomalies are open again, their labels and feedback gone; what the live model learned stays.
+Rows of more than `CONFIRM_OVER` anomalies ask before answering (app.js, on `htmx:confirm`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from sqlmodel import Session, select
 
-from logsense.server.feedback import apply_to_group, mute_template
+from logsense.server.feedback import UNDO_SECONDS, answer_group, mute_template, reopen
+from logsense.server.registry import ModelsUnavailable
 from logsense.server.tables import Anomaly, Stream, utcnow
 from logsense.server.ui import queue
 from logsense.server.ui.core import CsrfDep, OperateDep, Operator, OperatorDep, UiError, fragment, is_htmx, open_count, redirect, render
@@ -32,6 +36,14 @@ ACTIONS = {  # bulk/row action -> (label, scope) or "mute"
 }
 DONE_WORDS = {"normal": "Marked normal", "normal-template": "Marked normal (whole template)",
               "confirm": "Confirmed as anomaly", "mute": "Muted"}
+CONFIRM_OVER = 100  # a row or selection of more anomalies than this asks "are you sure?" first
+KEPT = "the model keeps what it learned"  # a reopened "normal" is not untaught
+
+
+def _common() -> dict:
+    """What the queue's and detail page's templates read besides the page's own data."""
+    return {"mute_choices": MUTE_CHOICES, "confirm_over": CONFIRM_OVER, "undo_minutes": UNDO_SECONDS // 60,
+            "presets": queue.PRESETS}
 
 
 def _streams(request: Request) -> list[str]:
@@ -48,7 +60,7 @@ def _page(request: Request, filters: queue.Filters) -> queue.QueuePage:
 def _queue_ctx(request: Request, filters: queue.Filters, **extra: Any) -> dict:
     page = _page(request, filters)
     return {"section": "queue", "page": page, "filters": filters, "streams": _streams(request),
-            "qs": queue.Filters.params(filters), "mute_choices": MUTE_CHOICES, **extra}
+            "qs": queue.Filters.params(filters), **_common(), **extra}
 
 
 @router.get("/anomalies")
@@ -81,16 +93,16 @@ def detail_page(anomaly_id: int, request: Request, op: OperatorDep) -> Response:
         detail = load_detail(db, request.app, anomaly_id)
     if detail is None:
         raise UiError(404, f"There is no anomaly {anomaly_id} (deleted with its stream, or never made).")
-    return render(request, "anomalies/detail.html", {"section": "queue", "d": detail, "mute_choices": MUTE_CHOICES,
-                                                     "message": None})
+    return render(request, "anomalies/detail.html", {"section": "queue", "d": detail, "message": None, **_common()})
 
 
 # --------------------------------------------------------------------------- verdicts
 
 
 def _apply(request: Request, op: Operator, ids: list[int], action: str, hours: float | None,
-           only_open: bool) -> tuple[int, list[str]]:
-    """Apply an action to anomalies; (how many changed, notes for the operator)."""
+           only_open: bool) -> tuple[int, list[str], list[int]]:
+    """Apply an action to anomalies; (how many changed, notes for the operator, the anomalies
+    answered: what an undo reopens; none for a mute)."""
     app = request.app
     if action == "mute":
         with Session(app.state.engine) as db:
@@ -104,12 +116,15 @@ def _apply(request: Request, op: Operator, ids: list[int], action: str, hours: f
         for stream_id, template_id in sorted(pairs):
             mute_template(app, stream_id, template_id, until, author=op.actor)
         notes = [f"{len(ids) - len(rows)} anomaly id(s) no longer exist"] if len(rows) < len(ids) else []
-        return len(pairs), notes
+        return len(pairs), notes, []
     label, scope = ACTIONS[action]
     try:
-        return apply_to_group(app, ids, label, scope, author=op.actor, only_open=only_open)
+        answer = answer_group(app, ids, label, scope, author=op.actor, only_open=only_open)
     except LookupError as exc:
         raise UiError(404, str(exc)) from None
+    except ModelsUnavailable as exc:
+        raise UiError(503, f"Nothing was recorded: {exc}") from None
+    return len(answer.ids), answer.notes, answer.ids
 
 
 def _hours(form: Any) -> float:
@@ -147,24 +162,21 @@ async def act(request: Request, op: OperateDep) -> Response:
     ids = queue.parse_ids(form.getlist("ids"))
     action, hours = _action(form)
     view = str(form.get("view") or "row")
-    done, notes = await run_in_threadpool(_apply, request, op, ids, action, hours, view != "detail")
+    done, notes, answered = await run_in_threadpool(_apply, request, op, ids, action, hours, view != "detail")
     message = _message(action, done, notes)
+    undo = ",".join(map(str, answered))
     if not is_htmx(request):
         back = f"/anomalies/{ids[0]}" if view == "detail" else "/anomalies"
         return redirect(back)
     if view == "detail":
-        from logsense.server.ui.explain import load_detail
+        return await _verdict_panel(request, ids[0], message, undo_ids=undo,
+                                    open_total=await run_in_threadpool(open_count, request))
+    return await _rows(request, ids, _filters_from(form), message, undo_ids=undo,
+                       open_total=await run_in_threadpool(open_count, request))
 
-        def load():  # noqa: ANN202
-            with Session(request.app.state.engine) as db:
-                return load_detail(db, request.app, ids[0])
 
-        detail = await run_in_threadpool(load)
-        return fragment(request, "anomalies/actions.html", {
-            "d": detail, "mute_choices": MUTE_CHOICES, "message": message, "oob_count": True,
-            "open_total": await run_in_threadpool(open_count, request)})
-    filters = _filters_from(form)
-
+async def _rows(request: Request, ids: list[int], filters: Any, message: str, **ctx: object) -> Response:
+    """The queue rows of `ids` drawn again after an answer or an undo."""
     def rows():  # noqa: ANN202
         with Session(request.app.state.engine) as db:
             groups = queue.groups_of_ids(db, getattr(request.app.state, "registry", None), ids)
@@ -172,9 +184,21 @@ async def act(request: Request, op: OperateDep) -> Response:
         return groups, total
 
     groups, total = await run_in_threadpool(rows)
-    return fragment(request, "anomalies/rows.html", {
-        "groups": groups, "resolved": message, "qs": filters.params(), "mute_choices": MUTE_CHOICES,
-        "queue_total": total, "open_total": await run_in_threadpool(open_count, request)})
+    return fragment(request, "anomalies/rows.html", {"groups": groups, "resolved": message, "qs": filters.params(),
+                                                     "queue_total": total, **ctx, **_common()})
+
+
+async def _verdict_panel(request: Request, anomaly_id: int, message: str, **ctx: object) -> Response:
+    """The detail page's verdict panel drawn again after an answer or an undo."""
+    from logsense.server.ui.explain import load_detail
+
+    def load():  # noqa: ANN202
+        with Session(request.app.state.engine) as db:
+            return load_detail(db, request.app, anomaly_id)
+
+    detail = await run_in_threadpool(load)
+    return fragment(request, "anomalies/actions.html", {"d": detail, "message": message, "oob_count": True,
+                                                        **ctx, **_common()})
 
 
 @router.post("/anomalies/bulk", dependencies=[CsrfDep])
@@ -184,11 +208,43 @@ async def bulk(request: Request, op: OperateDep) -> Response:
     filters = _filters_from(form)
     action, hours = _action(form)
     ids = queue.parse_ids(form.getlist("sel"))
-    done, notes = await run_in_threadpool(_apply, request, op, ids, action, hours, True)
+    done, notes, answered = await run_in_threadpool(_apply, request, op, ids, action, hours, True)
     message = _message(action, done, notes)
     if not is_htmx(request):
         query = urlencode({k: v for k, v in filters.params().items() if v})
         return redirect("/anomalies" + (f"?{query}" if query else ""))
     ctx = await run_in_threadpool(_queue_ctx, request, filters)
-    ctx.update(flash=message, flash_kind="ok", oob_count=True, open_total=await run_in_threadpool(open_count, request))
+    ctx.update(flash=message, flash_kind="ok", oob_count=True, undo_ids=",".join(map(str, answered)),
+               open_total=await run_in_threadpool(open_count, request))
     return fragment(request, "anomalies/table.html", ctx)
+
+
+@router.post("/anomalies/reopen", dependencies=[CsrfDep])
+async def reopen_answer(request: Request, op: OperateDep) -> Response:
+    """Undo: the anomalies `ids` answered in the last `UNDO_SECONDS` are open again; `view`
+    row (the row drawn again), detail (the verdict panel) or queue (the whole queue)."""
+    form = await request.form()
+    ids = queue.parse_ids(form.getlist("ids"))
+    view = str(form.get("view") or "row")
+    try:
+        answer = await run_in_threadpool(reopen, request.app, ids, op.actor)
+    except LookupError as exc:
+        raise UiError(404, str(exc)) from None
+    n = len(answer.ids)
+    message = f"Reopened: {n} anomal{'y' if n == 1 else 'ies'}; {KEPT}."
+    if answer.notes:
+        message += " " + "; ".join(dict.fromkeys(answer.notes)) + "."
+    filters = _filters_from(form)
+    if not is_htmx(request):
+        if view == "detail":
+            return redirect(f"/anomalies/{ids[0]}")
+        query = urlencode({k: v for k, v in filters.params().items() if v})
+        return redirect("/anomalies" + (f"?{query}" if query else ""))
+    open_total = await run_in_threadpool(open_count, request)
+    if view == "detail":
+        return await _verdict_panel(request, ids[0], message, open_total=open_total)
+    if view == "queue":
+        ctx = await run_in_threadpool(_queue_ctx, request, filters)
+        ctx.update(flash=message, flash_kind="ok", oob_count=True, open_total=open_total)
+        return fragment(request, "anomalies/table.html", ctx)
+    return await _rows(request, ids, filters, message, open_total=open_total)

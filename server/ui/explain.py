@@ -8,6 +8,7 @@ Only public calls of the stream's model are used (`model.rapid.explain(text)`,
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -25,7 +26,7 @@ from logsense.server.ui.core import KIND_WORDS
 AROUND = 8  # lines shown before and after the anomalous one
 BURST_MIN_LINES = 5  # a burst needs at least this many lines of the template within the gap ...
 BURST_FACTOR = 5.0  # ... and this many times its usual rate over the day before
-HOUR_MIN_NORMALS = 200  # "unusual hour" needs this many normal lines to compare with
+HOUR_MIN_NORMALS = 200  # "unusual hour" needs this many normal lines to compare with, over a day at least
 HOUR_MAX_SHARE = 0.01  # ... and the hour holding under this share of them
 HOUR_SAMPLE = 5000  # newest normal lines the hour profile is built from
 OTHER_NORMALS = 3  # normal lines of the same template shown beside RAPID's nearest
@@ -50,7 +51,9 @@ class Detail:
     rapid: Any | None = None  # models.rapid.Explanation
     rapid_threshold: float | None = None  # at ingest (the line anomaly's reasons), else the live one
     rapid_error: str | None = None
-    highlighted: Markup | None = None  # the masked line with the worst tokens marked
+    highlighted: Markup | None = None  # the masked line with the worst-matched words marked
+    worst_words: list[tuple[str, float]] = field(default_factory=list)  # those words, worst first (word, similarity)
+    line_time: datetime | None = None  # the time written in the line, if it had one
     other_normals: list[str] = field(default_factory=list)
     window: WindowView | None = None
     windows_note: str | None = None
@@ -72,35 +75,99 @@ def _aware(when: datetime | None) -> datetime | None:
 # --------------------------------------------------------------------------- RAPID
 
 
-_CHUNK = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_WORD = re.compile(r"<[A-Za-z][A-Za-z0-9_]*>|[^\W_]+", re.UNICODE)  # a placeholder like <NUM>, or letters and digits
+_SPECIAL = re.compile(r"^\[[A-Z]+\]$")  # [CLS], [SEP], [UNK], [PAD]
 
 
-def highlight(text: str, worst: list[tuple[str, float]]) -> Markup:
-    """`text` escaped, with the words that hold one of the worst-matched wordpieces in <mark>."""
-    marks = []
+def _folded(text: str) -> tuple[str, list[int]]:
+    """`text` lower-cased without accents (as the wordpiece tokenizer reads it), and for each of
+    its characters the index of the character of `text` it came from."""
+    out, where = [], []
+    for i, ch in enumerate(text):
+        for c in unicodedata.normalize("NFD", ch.lower()):
+            if unicodedata.category(c) != "Mn":
+                out.append(c)
+                where.append(i)
+    return "".join(out), where
+
+
+def _token_spans(text: str, tokens: list[str]) -> list[tuple[int, int] | None] | None:
+    """Where each wordpiece of `tokens` lies in `text` (start, end), None for special tokens; None
+    when they cannot all be placed (another tokenizer's text)."""
+    folded, where = _folded(text)
+    spans: list[tuple[int, int] | None] = []
+    pos = 0
+    for token in tokens:
+        if _SPECIAL.match(token):
+            spans.append(None)
+            continue
+        piece = token[2:] if token.startswith("##") else token
+        at = folded.find(piece, pos)
+        if not piece or at < 0 or folded[pos:at].strip():
+            return None
+        spans.append((where[at], where[at + len(piece) - 1] + 1))
+        pos = at + len(piece)
+    return spans
+
+
+def word_scores(text: str, worst: list[tuple[str, float]], tokens: list[str] | None = None) -> list[tuple[int, int, float]]:
+    """The words of `text` (start, end, similarity) holding one of RAPID's worst-matched wordpieces,
+    each with its worst piece's similarity: `##` pieces count for the word they continue, so an
+    operator reads "DFSClient", not "##ient". `tokens`: all of the text's wordpieces in order (the
+    embedder's `tokens(text)`), to place each piece; without them (or when they do not fit the
+    text) a piece marks the words it could belong to."""
+    words = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+    worst_of: dict[str, float] = {}
     for token, sim in worst:
-        t = token.lower()
-        if t.startswith("[") and t.endswith("]"):
-            continue  # [CLS], [SEP], [UNK]
-        marks.append((t[2:] if t.startswith("##") else t, t.startswith("##"), sim))
-    out, pos = [], 0
-    for m in _CHUNK.finditer(text):
-        chunk = m.group(0)
-        low = chunk.lower()
-        hit = None
-        for piece, inner, sim in marks:
+        if not _SPECIAL.match(token):
+            worst_of[token.lower()] = min(sim, worst_of.get(token.lower(), sim))
+    found: dict[tuple[int, int], float] = {}
+
+    def mark(start: int, end: int, sim: float) -> None:
+        for w in words:
+            if w[0] < end and start < w[1]:
+                found[w] = min(sim, found.get(w, sim))
+
+    spans = _token_spans(text, tokens) if tokens else None
+    if spans is not None:
+        for token, span in zip(tokens, spans):
+            if span is not None and token.lower() in worst_of:
+                mark(*span, worst_of[token.lower()])
+    else:  # each piece to one word: the same word, else the longest that can hold it (a word cut into pieces is a rare one)
+        for token, sim in worst_of.items():
+            inner, piece = token.startswith("##"), token[2:] if token.startswith("##") else token
             if not piece:
                 continue
-            if (inner and len(low) > len(piece) and piece in low[1:]) or (not inner and (
-                    low == piece or (piece.isalnum() and len(piece) >= 2 and low.startswith(piece)))):
-                hit = sim
-                break
-        out.append(escape(text[pos : m.start()]))
-        if hit is None:
-            out.append(escape(chunk))
-        else:
-            out.append(Markup('<mark title="token similarity {:.2f}">{}</mark>').format(hit, chunk))
-        pos = m.end()
+            fits = []
+            for start, end in words:
+                low = _folded(text[start:end])[0].strip("<>")
+                if not inner and low == piece:
+                    fits = [(10**6, start, end)]
+                    break
+                if (inner and piece in low[1:]) or (not inner and piece.isalnum() and len(piece) >= 2
+                                                    and low.startswith(piece)):
+                    fits.append((end - start, start, end))
+            if fits:
+                _, start, end = max(fits, key=lambda f: (f[0], -f[1]))
+                mark(start, end, sim)
+    return sorted((a, b, sim) for (a, b), sim in found.items())
+
+
+def worst_words(text: str, scored: list[tuple[int, int, float]]) -> list[tuple[str, float]]:
+    """The marked words, worst first, each once."""
+    out: dict[str, float] = {}
+    for start, end, sim in sorted(scored, key=lambda x: x[2]):
+        out.setdefault(text[start:end], sim)
+    return list(out.items())
+
+
+def highlight(text: str, scored: list[tuple[int, int, float]]) -> Markup:
+    """`text` escaped, with the words of `word_scores` in <mark>."""
+    out, pos = [], 0
+    for start, end, sim in scored:
+        out.append(escape(text[pos:start]))
+        out.append(Markup('<mark title="similarity {:.2f} to the nearest normal line">{}</mark>').format(sim, text[start:end]))
+        pos = end
     out.append(escape(text[pos:]))
     return Markup("").join(out)
 
@@ -112,7 +179,15 @@ def _rapid(detail: Detail, registry: Any, db: Session) -> None:
     try:
         model = registry.get(detail.stream)
         detail.rapid = model.rapid.explain(line.masked)
-        detail.highlighted = highlight(line.masked, list(detail.rapid.worst_tokens or []))
+        tokens = None
+        if detail.rapid.worst_tokens:
+            try:
+                tokens = list(model.rapid.embedder.tokens(line.masked))
+            except Exception:  # noqa: BLE001 (an embedder without tokens: the words are guessed from the pieces)
+                tokens = None
+        scored = word_scores(line.masked, list(detail.rapid.worst_tokens or []), tokens)
+        detail.highlighted = highlight(line.masked, scored)
+        detail.worst_words = worst_words(line.masked, scored)
     except Exception as exc:  # noqa: BLE001 (still loading, or no model yet: the page says so)
         detail.rapid_error = f"{type(exc).__name__}: {exc}"
         return
@@ -241,18 +316,7 @@ def _reasons(detail: Detail, db: Session, gap_seconds: float, tz_name: str) -> t
         out.append({"kind": "new-session", "text": "New session content: no normal session had this set of "
                                                    "events (RAPID, session level)."})
     if detail.window is not None:
-        for m in detail.window.misses:
-            pos = int(m.get("position", -1))
-            rows = detail.window.rows
-            prev = rows[pos - 1] if 0 < pos <= len(rows) else None
-            after = f"after {_key_text(prev['template_id'], prev['template'])}" if prev else "at the start"
-            expected = ", ".join(f"E{e}" if not isinstance(e, str) else e for e in (m.get("expected") or [])) or "–"
-            actual = _key_text(m.get("actual"), m.get("actual_template"))
-            text = (f"Sequence miss at position {pos}: {after}, LogGPT expected one of {expected} "
-                    f"(its top-{detail.window.k or len(m.get('expected') or [])}) but saw {actual}.")
-            if m.get("unseen"):
-                text += " LogGPT never saw this key in training."
-            out.append({"kind": "sequence", "text": text})
+        out.extend(_sequence_reasons(detail.window))
     if reasons.get("incident"):
         out.append({"kind": "incident", "text": "Joined an incident an operator confirmed: a new anomaly of this "
                                                 "template within the incident gap is not queued again."})
@@ -261,6 +325,64 @@ def _reasons(detail: Detail, db: Session, gap_seconds: float, tz_name: str) -> t
     if not why:
         why.append({"kind": "other", "text": "No reason recorded beyond the detector's flag."})
     return why, context
+
+
+def _keys(keys: list[Any]) -> str:
+    return ", ".join(f"E{e}" if not isinstance(e, str) else ("the end" if e == "<eos>" else e) for e in keys) or "–"
+
+
+def _positions(positions: list[int], shown: int = 6) -> str:
+    text = ", ".join(str(p) for p in positions[:shown])
+    return text + (f" and {len(positions) - shown} more" if len(positions) > shown else "")
+
+
+MAX_MISS_LINES = 3  # LogGPT misses told one by one; the rest in one line (the window below marks each)
+
+
+def _sequence_reasons(window: WindowView) -> list[dict]:
+    """LogGPT's misses in words: one line per key it did not expect, with how often and where
+    (a key repeated through a window misses at each repetition: one line, not one per miss);
+    past `MAX_MISS_LINES` keys, the one at the flagged line and the first others, and the rest
+    folded into one line with their count."""
+    rows = window.rows
+    folded: dict[tuple, list[dict]] = {}
+    for m in window.misses:
+        folded.setdefault((repr(m.get("actual")), bool(m.get("unseen"))), []).append(m)
+    groups = list(folded.values())
+    here = {r["position"] for r in rows if r.get("is_anomaly")}
+    groups.sort(key=lambda g: 0 if any(int(m.get("position", -1)) in here for m in g) else 1)  # the flagged line's first
+    shown, rest = (groups, []) if len(groups) <= MAX_MISS_LINES else (groups[:MAX_MISS_LINES - 1], groups[MAX_MISS_LINES - 1:])
+    shown.sort(key=lambda g: int(g[0].get("position", -1)))
+    out = []
+    for misses in shown:
+        first = misses[0]
+        k = window.k or len(first.get("expected") or [])
+        actual = _key_text(first.get("actual"), first.get("actual_template"))
+        if len(misses) == 1:
+            pos = int(first.get("position", -1))
+            prev = rows[pos - 1] if 0 < pos <= len(rows) else None
+            after = f"after {_key_text(prev['template_id'], prev['template'])}" if prev else "at the start"
+            text = (f"Sequence miss at position {pos}: {after}, LogGPT expected one of "
+                    f"{_keys(list(first.get('expected') or []))} (its top-{k}) but saw {actual}.")
+        else:
+            counts: dict[Any, int] = {}
+            for m in misses:
+                for e in m.get("expected") or []:
+                    counts[e] = counts.get(e, 0) + 1
+            expected = sorted(counts, key=lambda e: -counts[e])  # the most often expected first
+            positions = sorted(int(m.get("position", -1)) for m in misses)
+            text = (f"Sequence miss {len(misses)} times, at positions {_positions(positions)}: LogGPT saw {actual} "
+                    f"each time where it expected one of {_keys(expected[:max(k, 1) * 2])} (its top-{k}).")
+        if first.get("unseen"):
+            text += " LogGPT never saw this key in training."
+        out.append({"kind": "sequence", "text": text})
+    if rest:
+        positions = sorted(int(m.get("position", -1)) for g in rest for m in g)
+        keys = _keys([g[0].get("actual") for g in sorted(rest, key=lambda g: int(g[0].get("position", -1)))])
+        out.append({"kind": "sequence", "text": f"{len(positions)} more sequence misses, at positions "
+                                                f"{_positions(positions)}: LogGPT saw {keys} where it expected other "
+                                                "keys (the window below marks each)."})
+    return out
 
 
 def _unusual_hour(db: Session, line: LogLine, tz_name: str) -> str | None:
@@ -276,14 +398,21 @@ def _unusual_hour(db: Session, line: LogLine, tz_name: str) -> str | None:
                                      HOUR_SAMPLE)
     if len(rows) < HOUR_MIN_NORMALS:
         return None
-    hour = when(line.timestamp, line.received_at).astimezone(tz).hour
-    same = sum(1 for _, ts, rec in rows if when(ts, rec).astimezone(tz).hour == hour)
-    share = same / len(rows)
-    if share >= HOUR_MAX_SHARE:
+    times = [when(ts, rec) for _, ts, rec in rows]
+    at = when(line.timestamp, line.received_at)
+    span = (at - min(times)).total_seconds()
+    if span < 86400:  # less than a day of normal lines: every hour not yet seen would look unusual
         return None
-    part = "none" if same == 0 else f"only {share:.1%}"
-    return (f"Unusual hour: {part} of the stream's last {len(rows)} normal lines fall between "
-            f"{hour:02d}:00 and {(hour + 1) % 24:02d}:00 ({tz_name}), the hour of this line.")
+    hour = at.astimezone(tz).hour
+    same = sum(1 for t in times if t.astimezone(tz).hour == hour)
+    if same / len(rows) >= HOUR_MAX_SHARE:
+        return None
+    days = span / 86400
+    period = f"{days:.0f} days" if days >= 2 else f"{span / 3600:.0f} hours"
+    seen = "0 times" if same == 0 else f"only {same} time{'' if same == 1 else 's'}"
+    return (f"Unusual hour: between {hour:02d}:00 and {(hour + 1) % 24:02d}:00 ({tz_name}) the stream's normal "
+            f"lines were seen {seen} in the {period} before this line ({len(rows):,} normal lines in all, "
+            f"about {len(rows) / 24:,.0f} an hour if spread evenly).")
 
 
 # --------------------------------------------------------------------------- the page
@@ -316,6 +445,8 @@ def load_detail(db: Session, app: Any, anomaly_id: int) -> Detail | None:
     line = db.get(LogLine, a.line_id) if a.line_id is not None else None
     registry = getattr(app.state, "registry", None)
     detail = Detail(a, stream, line, None)
+    if line is not None and line.timestamp is not None:
+        detail.line_time = datetime.fromtimestamp(float(line.timestamp), timezone.utc)
     detail.rapid_threshold = _ingest_threshold(db, a, line)
     if registry is not None:
         _rapid(detail, registry, db)  # loads the stream's model if it is not yet

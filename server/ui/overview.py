@@ -77,10 +77,14 @@ def overview(request: Request, op: OperatorDep, range: str = "24h") -> Response:
     if range not in RANGES:
         raise UiError(400, f"range must be one of {', '.join(RANGES)}, not {range[:20]!r}")
     ready = request.app.state.registry.ready_reason() if getattr(request.app.state, "registry", None) else None
+    from logsense.server.retention import database_bytes, human_bytes
     from logsense.server.ui.queue import open_counts
 
     with Session(request.app.state.engine) as db:
         opens = open_counts(db)
+    engine = request.app.state.engine
     return render(request, "overview/list.html", {
         "section": "overview", "cards": cards(request, range), "range": range, "ranges": list(RANGES),
-        "models_note": ready, "opens": opens}, partial="overview/cards.html")
+        "models_note": ready, "opens": opens, "db_size": human_bytes(database_bytes(engine)),
+        "db_kind": "SQLite file and WAL" if engine.dialect.name == "sqlite" else "PostgreSQL database"},
+        partial="overview/cards.html")

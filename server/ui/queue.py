@@ -3,12 +3,17 @@
 Incidents are listed newest first (by last seen) and paged; the newest `MAX_SCAN` matching
 anomalies are grouped (the page says when more match). Actions on a row apply to every anomaly
 of its group.
+
+Time filters: a relative preset (`last=15m|1h|24h|7d`: counted back from each request, so a
+bookmark or the live refresh stays "the last hour"), or precise `since`/`until` fields read in
+the browser's time zone when the page says which (`tz`: minutes behind UTC, as JavaScript's
+`getTimezoneOffset` gives them; app.js fills it in), else as UTC.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import func, select
@@ -22,17 +27,27 @@ PAGE_SIZE = 20  # incidents per page
 MAX_SCAN = MAX_GROUPED  # newest matching anomalies grouped into incidents
 SEVERITIES = ("danger", "watch")
 STATUS_CHOICES = (*ANOMALY_STATUSES, "any")
+PRESETS = {  # `last`: (button text, how far back)
+    "15m": ("15 min", timedelta(minutes=15)),
+    "1h": ("1 h", timedelta(hours=1)),
+    "24h": ("24 h", timedelta(hours=24)),
+    "7d": ("7 days", timedelta(days=7)),
+}
+MAX_TZ_MINUTES = 16 * 60
 
 
-def parse_time(value: str | None, name: str) -> datetime | None:
-    """A datetime-local (`2024-05-01T12:30`) or ISO 8601 value, read as UTC when it has no zone."""
+def parse_time(value: str | None, name: str, tz_minutes: int = 0) -> datetime | None:
+    """A datetime-local (`2024-05-01T12:30`) or ISO 8601 value; without a zone it is the time
+    `tz_minutes` behind UTC (the browser's `getTimezoneOffset`; 0: UTC)."""
     if value is None or not value.strip():
         return None
     try:
         when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
         raise UiError(400, f"{name}: {value[:40]!r} is not a date and time (like 2024-05-01T12:30)") from None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    if when.tzinfo:
+        return when
+    return (when + timedelta(minutes=tz_minutes)).replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,19 @@ class Filters:
     since: datetime | None = None
     until: datetime | None = None
     page: int = 1
+    last: str | None = None  # a PRESETS key: since that long before now (since/until are ignored then)
+    tz: int = 0  # minutes behind UTC of the browser that filled in since/until (getTimezoneOffset)
+
+    @property
+    def start(self) -> datetime | None:
+        """The start of the time range now: the preset's, else `since`."""
+        if self.last is not None:
+            return datetime.now(timezone.utc) - PRESETS[self.last][1]
+        return self.since
+
+    @property
+    def end(self) -> datetime | None:
+        return None if self.last is not None else self.until
 
     @classmethod
     def parse(cls, params: Any) -> "Filters":
@@ -59,20 +87,40 @@ class Filters:
         page_text = get("page") or "1"
         if not page_text.isdigit() or not 1 <= int(page_text) <= 100_000:
             raise UiError(400, f"page must be a whole number from 1, not {page_text[:20]!r}")
-        since, until = parse_time(get("since"), "since"), parse_time(get("until"), "until")
+        last = get("last")
+        if last is not None and last not in PRESETS:
+            raise UiError(400, f"last must be one of {', '.join(PRESETS)}, not {last[:20]!r}")
+        tz_text = get("tz") or "0"
+        try:
+            tz = int(tz_text)
+        except ValueError:
+            raise UiError(400, f"tz must be minutes behind UTC, not {tz_text[:20]!r}") from None
+        if abs(tz) > MAX_TZ_MINUTES:
+            raise UiError(400, f"tz must be at most {MAX_TZ_MINUTES} minutes from UTC")
+        if last is not None:
+            since = until = None
+        else:
+            since, until = parse_time(get("since"), "since", tz), parse_time(get("until"), "until", tz)
         if since and until and since >= until:
             raise UiError(400, "since must be before until")
         stream = get("stream")
         if stream is not None and len(stream) > 64:
             raise UiError(400, "stream: no stream has a name that long")
-        return cls(stream, severity, status, since, until, int(page_text))
+        return cls(stream, severity, status, since, until, int(page_text), last, tz if since or until else 0)
+
+    def local(self, when: datetime | None) -> str | None:
+        """`when` for a datetime-local field, in the time zone the page was filled in."""
+        if when is None:
+            return None
+        return (when.astimezone(timezone.utc) - timedelta(minutes=self.tz)).strftime("%Y-%m-%dT%H:%M")
 
     def params(self, **changes: Any) -> dict:
         f = replace(self, **changes) if changes else self
         return {
             "stream": f.stream, "severity": f.severity, "status": None if f.status == "open" else f.status,
-            "since": f.since.strftime("%Y-%m-%dT%H:%M") if f.since else None,
-            "until": f.until.strftime("%Y-%m-%dT%H:%M") if f.until else None,
+            "last": f.last,
+            "since": f.local(f.since), "until": f.local(f.until),
+            "tz": f.tz if f.tz and (f.since or f.until) else None,
             "page": None if f.page == 1 else f.page,
         }
 
@@ -83,10 +131,11 @@ class Filters:
             q = q.where(Anomaly.severity == self.severity)
         if self.status != "any":
             q = q.where(Anomaly.status == self.status)
-        if self.since is not None:
-            q = q.where(Anomaly.created_at >= self.since)
-        if self.until is not None:
-            q = q.where(Anomaly.created_at < self.until)
+        start, end = self.start, self.end
+        if start is not None:
+            q = q.where(Anomaly.created_at >= start)
+        if end is not None:
+            q = q.where(Anomaly.created_at < end)
         return q
 
 

@@ -188,3 +188,29 @@ def live_server(data_dir: Path, name: str, cls: type = LiveServer, **settings) -
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def quiet_app(data_dir: Path, scopes: tuple[str, ...] = ("read", "operate", "admin")) -> Iterator[tuple]:
+    """A real app without its worker and scheduler (the test drives them), ready, with an API key
+    per scope: yields (client, app, {scope: auth headers}). The developer's LOGSENSE_* variables
+    are kept out."""
+    import os
+
+    from sqlmodel import Session
+
+    from logsense.server.app import create_app
+    from logsense.server.auth import create_api_key
+
+    from .conftest import make_settings, wait_ready
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in list(os.environ):
+            if name.startswith("LOGSENSE_"):
+                mp.delenv(name)
+        app = create_app(make_settings(data_dir, worker_enabled=False, scheduler_enabled=False))
+        with TestClient(app) as client:
+            wait_ready(client)
+            with Session(app.state.engine) as s:
+                keys = {scope: {"X-API-Key": create_api_key(s, f"k-{scope}", [scope])[0]} for scope in scopes}
+            yield client, app, keys

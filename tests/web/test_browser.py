@@ -252,3 +252,34 @@ def test_pages_on_a_phone(browser, live) -> None:
         w.go(path)
         w.fits(f"{path} on a phone")
     w.close()
+
+
+def test_search_by_words_and_time_opens_the_line_in_context_and_the_tail_follows(browser, live) -> None:
+    from playwright.sync_api import expect
+
+    server, _ = live
+    w = Watched(browser, server.url, DESKTOP)
+    page = w.login("/search")
+    page.fill("input[name=q]", "gateway timeout")
+    page.click("details.precise summary")
+    page.fill("input[name=since]", "2024-05-01T09:00")
+    page.fill("input[name=until]", "2024-05-01T11:00")
+    page.click("button:has-text('Search')")
+    hits = page.locator("table.search-hits tbody tr")
+    expect(hits.first.locator("mark").first).to_have_text("gateway")
+    assert hits.count() >= 2 and all("gateway" in t for t in hits.all_inner_texts())
+    assert "q=gateway%20timeout" in page.url and "since=2024-05-01T09" in page.url  # in the URL: it can be shared
+    hits.first.locator("a.hit").click()
+    page.wait_for_url(re.compile(r"/lines/\d+$"))
+    expect(page.locator("tr#at")).to_contain_text("gateway timeout")
+    assert page.locator("table.context-lines tbody tr").count() >= 3  # the payments stream's lines around it
+    w.shot("search-context.png")
+
+    page = w.go("/streams/payments/tail")
+    expect(page.locator("#tail-rows tr").first).to_be_visible()
+    with server.api() as api:
+        post(api, "payments", ["2024-05-01T10:05:00Z WARN retry queue length 977 above soft limit"])
+    expect(page.locator("#tail-rows tr").first).to_contain_text("977", timeout=10_000)
+    page.click("[data-tail-toggle]")
+    expect(page.locator("[data-tail-state]")).to_have_text("paused")
+    w.close()

@@ -315,6 +315,7 @@ def test_detail_page_explains_and_acts(ui) -> None:
     page = client.get(f"/anomalies/{aid}")
     assert page.status_code == 200 and "<html" in page.text
     html = page.text
+    assert f'href="/incidents/of-anomaly/{aid}"' in html and re.search(r'id="line-context" href="/lines/\d+"', html)
     for text in ("081110 1 1 WARN sprocket 42 jammed", "sprocket &lt;NUM&gt; jammed", "Why it looks wrong",
                  "RAPID score 0.600 is above the stream&#39;s threshold 0.200", "New template",
                  "RAPID: the nearest normal lines", "LogGPT", "Lines around it in time"):
@@ -690,3 +691,162 @@ def test_overview_shows_lines_waiting_for_the_encoder(ui) -> None:
     finally:
         app.state.encoder = Encoder(app)
         app.state.encoder.start()
+
+
+# --------------------------------------------------------------------------- triage at volume (issue 20)
+
+
+def test_queue_has_a_skip_link_time_presets_and_times_for_the_browser(ui) -> None:
+    client, app = ui
+    html = client.get("/anomalies?stream=svc").text
+    body = html[html.index("<body"):]
+    first_link = re.search(r"<(a|button|input|select)\b[^>]*>", body[body.index(">") + 1:]).group(0)
+    assert 'class="skip"' in first_link and 'href="#rows"' in first_link  # the first thing Tab reaches
+    assert ">Skip to the queue</a>" in html and 'id="rows" tabindex="-1"' in html
+    assert 'id="shortcuts"' in html and "<kbd>j</kbd>" in html and "data-shortcuts" in html  # ? lists the keys
+    other = client.get("/streams").text
+    assert '<a class="skip" href="#main">Skip to the content</a>' in other and '<main id="main" tabindex="-1">' in other
+    # presets: one radio group (one Tab stop), the precise fields behind a closed disclosure
+    assert re.findall(r'<input type="radio" name="last" value="(\w*)"', html) == ["", "15m", "1h", "24h", "7d"]
+    assert '<details class="range">' in html and 'name="since"' in html[html.index('<details class="range">'):]
+    assert '<details class="range" open>' in client.get(f"/anomalies?since={BASE:%Y-%m-%dT%H:%M}").text
+    # times: UTC in datetime and title, app.js shows them in the browser's zone
+    times = re.findall(r'<time datetime="([^"]+)" data-local="(full|time)" title="([^"]+)">([^<]+)</time>', html)
+    assert times and all(iso.endswith("+00:00") and title.endswith(" UTC") for iso, _, title, _ in times)
+    assert not re.search(r"</time> UTC", html)  # the zone is inside the element, which the script rewrites
+    rows_html = html[html.index('id="rows"'):]
+    assert 'data-confirm-over="100" data-count="3"' in rows_html and 'aria-keyshortcuts="n">Mark normal</button>' in rows_html
+
+    sid = add_stream(app, "presets")
+    now = datetime.now(timezone.utc)
+    add_anomaly(app, sid, 71, now - timedelta(minutes=10), "081110 1 1 INFO preset recent 1")
+    add_anomaly(app, sid, 72, now - timedelta(hours=3), "081110 1 1 INFO preset older 2")
+    assert len(rows(client.get("/anomalies?stream=presets&last=1h", headers=HX).text)) == 1
+    day = client.get("/anomalies?stream=presets&last=24h&since=2000-01-01T00:00", headers=HX).text  # a preset wins
+    assert len(rows(day)) == 2 and "raised in the last 24 h" in day and "last=24h" in day
+    assert client.get("/anomalies?last=2h").status_code == 400
+    # precise fields in the browser's zone: tz=-120 is UTC+2, so 12:00 there is 10:00 UTC
+    at = (now - timedelta(hours=2)).replace(second=0, microsecond=0)
+    local = (at + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M")
+    page = client.get(f"/anomalies?stream=presets&since={local}&tz=-120").text
+    assert len(rows(page)) == 1 and f'name="since" id="f-since" value="{local}"' in page and 'name="tz" value="-120"' in page
+    assert len(rows(client.get(f"/anomalies?stream=presets&since={local}", headers=HX).text)) == 0  # read as UTC
+    assert client.get("/anomalies?tz=abc").status_code == 400
+
+
+def test_a_row_answer_can_be_undone_and_the_api_reopens(ui) -> None:
+    client, app = ui
+    from logsense.server.auth import create_api_key
+
+    sid = add_stream(app, "undo")
+    group = [add_anomaly(app, sid, 81, BASE + timedelta(seconds=i), f"081110 1 1 INFO undo me {i}") for i in range(3)]
+    later = add_anomaly(app, sid, 81, BASE + timedelta(hours=2), "081110 1 1 INFO undo me 9")  # the same template, later
+    token = csrf_of(client.get("/anomalies?stream=undo").text)
+    ids = ",".join(map(str, group))
+    r = client.post("/anomalies/act", headers={**HX, "X-CSRF-Token": token},
+                    data={"ids": ids, "action": "normal-template", "view": "row", "qs": "stream=undo"})
+    assert rows(r.text) == [(f"g{group[0]}", ids, "refuted")]
+    assert f'name="ids" value="{ids}"' in r.text and "data-undo" in r.text and "the model keeps what it learned" in r.text
+    with Session(app.state.engine) as s:
+        assert s.get(Anomaly, later).status == "refuted"  # the template's other anomaly, closed in passing
+        assert len(s.exec(select(Feedback).where(Feedback.anomaly_id.in_(group))).all()) == 3
+    r = client.post("/anomalies/reopen", headers={**HX, "X-CSRF-Token": token},
+                    data={"ids": ids, "view": "row", "qs": "stream=undo"})
+    assert r.status_code == 200 and rows(r.text) == [(f"g{group[0]}", ids, "open")]
+    assert "Reopened: 3 anomalies; the model keeps what it learned." in r.text and ">Mark normal</button>" in r.text
+    assert '<span id="queue-total" hx-swap-oob="true">4</span>' in r.text
+    with Session(app.state.engine) as s:
+        assert [s.get(Anomaly, i).status for i in (*group, later)] == ["open"] * 4
+        assert s.exec(select(Feedback).where(Feedback.anomaly_id.in_(group))).all() == []
+        line = s.get(LogLine, s.get(Anomaly, group[0]).line_id)
+        assert line.label is None and line.severity == "watch"  # its detectors' verdict again
+
+    with Session(app.state.engine) as s:
+        key, _ = create_api_key(s, "undo-test", scopes=["operate"])
+    api = {"X-API-Key": key}
+    r = client.post("/api/v1/anomalies/feedback", json={"ids": group, "label": "anomaly"}, headers=api)
+    assert r.status_code == 200 and r.json()["answered"] == 3 and sorted(r.json()["ids"]) == group
+    r = client.post("/api/v1/anomalies/reopen", json={"ids": [*group, later]}, headers=api)
+    assert r.status_code == 200 and r.json()["reopened"] == 3 and "1 open already" in r.json()["notes"]
+    with Session(app.state.engine) as s:
+        assert s.get(LogLine, s.get(Anomaly, group[1]).line_id).label is None
+        row = s.get(Anomaly, group[0])  # answered long ago: beyond the undo
+        row.status, row.updated_at = "confirmed", datetime.now(timezone.utc) - timedelta(minutes=30)
+        s.add(row)
+        s.commit()
+    r = client.post("/api/v1/anomalies/reopen", json={"ids": [group[0]]}, headers=api)
+    assert r.json()["reopened"] == 0 and "1 answered more than 10 minutes ago or muted: unchanged" in r.json()["notes"]
+    assert client.post("/api/v1/anomalies/reopen", json={"ids": [987654]}, headers=api).status_code == 404
+    assert client.post("/api/v1/anomalies/reopen", json={"ids": []}, headers=api).status_code == 422
+    with Session(app.state.engine) as s:
+        reader, _ = create_api_key(s, "undo-reader", scopes=["read"])
+    assert client.post("/api/v1/anomalies/reopen", json={"ids": [later]}, headers={"X-API-Key": reader}).status_code == 403
+
+
+def test_explanations_name_whole_words_fold_repeated_misses_and_count_the_hour(ui) -> None:
+    client, app = ui
+    from logsense.server.tables import Window, WindowLine
+    from logsense.server.ui.explain import highlight, word_scores, worst_words
+
+    text = "lease recovery stalled for client DFSClient_<NUM>"
+    tokens = ["lease", "recovery", "stalled", "for", "client", "d", "##fs", "##cl", "##ient", "_", "<", "nu", "##m", ">"]
+    worst = [("##ient", 0.13), ("stalled", 0.41), ("##cl", 0.2), ("nu", 0.5), ("[CLS]", 0.0)]
+    for given in (tokens, None):  # placed by the text's wordpieces, or guessed without them
+        scored = word_scores(text, worst, given)
+        assert worst_words(text, scored)[:2] == [("DFSClient", 0.13), ("stalled", 0.41)], given
+        assert "<mark" in str(highlight(text, scored)) and ">DFSClient</mark>" in str(highlight(text, scored))
+    assert ("<NUM>", 0.5) in worst_words(text, word_scores(text, worst, tokens))
+    assert word_scores("naïve café", [("cafe", 0.3)], ["naive", "cafe"]) == [(6, 10, 0.3)]  # accents as the tokenizer reads them
+
+    sid = add_stream(app, "words")
+    lines = [add_anomaly(app, sid, 91, BASE + timedelta(seconds=i), f"081110 1 1 INFO step {i}") for i in range(9)]
+    with Session(app.state.engine) as s:
+        line_ids = [s.get(Anomaly, a).line_id for a in lines]
+        w = Window(stream_id=sid, kind="count", key="line:9", state="done", n_lines=9, anomalous=True,
+                   result={"misses": [], "k": 2})
+        s.add(w)
+        s.commit()
+        for pos, lid in enumerate(line_ids):
+            s.add(WindowLine(window_id=w.id, position=pos, line_id=lid))
+        misses = [{"position": p, "line_id": line_ids[p], "actual": 91, "actual_template": "step <NUM>",
+                   "expected": [3, 4] if p % 2 else [4, 5], "expected_templates": [None, None], "unseen": False}
+                  for p in range(1, 9)]
+        a = Anomaly(stream_id=sid, window_id=w.id, template_id=None, kind="window", severity="watch",
+                    reasons={"loggpt_misses": misses, "k": 2}, created_at=BASE, updated_at=BASE)
+        s.add(a)
+        s.commit()
+        wid, window_id = a.id, w.id
+    html = client.get(f"/anomalies/{wid}").text
+    reasons = html[html.index('<ul class="reasons">'):html.index("</ul>", html.index('<ul class="reasons">'))]
+    assert reasons.count("Sequence miss") == 1  # eight misses of one key: one line with the count
+    assert "Sequence miss 8 times, at positions 1, 2, 3, 4, 5, 6 and 2 more: LogGPT saw E91 “step &lt;NUM&gt;” each time" in reasons
+    assert "expected one of E4, E3, E5 (its top-2)" in reasons
+    with Session(app.state.engine) as s:  # five different keys missed: two told, three folded into one line
+        varied = [{**m, "actual": 200 + p, "actual_template": None} for p, m in enumerate(misses[:5])]
+        a = Anomaly(stream_id=sid, window_id=window_id, template_id=None, kind="window", severity="watch",
+                    reasons={"loggpt_misses": varied, "k": 2}, created_at=BASE, updated_at=BASE)
+        s.add(a)
+        s.commit()
+        vid = a.id
+    html = client.get(f"/anomalies/{vid}").text
+    reasons = html[html.index('<ul class="reasons">'):html.index("</ul>", html.index('<ul class="reasons">'))]
+    assert reasons.count('<li class="reason sequence">') == 3 and "Sequence miss at position 1:" in reasons
+    assert "3 more sequence misses, at positions 3, 4, 5: LogGPT saw E202, E203, E204 where it expected other keys" in reasons
+
+    # the unusual hour in counts over days, not a share of a sample
+    hid = add_stream(app, "hours")
+    day0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
+    with Session(app.state.engine) as s:
+        for d in range(3):
+            for h in range(9, 17):
+                when = day0 + timedelta(days=d, hours=h)
+                store.insert_lines(s, hid, when, {
+                    "raw": [f"081110 1 1 INFO day work {i}" for i in range(10)], "masked": ["081110 1 1 INFO day work <NUM>"] * 10,
+                    "template_id": [5] * 10, "timestamp": [when.timestamp()] * 10, "sessions": [[]] * 10,
+                    "severity": ["train"] * 10})
+        s.commit()
+    night = add_anomaly(app, hid, 6, day0 + timedelta(days=3, hours=3, minutes=5), "081110 1 1 WARN night job 1")
+    html = client.get(f"/anomalies/{night}").text
+    assert ("Unusual hour: between 03:00 and 04:00 (UTC) the stream&#39;s normal lines were seen 0 times in the 3 days "
+            "before this line (240 normal lines in all, about 10 an hour if spread evenly).") in html
+    assert "0.0%" not in html and "##" not in html
