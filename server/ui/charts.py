@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlencode
 
 from sqlalchemy import Integer, cast, extract, func, literal_column, select
 from sqlalchemy.engine import Engine
@@ -26,6 +27,7 @@ class Bar:
     w: float
     h: float
     title: str
+    href: str = ""  # the bar's time span: its lines in search, its anomalies in the queue
 
 
 @dataclass
@@ -78,7 +80,10 @@ def _counts(db: Session, model, column, stream_id: int, start: datetime, width: 
     return {int(b): int(n) for b, n in rows if b is not None}
 
 
-def stream_chart(engine: Engine, stream_id: int, range_name: str, now: datetime | None = None) -> Chart:
+def stream_chart(engine: Engine, stream_id: int, range_name: str, now: datetime | None = None,
+                 stream_name: str | None = None) -> Chart:
+    """The stream's lines and anomalies per bucket over the range; with `stream_name`, each bar
+    links to its span: lines to the search page, anomalies to the queue (any status)."""
     seconds = RANGES[range_name]
     width = seconds // BUCKETS
     now = now or datetime.now(timezone.utc)
@@ -93,18 +98,21 @@ def stream_chart(engine: Engine, stream_id: int, range_name: str, now: datetime 
     line_bars, anomaly_bars = [], []
     for i in range(BUCKETS):
         t0 = start + timedelta(seconds=i * width)
-        label = f"{t0:{fmt}}–{t0 + timedelta(seconds=width):%H:%M} UTC"
+        t1 = t0 + timedelta(seconds=width)
+        label = f"{t0:{fmt}}–{t1:%H:%M} UTC"
+        span = urlencode({"stream": stream_name or "", "since": t0.isoformat(), "until": t1.isoformat()})
         x = LEFT + i * step
         n = lines.get(i, 0)
         if n:
             h = max(1.5, TOP_H * n / max_lines)
             line_bars.append(Bar(round(x + 0.5, 2), round(TOP_H - h, 2), round(step - 1, 2), round(h, 2),
-                                 f"{label}: {n} lines"))
+                                 f"{label}: {n} lines", f"/search?{span}" if stream_name else ""))
         a = anomalies.get(i, 0)
         if a:
             h = max(3.0, BOTTOM_H * a / max_anoms)
             anomaly_bars.append(Bar(round(x + 0.5, 2), round(TOP_H + 16 + BOTTOM_H - h, 2), round(step - 1, 2),
-                                    round(h, 2), f"{label}: {a} anomalies"))
+                                    round(h, 2), f"{label}: {a} anomalies",
+                                    f"/anomalies?status=any&{span}" if stream_name else ""))
     ticks = []
     for i in (0, BUCKETS // 2, BUCKETS):
         t = start + timedelta(seconds=i * width)

@@ -346,7 +346,10 @@ def error_response(request: Request, status: int, message: str) -> HTMLResponse:
     if is_htmx(request):
         return HTMLResponse(render_html(request, "_flash.html", ctx), status_code=status,
                             headers={"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
-    ctx.setdefault("open_total", 0)
+    try:
+        ctx["open_total"] = open_count(request)  # the nav's queue badge, as on every page
+    except Exception:  # noqa: BLE001 (an error page must render even when the database is the error)
+        ctx["open_total"] = 0
     return HTMLResponse(render_html(request, "error.html", ctx), status_code=status)
 
 

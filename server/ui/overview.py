@@ -68,7 +68,7 @@ def cards(request: Request, range_name: str) -> list[StreamCard]:
                 chart=None,  # type: ignore[arg-type]
             ))
     for c in out:
-        c.chart = stream_chart(engine, c.stream.id, range_name, now)
+        c.chart = stream_chart(engine, c.stream.id, range_name, now, c.stream.name)
     return out
 
 

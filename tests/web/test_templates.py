@@ -428,6 +428,11 @@ def test_overview_lists_every_stream_with_a_chart(ui) -> None:
     # no stream here has a trained model: none says "detecting", the one out of train mode says why
     assert "detecting" not in html and "no trained model yet" in html
     assert re.search(r"<svg viewBox=\"0 0 600 130\"", html) and 'class="bar-anomalies"' in html
+    link = re.search(r'<a href="(/anomalies\?status=any&amp;stream=svc&amp;since=[^"]+)"><rect class="bar-anomalies"', html)
+    assert link, "an anomaly bar opens the queue for its time span"
+    span = client.get(link.group(1).replace("&amp;", "&"))
+    assert span.status_code == 200 and "disk quota low" in span.text
+    assert re.search(r'<a href="/search\?stream=svc&amp;since=[^"]+"><rect class="bar-lines"', html)
     assert "danger</a>" in html
     partial = client.get("/", headers=HX).text
     assert "<html" not in partial and 'class="card stream-card"' in partial
@@ -561,6 +566,9 @@ def test_unknown_pages_are_html_404_for_browsers_and_json_for_the_api(ui) -> Non
     client, _ = ui
     r = client.get("/no/such/page", headers={"Accept": "text/html"})
     assert r.status_code == 404 and "There is no page at /no/such/page" in r.text and "<html" in r.text
+    r = client.get("/anomalies/99999", headers={"Accept": "text/html"})
+    badge = re.search(r'id="nav-count"[^>]*>(\d+)<', r.text)
+    assert r.status_code == 404 and badge and int(badge.group(1)) > 0  # the queue badge counts here too
     r = client.get("/api/v1/nothing")
     assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
     r = client.post("/api/v1/streams", json={"name": "x y"}, headers={"X-API-Key": "nope"})
