@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -49,18 +50,20 @@ class Query:
     limit: int = 100
 
 
-@dataclass
-class Hit:
+class Hit(BaseModel):
+    """A stored line that matched; also the API's answer for it (`stream` filled in by the caller)."""
+
     id: int
     stream_id: int
-    timestamp: float | None
+    stream: str = ""
+    timestamp: float | None  # log time (epoch seconds), from the line's header or its record
     received_at: datetime
     severity: str
     raw: str
     attributes: dict | None
     template_id: int | None
     sessions: list
-    marks: list[tuple[int, int]]  # character spans of `raw` the query's words matched
+    marks: list[tuple[int, int]]  # [start, end) character spans of `raw` the query's words matched
 
 
 @dataclass
@@ -208,23 +211,40 @@ def _indexed_hits(session: Session, q: Query, dialect: str, indexed: int | None,
     upper = q.before_id if q.before_id is not None else None
     if indexed is not None:
         upper = min(upper, indexed + 1) if upper is not None else indexed + 1
-    if match is None:  # nothing to narrow by: the newest lines, checked one by one
-        return _scan_down(session, q, upper, want)
+
+    def by_index(below: int | None) -> tuple[list, int | None]:
+        ids = _candidate_ids(session, dialect, match, q, below)
+        rows = session.execute(select(*_COLUMNS).where(LogLine.id.in_(ids)).order_by(LogLine.id.desc())).all()
+        return rows, (min(ids) if ids else None)
+
+    def by_id(below: int | None) -> tuple[list, int | None]:  # nothing to look up: the newest lines
+        stmt = select(*_COLUMNS)
+        if below is not None:
+            stmt = stmt.where(LogLine.id < below)
+        if q.stream_ids is not None:
+            stmt = stmt.where(LogLine.stream_id.in_(q.stream_ids))
+        rows = session.execute(stmt.order_by(LogLine.id.desc()).limit(CANDIDATES_PER_STEP)).all()
+        return rows, (rows[-1].id if rows else None)
+
+    return _walk(q, want, upper, by_index if match is not None else by_id)
+
+
+def _walk(q: Query, want: int, upper: int | None, fetch: Any) -> tuple[list[Hit], bool]:
+    """Check candidates newest first, a step at a time (`fetch(below)`: rows, and where the next
+    step starts), until `want` hits, no more candidates, or the budget (then True: truncated)."""
     out: list[Hit] = []
     seen = 0
     while seen < MAX_CANDIDATES:
-        ids = _candidate_ids(session, dialect, match, q, upper)
-        if not ids:
+        rows, upper = fetch(upper)
+        if upper is None:
             return out, False
-        seen += len(ids)
-        rows = session.execute(select(*_COLUMNS).where(LogLine.id.in_(ids)).order_by(LogLine.id.desc())).all()
+        seen += max(len(rows), 1)
         for row in rows:
             hit = _keep(row, q)
             if hit is not None:
                 out.append(hit)
                 if len(out) >= want:
                     return out, False
-        upper = min(ids)
     return out, True
 
 
@@ -244,30 +264,6 @@ def _candidate_ids(session: Session, dialect: str, match: str, q: Query, upper: 
     if upper is not None:
         stmt = stmt.where(LogLine.id < upper)
     return list(session.execute(stmt.order_by(LogLine.id.desc()).limit(CANDIDATES_PER_STEP)).scalars())
-
-
-def _scan_down(session: Session, q: Query, upper: int | None, want: int) -> tuple[list[Hit], bool]:
-    """No words to look up: walk down from the newest line, within the candidate budget."""
-    out: list[Hit] = []
-    seen = 0
-    while seen < MAX_CANDIDATES:
-        stmt = select(*_COLUMNS)
-        if upper is not None:
-            stmt = stmt.where(LogLine.id < upper)
-        if q.stream_ids is not None:
-            stmt = stmt.where(LogLine.stream_id.in_(q.stream_ids))
-        rows = session.execute(stmt.order_by(LogLine.id.desc()).limit(CANDIDATES_PER_STEP)).all()
-        if not rows:
-            return out, False
-        seen += len(rows)
-        for row in rows:
-            hit = _keep(row, q)
-            if hit is not None:
-                out.append(hit)
-                if len(out) >= want:
-                    return out, False
-        upper = rows[-1].id
-    return out, True
 
 
 def stream_ids(session: Session, names: list[str]) -> dict[str, int]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -16,21 +15,8 @@ router = APIRouter(prefix="/api/v1", tags=["search"])
 MAX_QUERY_CHARS = 1000
 
 
-class HitOut(BaseModel):
-    id: int
-    stream: str
-    timestamp: float | None  # log time (epoch seconds), from the line's header or its record
-    received_at: datetime
-    severity: str
-    raw: str
-    attributes: dict | None
-    template_id: int | None
-    sessions: list
-    marks: list[tuple[int, int]]  # [start, end) character spans of `raw` the words matched
-
-
 class SearchOut(BaseModel):
-    hits: list[HitOut]
+    hits: list[search.Hit]
     next_before_id: int | None  # pass as `before_id` for the next page (null: no more)
     indexed_to: int  # lines up to this id were found through the index, newer ones by a scan
     truncated: bool  # the search gave up before `limit` hits (too many candidates): narrow it
@@ -71,9 +57,7 @@ def search_lines(
                          until=until.timestamp() if until else None, before_id=before_id, limit=limit)
     result = search.search(session, query)
     by_id = {v: k for k, v in search.stream_names(session).items()}
-    hits = [HitOut(id=h.id, stream=by_id.get(h.stream_id, ""), timestamp=h.timestamp, received_at=h.received_at,
-                   severity=h.severity, raw=h.raw, attributes=h.attributes, template_id=h.template_id,
-                   sessions=h.sessions, marks=h.marks) for h in result.hits]
+    hits = [h.model_copy(update={"stream": by_id.get(h.stream_id, "")}) for h in result.hits]
     more = len(hits) == limit or result.truncated
     return SearchOut(hits=hits, next_before_id=hits[-1].id if hits and more else None,
                      indexed_to=result.indexed_to, truncated=result.truncated)

@@ -27,6 +27,7 @@ import os
 import platform
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -162,12 +163,25 @@ class Server:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
 
     def stop(self) -> None:
+        """Stop the server and remove its data directory (kept with LOGSENSE_KEEP_BENCH_DIR set)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if os.environ.get("LOGSENSE_KEEP_BENCH_DIR") is None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def report_head(doc: str, config: Any) -> dict[str, Any]:
+    """The start of a benchmark's results.json: its protocol (from the module docstring), its
+    configuration, the machine and the date. Printed too."""
+    head = {"protocol": doc.split("Protocol (printed with the figures):")[1].strip(), "config": asdict(config),
+            "cores": os.cpu_count(), "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    print(head["protocol"], "\n", json.dumps(head["config"]), flush=True)
+    return head
 
 
 def _post(conn: http.client.HTTPConnection, key: str, stream: str, lines: list[str]) -> tuple[float, dict]:
@@ -210,11 +224,7 @@ def run_capacity(out: str | os.PathLike, cfg: CapacityConfig | None = None) -> i
     data_dir = Path(tempfile.mkdtemp(prefix="logsense-capacity-"))
     server = Server(data_dir)
     c, stream = server.client, "capacity"
-    report: dict[str, Any] = {"protocol": __doc__.split("Protocol (printed with the figures):")[1].strip(),
-                              "config": asdict(cfg), "cores": os.cpu_count(),
-                              "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
-                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    print(report["protocol"], "\n", json.dumps(report["config"]), flush=True)
+    report = report_head(__doc__ or "", cfg)
     try:
         c.wait_ready(lambda: server.proc.poll() is None)
         c.ok("POST", "/api/v1/streams", {"name": stream})
@@ -289,10 +299,6 @@ def run_capacity(out: str | os.PathLike, cfg: CapacityConfig | None = None) -> i
         return 0
     finally:
         server.stop()
-        if os.environ.get("LOGSENSE_KEEP_CAPACITY_DIR") is None:
-            import shutil
-
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _masked_since(c: Client, stream: str, after_id: int) -> list[str]:

@@ -18,20 +18,19 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import platform
 import random
 import sqlite3
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from logsense.server.bench.capacity import Server, _percentile, peak_rss_mb
+from logsense.server.bench.capacity import Server, _percentile, peak_rss_mb, report_head
 
 BATCH = 5000
 START = datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp()
@@ -95,11 +94,7 @@ def run_search_bench(out: str | os.PathLike, cfg: SearchBenchConfig | None = Non
     data_dir = Path(tempfile.mkdtemp(prefix="logsense-search-"))
     server = Server(data_dir)
     c, stream = server.client, "search"
-    report: dict[str, Any] = {"protocol": (__doc__ or "").split("Protocol (printed with the figures):")[1].strip(),
-                              "config": asdict(cfg), "cores": os.cpu_count(),
-                              "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
-                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    print(report["protocol"], "\n", json.dumps(report["config"]), flush=True)
+    report = report_head(__doc__ or "", cfg)
     try:
         c.wait_ready(lambda: server.proc.poll() is None)
         c.ok("POST", "/api/v1/streams", {"name": stream})
@@ -137,10 +132,6 @@ def run_search_bench(out: str | os.PathLike, cfg: SearchBenchConfig | None = Non
         return 0
     finally:
         server.stop()
-        if os.environ.get("LOGSENSE_KEEP_BENCH_DIR") is None:
-            import shutil
-
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _post_all(server: Server, stream: str, batches: list[list[dict]], clients: int = 2) -> None:
