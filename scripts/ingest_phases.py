@@ -132,7 +132,8 @@ def main() -> int:
             body = orjson.dumps({"lines": rest[start : start + args.batch]})
             acc.clear()
             t = time.perf_counter()
-            ingest_api.ingest(app, stream, parse_body(body, "application/json", app.state.settings))  # the answer's JSON too
+            batch = parse_body(body, "application/json", app.state.settings)
+            ingest_api.ingest(app.state.services, stream, batch)  # the answer's JSON too
             total = time.perf_counter() - t
             acc["the rest"] = total - sum(acc.values())
             acc["total"] = total

@@ -64,6 +64,7 @@ from sqlmodel import Session
 from logsense.models.settings import StreamSettings
 from logsense.server import store
 from logsense.server.links import context_link
+from logsense.server.services import Services
 from logsense.server.tables import AlertChannel, AlertOutbox, Anomaly, LogLine, Stream, utcnow
 
 log = logging.getLogger("logsense.alerts")
@@ -129,8 +130,8 @@ class Rule:
 class AlertHook:
     """One app's enqueue side: `store.ANOMALY_HOOKS[engine]` while the app runs."""
 
-    def __init__(self, app: Any):
-        self.app = app
+    def __init__(self, services: Services):
+        self.services = services
         self._rules: list[Rule] = []
         self._read_at = float("-inf")
         self._lock = threading.Lock()
@@ -178,7 +179,7 @@ class AlertHook:
         if not wanted:
             return 0
         newest = max(max(r.get("created_at") or utcnow() for r, _ in members) for members in groups.values())
-        gap = float(getattr(self.app.state.settings, "incident_gap_seconds", 300.0))
+        gap = float(getattr(self.services.settings, "incident_gap_seconds", 300.0))
         firing = _still_firing(session, stream_ids, {k[1] for k in groups if k[1] is not None},
                                newest - timedelta(seconds=gap))
         wanted = [(rule, key) for rule, key in wanted if (rule.id, key[0], key[1], key[2]) not in firing]
@@ -195,8 +196,8 @@ class AlertHook:
                 raws[lid], stamps[lid] = raw, ts
         context_urls = {sid: StreamSettings.read_stored(settings or {})[0].context_url for sid, settings in
                         session.execute(select(Stream.id, Stream.settings).where(Stream.id.in_(stream_ids))).all()}
-        registry = getattr(self.app.state, "registry", None)
-        public_url = self.app.state.settings.public_url
+        registry = self.services.registry
+        public_url = self.services.settings.public_url
         alerts = {}
         for key, (row, aid) in first.items():
             model = registry.peek(key[0]) if registry is not None else None
@@ -615,8 +616,8 @@ def shown_url(kind: str, url: str) -> str:
 class Dispatcher:
     """Background thread that sends the outbox; `wake()` skips the poll wait."""
 
-    def __init__(self, app: Any):
-        self.engine = app.state.engine
+    def __init__(self, services: Services):
+        self.engine = services.engine
         self.max_attempts = MAX_ATTEMPTS
         self.backoff_base = BACKOFF_BASE
         self.backoff_cap = BACKOFF_CAP
@@ -769,27 +770,27 @@ class _Batch:
 # --------------------------------------------------------------------------- the app's side
 
 
-def start(app: Any) -> None:
-    """In the lifespan, once the engine and registry exist: the enqueue hook, and the dispatcher
-    unless `alerts_enabled` is off."""
-    hook = app.state.alerts = AlertHook(app)
-    store.ANOMALY_HOOKS[app.state.engine] = hook
-    if app.state.settings.alerts_enabled:
-        hook.dispatcher = Dispatcher(app).start()
+def start(services: Services) -> None:
+    """In the lifespan, once the engine and registry exist: the enqueue hook (`services.alerts`),
+    and the dispatcher unless `alerts_enabled` is off."""
+    hook = services.alerts = AlertHook(services)
+    store.ANOMALY_HOOKS[services.engine] = hook
+    if services.settings.alerts_enabled:
+        hook.dispatcher = Dispatcher(services).start()
 
 
-def stop(app: Any) -> None:
-    hook = getattr(app.state, "alerts", None)
+def stop(services: Services) -> None:
+    hook = services.alerts
     if hook is None:
         return
     if hook.dispatcher is not None:
         hook.dispatcher.stop()
         hook.dispatcher = None
-    if app.state.engine is not None:
-        store.ANOMALY_HOOKS.pop(app.state.engine, None)
+    if services.engine is not None:
+        store.ANOMALY_HOOKS.pop(services.engine, None)
 
 
-def invalidate(app: Any) -> None:
-    hook = getattr(app.state, "alerts", None)
+def invalidate(services: Services) -> None:
+    hook = services.alerts
     if hook is not None:
         hook.invalidate()

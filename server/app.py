@@ -5,6 +5,7 @@ Extension points for later code, all on `app.state`:
 - `ready_checks`: callables `(app) -> str | None`; a string is why the server is not ready (503).
 - `stream_deleted_hooks`: callables `(stream_id) -> None`, run after a stream is deleted.
 - `metrics`: the `Metrics` object (counters to increment), `settings`, `engine`.
+- `services`: the `server.services.Services` the modules below the routes take (from the start).
 New `/api` routers are added with `include_api(app, router)` (it adds the API key check); the log
 shippers' own protocols (`/loki/api/v1/push`, OTLP `/v1/logs`) with `include_push(app, router)`.
 """
@@ -34,6 +35,7 @@ from logsense.server.api import incidents as incidents_api
 from logsense.server.api import search as search_api
 from logsense.server.db import Checkpointer, make_engine, make_private_dir, upgrade_database
 from logsense.server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
+from logsense.server.services import Services
 from logsense.server.settings import Settings
 from logsense.server.syslog import start_syslog, stop_syslog
 
@@ -61,17 +63,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.checkpointer = Checkpointer(app.state.engine).start() if sqlite else None  # WAL off the commit path
         if settings.dev_mode:
             log.warning(DEV_MODE_BANNER)
-        _start_background(app)
-        alerts.start(app)  # after the registry: the alert hook names templates
+        services = _start_background(app)
+        alerts.start(services)  # after the registry: the alert hook names templates
+        app.state.alerts = services.alerts
         log.info("LogSense started: data in %s (models load in the background; see /readyz)",
                  settings.data_dir.resolve())
         try:
-            app.state.syslog = await start_syslog(app)  # syslog_port set: the TCP syslog listener
+            app.state.syslog = services.syslog = await start_syslog(services)  # syslog_port set: the TCP listener
             yield
         finally:
-            await stop_syslog(app)
-            _stop_background(app)
-            alerts.stop(app)  # after the worker: its last anomalies still queue alerts
+            await stop_syslog(services)
+            app.state.syslog = None
+            _stop_background(app, services)
+            alerts.stop(services)  # after the worker: its last anomalies still queue alerts
             if app.state.checkpointer is not None:
                 app.state.checkpointer.stop()
             app.state.engine.dispose()
@@ -157,68 +161,75 @@ def _forget_open_sessions(app: FastAPI, stream_id: int) -> None:
         windows.open_sessions(engine).drop(stream_id)
 
 
-def _start_background(app: FastAPI) -> None:
-    """The detector registry (loading in a background thread), the LogGPT worker, the scheduler."""
+def _start_background(app: FastAPI) -> Services:
+    """The detector registry (loading in a background thread), the LogGPT worker, the scheduler;
+    the `Services` the modules below the routes get, also on `app.state.services`."""
     from logsense.server.registry import Registry
 
     settings: Settings = app.state.settings
     from logsense.server.training import fail_interrupted
 
-    fail_interrupted(app)  # one process per data directory; jobs of a dead one cannot resume
+    fail_interrupted(app.state.engine)  # one process per data directory; jobs of a dead one cannot resume
     registry = app.state.registry = Registry(settings, app.state.engine)
-    app.state.ready_checks.append(registry.ready_reason)
+    services = app.state.services = Services(settings, app.state.engine, registry, app.state.metrics)
+    app.state.ready_checks.append(_models_ready)
     app.state.stream_deleted_hooks.append(registry.drop)
-    app.state.training_threads = []
+    app.state.training_threads = services.training_threads
     registry.start()
     app.state.parse_helper = None
     if settings.parse_helper or (settings.parse_helper is None and (os.cpu_count() or 1) > 1):
         from logsense.models.parsing.helper import PrepareHelper
 
         try:
-            app.state.parse_helper = PrepareHelper()
+            app.state.parse_helper = services.parse_helper = PrepareHelper()
         except OSError as exc:
             log.warning("parse helper not started (%s): ingest parses in the server process", exc)
     from logsense.server.encoder import Encoder
 
-    app.state.encoder = Encoder(app)  # always: a pending line must get its RAPID verdict
-    app.state.encoder.start()
+    app.state.encoder = services.encoder = Encoder(services)  # always: a pending line must get its RAPID verdict
+    services.encoder.start()
     from logsense.server.search import Indexer
 
-    app.state.search_indexer = Indexer(app.state.engine, settings.worker_poll_seconds).start()
+    app.state.search_indexer = services.search_indexer = Indexer(app.state.engine, settings.worker_poll_seconds).start()
     app.state.worker = None
     if settings.worker_enabled:
         from logsense.server.worker import Worker
 
-        app.state.worker = Worker(app)
-        app.state.worker.start()
+        app.state.worker = services.worker = Worker(services)
+        services.worker.start()
     app.state.scheduler = None
     if settings.scheduler_enabled:
         from logsense.server.scheduler import Scheduler
 
-        app.state.scheduler = Scheduler(app)
-        app.state.scheduler.start()
+        app.state.scheduler = services.scheduler = Scheduler(services)
+        services.scheduler.start()
+    return services
 
 
-def _stop_background(app: FastAPI) -> None:
+def _models_ready(app: FastAPI) -> str | None:
+    """A `ready_checks` entry: the registry's reason, while the models load or failed to."""
+    return app.state.services.registry.ready_reason()
+
+
+def _stop_background(app: FastAPI, services: Services) -> None:
     """Stop the worker and scheduler, let running training finish its step, save the models."""
-    if getattr(app.state, "scheduler", None) is not None:
-        app.state.scheduler.stop()
-    if getattr(app.state, "worker", None) is not None:
-        app.state.worker.stop()
-    if getattr(app.state, "encoder", None) is not None:
-        app.state.encoder.stop()
-    if getattr(app.state, "search_indexer", None) is not None:
-        app.state.search_indexer.stop()
-    for thread in getattr(app.state, "training_threads", []):
+    if services.scheduler is not None:
+        services.scheduler.stop()
+    if services.worker is not None:
+        services.worker.stop()
+    if services.encoder is not None:
+        services.encoder.stop()
+    if services.search_indexer is not None:
+        services.search_indexer.stop()
+    for thread in services.training_threads:
         thread.join(timeout=60)
-    if getattr(app.state, "parse_helper", None) is not None:
-        app.state.parse_helper.close()
-    registry = getattr(app.state, "registry", None)
-    if registry is not None:
-        if registry.ready_reason() is None:
-            registry.save_dirty(force=True)
-        app.state.ready_checks.remove(registry.ready_reason)
-        app.state.stream_deleted_hooks.remove(registry.drop)
+    if services.parse_helper is not None:
+        services.parse_helper.close()
+    registry = services.registry
+    if registry.ready_reason() is None:
+        registry.save_dirty(force=True)
+    app.state.ready_checks.remove(_models_ready)
+    app.state.stream_deleted_hooks.remove(registry.drop)
 
 
 def include_api(app: FastAPI, router: APIRouter) -> None:

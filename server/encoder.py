@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from logsense.models.policy import combine
 from logsense.server import store
+from logsense.server.services import Services
 from logsense.server.tables import LogLine, Stream, severity_is, utcnow
 
 log = logging.getLogger("logsense.encoder")
@@ -43,8 +44,8 @@ class Pending(NamedTuple):
 class Encoder:
     """Background thread; `wake()` after storing pending lines or deferring normals."""
 
-    def __init__(self, app: Any):
-        self.app = app
+    def __init__(self, services: Services):
+        self.services = services
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -64,8 +65,8 @@ class Encoder:
         self._wake.set()
 
     def _run(self) -> None:
-        registry = self.app.state.registry
-        poll = self.app.state.settings.worker_poll_seconds
+        registry = self.services.registry
+        poll = self.services.settings.worker_poll_seconds
         while not self._stop.is_set():
             busy = False
             if registry.ready_reason() is None:
@@ -81,8 +82,8 @@ class Encoder:
     def run_once(self) -> bool:
         """One round over the streams: some deferred normals, some pending lines each; True when
         work is left."""
-        engine = self.app.state.engine
-        registry = self.app.state.registry
+        engine = self.services.engine
+        registry = self.services.registry
         with Session(engine) as session:
             streams = session.execute(select(Stream)).scalars().all()
         busy = False
@@ -96,8 +97,8 @@ class Encoder:
 
     def score_pending(self, stream: Stream) -> bool:
         """Give the oldest pending lines of one stream their RAPID verdict; True when more wait."""
-        state = self.app.state
-        with Session(state.engine) as session:
+        services = self.services
+        with Session(services.engine) as session:
             rows = session.execute(
                 select(LogLine.id, LogLine.masked, LogLine.template_id)
                 .where(LogLine.stream_id == stream.id, severity_is("pending"), LogLine.rapid_score.is_(None))
@@ -105,7 +106,7 @@ class Encoder:
             ).all()
         if not rows:
             return False
-        model = state.registry.get(stream)
+        model = services.registry.get(stream)
         lines = [Pending(*r) for r in rows]
         verdicts = model.score(lines)  # embeds each new text once
         now = utcnow()
@@ -121,16 +122,16 @@ class Encoder:
                                                                 "rapid_threshold": model.rapid_threshold},
                                   "created_at": now, "updated_at": now})
         t = LogLine.__table__
-        with store.write_session(state.engine) as session:
+        with store.write_session(services.engine) as session:
             session.connection().execute(
                 update(t).where(t.c.id == bindparam("_id"), t.c.severity == "pending").values(
                     rapid_score=bindparam("rapid_score"), rapid_flag=bindparam("rapid_flag"),
                     severity=bindparam("severity")),
                 updates)
-            store.route_anomalies(session, stream.id, anomalies, now, state.settings.incident_gap_seconds)
+            store.route_anomalies(session, stream.id, anomalies, now, services.settings.incident_gap_seconds)
             store.insert_anomalies(session, anomalies)
         for severity, n in severities.items():
-            state.metrics.verdicts.labels(stream.name, severity).inc(n)
-        if getattr(state, "worker", None) is not None:
-            state.worker.wake()  # windows that waited for these lines can be checked now
+            services.metrics.verdicts.labels(stream.name, severity).inc(n)
+        if services.worker is not None:
+            services.worker.wake()  # windows that waited for these lines can be checked now
         return len(rows) == LINES_PER_ROUND

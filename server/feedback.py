@@ -39,6 +39,7 @@ from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlmodel import Session
 
 from logsense.server import alerts, store
+from logsense.server.services import Services
 from logsense.server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine, utcnow
 
 LABELS = ("normal", "anomaly")
@@ -52,7 +53,7 @@ def _aware(when: datetime) -> datetime:
 
 
 def apply_feedback(
-    app: Any,
+    services: Services,
     anomaly_id: int,
     label: str,
     scope: str = "line",
@@ -69,14 +70,14 @@ def apply_feedback(
         raise ValueError(f"label must be one of {LABELS}, not {label!r}")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
-    engine = app.state.engine
+    engine = services.engine
     now = utcnow()
     if label == "normal":  # the model must be usable before anything is recorded: a 503 then changes nothing
         with Session(engine) as session:
             found = session.get(Anomaly, anomaly_id)
             stream = session.get(Stream, found.stream_id) if found is not None else None
         if stream is not None:
-            app.state.registry.get(stream)  # ModelsUnavailable while loading
+            services.registry.get(stream)  # ModelsUnavailable while loading
     with store.write_session(engine) as session:
         anomaly = session.get(Anomaly, anomaly_id)
         if anomaly is None:
@@ -128,7 +129,7 @@ def apply_feedback(
         template_id = anomaly.template_id
 
     if label == "normal":  # the live model learns it now; a restart re-reads it from the database
-        registry = app.state.registry
+        registry = services.registry
         model = registry.get(stream)
         confirmed = model.refute(line=masked if anomaly.kind != "window" else None, template=template_id, scope=scope,
                                  windows=window_texts, window_templates=window_templates)
@@ -136,7 +137,7 @@ def apply_feedback(
             with store.write_session(engine) as session:
                 store.confirm_reviews(session, stream.id, confirmed, author)
         registry.mark_dirty(stream.id)
-    app.state.metrics.feedback.labels(stream.name, label).inc()
+    services.metrics.feedback.labels(stream.name, label).inc()
     return anomaly
 
 
@@ -186,15 +187,15 @@ class _Teach:
     n: int = 0
 
 
-def apply_to_group(app: Any, ids: list[int], label: str, scope: str = "line", author: str | None = None,
+def apply_to_group(services: Services, ids: list[int], label: str, scope: str = "line", author: str | None = None,
                    only_open: bool = True) -> tuple[int, list[str]]:
     """One answer on a group of anomalies (a queue row): (how many were answered, notes for the
     operator); `answer_group` does it."""
-    answer = answer_group(app, ids, label, scope, author, only_open)
+    answer = answer_group(services, ids, label, scope, author, only_open)
     return len(answer.ids), answer.notes
 
 
-def answer_group(app: Any, ids: list[int], label: str, scope: str = "line", author: str | None = None,
+def answer_group(services: Services, ids: list[int], label: str, scope: str = "line", author: str | None = None,
                  only_open: bool = True, note: str | None = None) -> GroupAnswer:
     """One answer on a group of anomalies (a queue row, the bulk bar, `POST /api/v1/anomalies/feedback`),
     as one set-based operation with the effects `apply_feedback` has on each member still open
@@ -219,7 +220,7 @@ def answer_group(app: Any, ids: list[int], label: str, scope: str = "line", auth
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
     ids = list(dict.fromkeys(int(i) for i in ids))
-    engine, registry = app.state.engine, app.state.registry
+    engine, registry = services.engine, services.registry
     with Session(engine) as session:
         found = _members(session, ids)
         streams = {s.id: s for s in session.execute(
@@ -253,10 +254,10 @@ def answer_group(app: Any, ids: list[int], label: str, scope: str = "line", auth
         stream = streams[stream_id]
         if label == "normal":  # the live model learns it now; a restart re-reads it from the database
             try:
-                _teach(app, stream, what, author)
+                _teach(services, stream, what, author)
             except ModelsUnavailable:
                 notes.append("saved; the model learns it as soon as it has loaded")
-        app.state.metrics.feedback.labels(stream.name, label).inc(what.n)
+        services.metrics.feedback.labels(stream.name, label).inc(what.n)
     return GroupAnswer(answered, notes)
 
 
@@ -322,25 +323,25 @@ def _answer_stream(session: Any, stream_id: int, members: list[_Member], label: 
     return out
 
 
-def _teach(app: Any, stream: Stream, what: _Teach, author: str | None) -> None:
+def _teach(services: Services, stream: Stream, what: _Teach, author: str | None) -> None:
     """A group's "normal" into the stream's live model, in one go."""
-    registry = app.state.registry
+    registry = services.registry
     model = registry.get(stream)
     texts = list(dict.fromkeys([*what.lines, *(t for content in what.windows for t in content)]))
     new = [t for t in texts if not model.rapid.is_normal(t)]
-    inline = len(new) <= app.state.settings.inline_embed_texts
+    inline = len(new) <= services.settings.inline_embed_texts
     if texts or what.templates:  # first: `refute` below finds the windows' lines known already
         model.learn_normal(texts, templates=what.templates, defer=not inline)
     confirmed = model.refute(windows=what.windows, window_templates=what.review_templates)
     if confirmed:  # the training review's answer, in the database too
-        with store.write_session(app.state.engine) as session:
+        with store.write_session(services.engine) as session:
             store.confirm_reviews(session, stream.id, confirmed, author)
     registry.mark_dirty(stream.id)
-    if not inline and getattr(app.state, "encoder", None) is not None:
-        app.state.encoder.wake()
+    if not inline and services.encoder is not None:
+        services.encoder.wake()
 
 
-def reopen(app: Any, ids: list[int], author: str | None = None, within: float | None = None) -> GroupAnswer:
+def reopen(services: Services, ids: list[int], author: str | None = None, within: float | None = None) -> GroupAnswer:
     """Undo a recent answer: the anomalies of `ids` refuted or confirmed in the last `within`
     seconds (`UNDO_SECONDS`) are open again. Their feedback rows of that time go, their lines and
     windows lose the label (a line's severity is its detectors' again; a refuted window's lines
@@ -355,7 +356,7 @@ def reopen(app: Any, ids: list[int], author: str | None = None, within: float | 
     ids = list(dict.fromkeys(int(i) for i in ids))
     now = utcnow()
     cutoff = now - timedelta(seconds=within)
-    with store.write_session(app.state.engine) as session:
+    with store.write_session(services.engine) as session:
         found = _members(session, ids)
         if not found:
             raise LookupError(f"no anomaly with id {', '.join(map(str, ids[:5]))}")
@@ -472,12 +473,13 @@ def _mute(session: Any, stream_id: int, template_id: int, until: datetime, autho
         _close_template(session, stream_id, template_id, "muted", now)
 
 
-def mute_template(app: Any, stream_id: int, template_id: int, until: datetime, author: str | None = None) -> None:
+def mute_template(services: Services, stream_id: int, template_id: int, until: datetime,
+                  author: str | None = None) -> None:
     """Mute alerts from a template until `until` (its open anomalies become "muted"); teaches nothing.
 
     Raises LookupError for an unknown stream. A time in the past unmutes.
     """
-    with store.write_session(app.state.engine) as session:
+    with store.write_session(services.engine) as session:
         if session.get(Stream, stream_id) is None:
             raise LookupError(f"no stream with id {stream_id}")
         now = utcnow()

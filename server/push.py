@@ -30,6 +30,7 @@ from logsense.server.api.ingest import Batch, Replayed, ingest, line_error, load
 from logsense.server.api.streams import NAME_PATTERN
 from logsense.server.auth import authorize_stream
 from logsense.server.registry import ModelsUnavailable
+from logsense.server.services import Services
 from logsense.server.settings import Settings
 from logsense.server.tables import ApiKey, Stream, StreamSettings
 
@@ -184,12 +185,12 @@ def check_stream_name(name: Any) -> str | None:
     return None
 
 
-def resolve_streams(app: Any, names: list[str], create: bool) -> tuple[dict[str, Stream], dict[str, str]]:
+def resolve_streams(services: Services, names: list[str], create: bool) -> tuple[dict[str, Stream], dict[str, str]]:
     """The streams named, by name, and the names refused with why: unknown ones are created in
     train mode with the default settings when `create`, else refused. Runs in a worker thread."""
     found: dict[str, Stream] = {}
     unknown: dict[str, str] = {}
-    with Session(app.state.engine, expire_on_commit=False) as session:
+    with Session(services.engine, expire_on_commit=False) as session:
         for stream in session.exec(select(Stream).where(Stream.name.in_(names))).all():
             found[stream.name] = stream
         for name in names:
@@ -250,8 +251,8 @@ async def store_push(request: Request, push: Push, key: ApiKey | None) -> Push:
     stored this push (a client's retry) stores nothing again. Raises for the whole push: 413 over
     `max_lines_per_batch` entries, 403 when the key is limited to other streams, 503 while the
     models load (nothing stored then)."""
-    app = request.app
-    settings: Settings = app.state.settings
+    services: Services = request.app.state.services
+    settings = services.settings
     if push.entries > settings.max_lines_per_batch:
         raise HTTPException(413, f"push of {push.entries} entries over max_lines_per_batch "
                                  f"({settings.max_lines_per_batch})")
@@ -264,11 +265,12 @@ async def store_push(request: Request, push: Push, key: ApiKey | None) -> Push:
             authorize_stream(key, name)
     if not push.groups:
         return push
-    reason = app.state.registry.ready_reason()
+    reason = services.registry.ready_reason()
     if reason:
         raise HTTPException(503, f"detection models not ready ({reason}); retry shortly", headers={"Retry-After": "10"})
     retry_key = idempotency_key(request)
-    streams, unknown = await run_in_threadpool(resolve_streams, app, list(push.groups), settings.push_create_streams)
+    streams, unknown = await run_in_threadpool(resolve_streams, services, list(push.groups),
+                                               settings.push_create_streams)
     for name, entries in push.groups.items():
         if name in unknown:
             push.refuse(len(entries), unknown[name], 404)
@@ -279,7 +281,7 @@ async def store_push(request: Request, push: Push, key: ApiKey | None) -> Push:
         if not batch.messages:
             continue
         try:
-            await run_in_threadpool(ingest, app, streams[name], batch, retry_key)
+            await run_in_threadpool(ingest, services, streams[name], batch, retry_key)
         except ModelsUnavailable as exc:
             if not push.accepted:
                 raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None

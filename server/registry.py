@@ -1,5 +1,5 @@
 """The detectors of every stream: one `models.stream.StreamModel` per stream, shared by the API,
-the worker and the scheduler (no globals: the registry hangs on `app.state.registry`).
+the worker and the scheduler (no globals: the registry is `Services.registry`, `app.state.registry`).
 
 On disk, per stream (`settings.stream_dir(id)`):
 - `live/`: parser, RAPID core sets and thresholds as they are now. The parser is saved before
@@ -93,7 +93,7 @@ class Registry:
         finally:
             self._loaded.set()
 
-    def ready_reason(self, _app: Any = None) -> str | None:
+    def ready_reason(self) -> str | None:
         """For `/readyz`: why the models are not usable yet, or None."""
         if not self._loaded.is_set():
             return "models: loading"

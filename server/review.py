@@ -15,18 +15,20 @@ from sqlalchemy import select
 
 from logsense.models.review import Review
 from logsense.server import store
+from logsense.server.services import Services
 from logsense.server.tables import Stream, TemplateReview, utcnow
 
 LABELS = (Review.NORMAL.value, Review.ANOMALY.value)
 
 
-def answer(app: Any, stream: Stream, template_id: int, label: str, actor: str | None = None) -> TemplateReview:
+def answer(services: Services, stream: Stream, template_id: int, label: str,
+           actor: str | None = None) -> TemplateReview:
     """Record an operator's answer to one review item; the updated row.
     Raises LookupError for a template not under review, ValueError for a bad label."""
     if label not in LABELS:
         raise ValueError(f"label must be one of {LABELS}, not {label!r}")
-    model = app.state.registry.get(stream)  # ModelsUnavailable while loading: nothing recorded
-    with store.write_session(app.state.engine) as session:
+    model = services.registry.get(stream)  # ModelsUnavailable while loading: nothing recorded
+    with store.write_session(services.engine) as session:
         row = session.execute(select(TemplateReview).where(
             TemplateReview.stream_id == stream.id, TemplateReview.template_id == template_id)).scalars().first()
         if row is None:
@@ -37,7 +39,7 @@ def answer(app: Any, stream: Stream, template_id: int, label: str, actor: str | 
         session.refresh(row)
         session.expunge(row)
     model.answer_review(template_id, label)
-    app.state.registry.mark_dirty(stream.id)
+    services.registry.mark_dirty(stream.id)
     return row
 
 
@@ -50,9 +52,9 @@ def describe(row: TemplateReview, model: Any) -> str | None:
     return model.template(row.template_id)
 
 
-def items(app: Any, stream: Stream, status: str | None = None) -> list[TemplateReview]:
+def items(services: Services, stream: Stream, status: str | None = None) -> list[TemplateReview]:
     """The stream's review, unanswered first."""
     from sqlmodel import Session
 
-    with Session(app.state.engine) as session:
+    with Session(services.engine) as session:
         return store.review_rows(session, stream.id, status)

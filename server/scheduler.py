@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
+from logsense.server.services import Services
 from logsense.server.tables import Stream
 
 log = logging.getLogger("logsense.scheduler")
@@ -70,12 +71,12 @@ class SchedulerLock:
         return self._fd is not None
 
 
-def nightly(app: Any, stream_id: int) -> None:
+def nightly(services: Services, stream_id: int) -> None:
     """The scheduled job: a nightly training job for one stream (fine-tune, validate, maybe promote)."""
     from logsense.server.training import start_training
 
     try:
-        start_training(app, stream_id, "nightly")
+        start_training(services, stream_id, "nightly")
     except LookupError:
         pass  # the stream was deleted since the last sync
 
@@ -83,9 +84,9 @@ def nightly(app: Any, stream_id: int) -> None:
 class Scheduler:
     """Owns the lock and, while holding it, a BackgroundScheduler with one cron job per stream."""
 
-    def __init__(self, app: Any):
-        self.app = app
-        self.settings = app.state.settings
+    def __init__(self, services: Services):
+        self.services = services
+        self.settings = services.settings
         self.lock = SchedulerLock(self.settings.data_dir / LOCK_NAME)
         self._scheduler: Any = None
         self._stop = threading.Event()
@@ -115,7 +116,7 @@ class Scheduler:
                     from logsense.server.incidents import settle
                     from logsense.server.tables import utcnow
 
-                    settle(self.app.state.engine, reopen_since=utcnow() - timedelta(days=1))
+                    settle(self.services.engine, reopen_since=utcnow() - timedelta(days=1))
                 except Exception:  # noqa: BLE001
                     log.exception("could not settle the incidents")
             self._stop.wait(SYNC_SECONDS if self._scheduler is not None else RETRY_SECONDS)
@@ -140,7 +141,7 @@ class Scheduler:
         """Make the job list match the streams; {job id: crontab} of what is scheduled."""
         from apscheduler.triggers.cron import CronTrigger
 
-        with Session(self.app.state.engine) as session:
+        with Session(self.services.engine) as session:
             streams = session.execute(select(Stream)).scalars().all()
         wanted: dict[str, tuple[int, str]] = {}
         for s in streams:
@@ -159,12 +160,12 @@ class Scheduler:
                 trigger = CronTrigger.from_crontab(cron, timezone=self.settings.timezone)
                 if job_id == RETENTION_JOB:
                     sched.add_job(_run_retention, trigger, id=job_id,
-                                  kwargs={"app_ref": _AppRef(self.app), "cron": cron},
+                                  kwargs={"services_ref": _ServicesRef(self.services), "cron": cron},
                                   coalesce=True, max_instances=1, misfire_grace_time=6 * 3600)
                     continue
                 sched.add_job(
                     _run_nightly, trigger, id=job_id,
-                    kwargs={"app_ref": _AppRef(self.app), "stream_id": stream_id, "cron": cron},
+                    kwargs={"services_ref": _ServicesRef(self.services), "stream_id": stream_id, "cron": cron},
                     coalesce=True, max_instances=1, misfire_grace_time=3600,
                 )
         return {job_id: cron for job_id, (_, cron) in wanted.items()}
@@ -176,19 +177,19 @@ class Scheduler:
         return {job.id: job.next_run_time for job in self._scheduler.get_jobs()}
 
 
-class _AppRef:
-    """Holds the app for a job's kwargs (APScheduler's memory store keeps them as they are)."""
+class _ServicesRef:
+    """Holds the services for a job's kwargs (APScheduler's memory store keeps them as they are)."""
 
-    def __init__(self, app: Any):
-        self.app = app
-
-
-def _run_nightly(app_ref: _AppRef, stream_id: int, cron: str) -> None:
-    nightly(app_ref.app, stream_id)
+    def __init__(self, services: Services):
+        self.services = services
 
 
-def _run_retention(app_ref: _AppRef, cron: str) -> None:
+def _run_nightly(services_ref: _ServicesRef, stream_id: int, cron: str) -> None:
+    nightly(services_ref.services, stream_id)
+
+
+def _run_retention(services_ref: _ServicesRef, cron: str) -> None:
     """The daily retention run: every stream with a `retention_days` (`server.retention.prune_all`)."""
     from logsense.server.retention import prune_all
 
-    prune_all(app_ref.app.state.engine)
+    prune_all(services_ref.services.engine)

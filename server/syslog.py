@@ -43,6 +43,7 @@ from typing import Any
 
 from logsense.server.api.ingest import LATEST_TS
 from logsense.server.push import Entry, check_stream_name, json_safe, make_batch, resolve_streams
+from logsense.server.services import Services
 
 log = logging.getLogger("logsense.syslog")
 
@@ -412,10 +413,10 @@ def to_entries(batch: Frames, settings: Any) -> tuple[dict[str, list[Entry]], di
 class SyslogListener:
     """The TCP listener of one app: `await start()`, `await stop()` (both on the app's event loop)."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.settings = app.state.settings
-        self.metrics = app.state.metrics
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.metrics = services.metrics
         self.max_frame = self.settings.max_line_bytes + FRAME_SLACK
         self.batch_messages = min(BATCH_MESSAGES, self.settings.max_lines_per_batch)
         self.server: asyncio.AbstractServer | None = None
@@ -448,7 +449,7 @@ class SyslogListener:
             self.server.close()
         for writer in list(self.writers):
             writer.close()
-        registry = getattr(self.app.state, "registry", None)
+        registry = self.services.registry
         if registry is not None and registry.ready_reason():
             self.abandon.set()  # no waiting for models while the server stops
         loop = asyncio.get_running_loop()
@@ -549,7 +550,7 @@ class SyslogListener:
     def _models_ready(self) -> bool:
         """Wait while the models load (the queue fills meanwhile and the senders wait); False when
         the listener stops before they are ready."""
-        registry = getattr(self.app.state, "registry", None)
+        registry = self.services.registry
         while registry is not None and (reason := registry.ready_reason()):
             if self.abandon.is_set():
                 return False
@@ -575,7 +576,7 @@ class SyslogListener:
             if problem:
                 self._warn(f"name:{name}", "syslog: %s", problem)
                 counts.labels("rejected").inc(len(groups.pop(name)))
-        streams, unknown = resolve_streams(self.app, list(groups), settings.push_create_streams)
+        streams, unknown = resolve_streams(self.services, list(groups), settings.push_create_streams)
         for name, entries in groups.items():
             if name in unknown:
                 self._warn(f"unknown:{name}", "syslog: %d messages not stored: %s", len(entries), unknown[name])
@@ -588,7 +589,7 @@ class SyslogListener:
             if not records.messages:
                 continue
             try:
-                ingest(self.app, streams[name], records, None)
+                ingest(self.services, streams[name], records, None)
             except Replayed:  # no idempotency key: cannot happen, but it would mean stored
                 pass
             except (ModelsUnavailable, Exception) as exc:  # noqa: BLE001 (counted and logged, then the next stream)
@@ -601,15 +602,15 @@ class SyslogListener:
             counts.labels("malformed").inc(bad)
 
 
-async def start_syslog(app: Any) -> SyslogListener | None:
+async def start_syslog(services: Services) -> SyslogListener | None:
     """The listener when `syslog_port` is set (from the app's lifespan), else None."""
-    if app.state.settings.syslog_port is None:
+    if services.settings.syslog_port is None:
         return None
-    return await SyslogListener(app).start()
+    return await SyslogListener(services).start()
 
 
-async def stop_syslog(app: Any) -> None:
-    listener = getattr(app.state, "syslog", None)
+async def stop_syslog(services: Services) -> None:
+    listener = services.syslog
     if listener is not None:
-        app.state.syslog = None
+        services.syslog = None
         await listener.stop()

@@ -1,6 +1,6 @@
 """Training jobs: build a stream's LogGPT (and RAPID index) from its stored normal data.
 
-- `start_training(app, stream_id, mode)` records a `jobs` row and runs the job in a background
+- `start_training(services, stream_id, mode)` records a `jobs` row and runs the job in a background
   thread; the row carries state and progress in [0, 1]. One job per stream runs at a time
   (a second one waits for the first).
 - mode `train`: LogGPT from scratch on every normal window (train-mode data and windows an
@@ -13,7 +13,7 @@ its calibration holds (enough held-back windows for the target rate), a retrain 
 validates no worse than the live model on the same held-back normals and confirmed anomalies.
 Every trained model becomes a `model_versions` row (kind `loggpt`) with its metrics and why it
 was or was not promoted, and a directory `versions/<n>/` under the stream's data directory.
-`rollback(app, stream_id, version)` makes an older version live again.
+`rollback(services, stream_id, version)` makes an older version live again.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import time
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from logsense.server import store
+from logsense.server.services import Services
 from logsense.server.tables import Job, ModelVersion, Stream, utcnow
 
 log = logging.getLogger("logsense.training")
@@ -38,22 +40,19 @@ PROGRESS_EVERY_SECONDS = 0.5
 _GUARD = threading.Lock()
 
 
-def _stream_lock(app: Any, stream_id: int) -> threading.Lock:
+def _stream_lock(services: Services, stream_id: int) -> threading.Lock:
     with _GUARD:
-        locks = getattr(app.state, "training_locks", None)
-        if locks is None:
-            locks = app.state.training_locks = {}
-        return locks.setdefault(stream_id, threading.Lock())
+        return services.training_locks.setdefault(stream_id, threading.Lock())
 
 
-def start_training(app: Any, stream_id: int, mode: str = "train") -> int:
+def start_training(services: Services, stream_id: int, mode: str = "train") -> int:
     """Queue a training job for the stream and start it in a background thread; the job id.
 
     Raises LookupError for an unknown stream, ValueError for an unknown mode.
     """
     if mode not in MODES:
         raise ValueError(f"unknown training mode {mode!r}; one of {MODES}")
-    engine = app.state.engine
+    engine = services.engine
     with store.write_session(engine) as session:
         if session.get(Stream, stream_id) is None:
             raise LookupError(f"no stream with id {stream_id}")
@@ -61,50 +60,49 @@ def start_training(app: Any, stream_id: int, mode: str = "train") -> int:
         session.add(job)
         session.flush()
         job_id = int(job.id)
-    thread = threading.Thread(target=run_job, args=(app, job_id), name=f"logsense-train-{job_id}", daemon=True)
-    threads = getattr(app.state, "training_threads", None)
-    if threads is not None:  # joined at shutdown; finished ones are forgotten
-        threads[:] = [t for t in threads if t.is_alive()]
-        threads.append(thread)
+    thread = threading.Thread(target=run_job, args=(services, job_id), name=f"logsense-train-{job_id}", daemon=True)
+    threads = services.training_threads  # joined at shutdown; finished ones are forgotten
+    threads[:] = [t for t in threads if t.is_alive()]
+    threads.append(thread)
     thread.start()
     return job_id
 
 
-def _set_job(app: Any, job_id: int, **values: Any) -> None:
+def _set_job(services: Services, job_id: int, **values: Any) -> None:
     t = Job.__table__
-    with store.write_session(app.state.engine) as session:
+    with store.write_session(services.engine) as session:
         session.execute(update(t).where(t.c.id == job_id).values(**values))
 
 
-def run_job(app: Any, job_id: int) -> None:
+def run_job(services: Services, job_id: int) -> None:
     """Run one queued job to its end (done or failed); never raises."""
-    with Session(app.state.engine) as session:
+    with Session(services.engine) as session:
         job = session.get(Job, job_id)
         stream_id, mode = job.stream_id, job.kind
-    with _stream_lock(app, stream_id):
-        _set_job(app, job_id, state="running", started_at=utcnow(), message="gathering training data")
+    with _stream_lock(services, stream_id):
+        _set_job(services, job_id, state="running", started_at=utcnow(), message="gathering training data")
         last = [0.0]
 
         def progress(fraction: float, message: str) -> None:
             if time.monotonic() - last[0] >= PROGRESS_EVERY_SECONDS or fraction >= 1.0:
                 last[0] = time.monotonic()
-                _set_job(app, job_id, progress=round(min(max(fraction, 0.0), 1.0), 4), message=message[:500])
+                _set_job(services, job_id, progress=round(min(max(fraction, 0.0), 1.0), 4), message=message[:500])
 
         try:
-            result = _train(app, job_id, stream_id, mode, progress)
+            result = _train(services, job_id, stream_id, mode, progress)
         except Exception as exc:  # noqa: BLE001 (the job row says what went wrong)
             log.exception("training job %s of stream %s failed", job_id, stream_id)
-            _set_job(app, job_id, state="failed", finished_at=utcnow(), error=f"{type(exc).__name__}: {exc}"[:4000],
-                     message="failed")
+            _set_job(services, job_id, state="failed", finished_at=utcnow(),
+                     error=f"{type(exc).__name__}: {exc}"[:4000], message="failed")
             return
-        _set_job(app, job_id, state="done", progress=1.0, finished_at=utcnow(), result=result,
+        _set_job(services, job_id, state="done", progress=1.0, finished_at=utcnow(), result=result,
                  message=result.get("message", "done"))
 
 
-def fail_interrupted(app: Any) -> int:
+def fail_interrupted(engine: Engine) -> int:
     """At start: jobs a dead process left queued or running are marked failed (their threads are gone)."""
     t = Job.__table__
-    with store.write_session(app.state.engine) as session:
+    with store.write_session(engine) as session:
         result = session.execute(update(t).where(t.c.state.in_(("queued", "running"))).values(
             state="failed", error="interrupted: the server stopped before the job finished", finished_at=utcnow()))
     return result.rowcount or 0
@@ -170,9 +168,9 @@ def _live_row(session: Session, stream_id: int) -> ModelVersion | None:
     ).scalars().first()
 
 
-def _train(app: Any, job_id: int, stream_id: int, mode: str, progress: Any) -> dict:
-    engine = app.state.engine
-    registry = app.state.registry
+def _train(services: Services, job_id: int, stream_id: int, mode: str, progress: Any) -> dict:
+    engine = services.engine
+    registry = services.registry
     with Session(engine) as session:
         stream = session.get(Stream, stream_id)
         if stream is None:
@@ -240,13 +238,13 @@ def _jsonable(d: dict) -> dict:
 # --------------------------------------------------------------------------- rollback
 
 
-def rollback(app: Any, stream_id: int, version: int) -> None:
+def rollback(services: Services, stream_id: int, version: int) -> None:
     """Make LogGPT version `version` of the stream live again (its K and RAPID threshold too).
 
     Raises LookupError when the stream has no such version. The RAPID core set and the parser
     keep everything learned since.
     """
-    engine = app.state.engine
+    engine = services.engine
     with Session(engine) as session:
         stream = session.get(Stream, stream_id)
         row = session.execute(
@@ -256,8 +254,8 @@ def rollback(app: Any, stream_id: int, version: int) -> None:
         if stream is None or row is None:
             raise LookupError(f"stream {stream_id} has no LogGPT version {version}")
         path = row.path
-    registry = app.state.registry
-    with _stream_lock(app, stream_id):
+    registry = services.registry
+    with _stream_lock(services, stream_id):
         model = registry.get(stream)
         model.use_version(registry.stream_dir(stream_id) / path)
         registry.save(stream_id)

@@ -30,6 +30,7 @@ from logsense.models.policy import line_severity
 from logsense.models.stream import MAX_CONTEXT_LINES, ClosedWindow
 from logsense.server import store, windows
 from logsense.server.registry import ModelsUnavailable
+from logsense.server.services import Services
 from logsense.server.tables import Anomaly, Stream, Window, utcnow
 
 log = logging.getLogger("logsense.worker")
@@ -40,9 +41,9 @@ BATCH_WINDOWS = 256  # windows claimed per round
 class Worker:
     """Background thread that checks queued windows; `wake()` after queueing skips the poll wait."""
 
-    def __init__(self, app: Any):
-        self.app = app
-        self.settings = app.state.settings
+    def __init__(self, services: Services):
+        self.services = services
+        self.settings = services.settings
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -51,7 +52,7 @@ class Worker:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        with store.write_session(self.app.state.engine) as session:
+        with store.write_session(self.services.engine) as session:
             n = store.requeue_checking(session)
         if n:
             log.info("re-queued %d windows a previous process was checking", n)
@@ -70,7 +71,7 @@ class Worker:
         self._wake.set()
 
     def _run(self) -> None:
-        registry = self.app.state.registry
+        registry = self.services.registry
         while not self._stop.is_set():
             if registry.ready_reason() is not None:  # models still loading (or failed)
                 self._wake.wait(self.settings.worker_poll_seconds)
@@ -91,7 +92,7 @@ class Worker:
 
     def run_once(self) -> bool:
         """Close idle windows, check one batch of queued ones; True when there may be more."""
-        engine = self.app.state.engine
+        engine = self.services.engine
         now = utcnow()
         with Session(engine) as session:
             streams = {s.id: s for s in session.execute(select(Stream)).scalars().all()}
@@ -122,8 +123,8 @@ class Worker:
         """Check claimed windows of one stream and store the results; failures go back to the
         queue, and so do windows with a line whose RAPID verdict is pending. Returns how many
         were checked."""
-        engine = self.app.state.engine
-        metrics = self.app.state.metrics
+        engine = self.services.engine
+        metrics = self.services.metrics
         with Session(engine) as session:
             lines = store.window_lines(session, window_ids)
         waiting = [w for w in window_ids if any(x["severity"] == "pending" for x in lines[w])]
@@ -134,7 +135,7 @@ class Worker:
             if not window_ids:
                 return 0
         try:
-            model = self.app.state.registry.get(stream)
+            model = self.services.registry.get(stream)
             with Session(engine) as session:
                 context = store.session_context(session, stream.id, window_ids, MAX_CONTEXT_LINES)
             closed = [ClosedWindow(key="", seq=_seq(lines[w]), masked=[x["masked"] for x in lines[w]],
@@ -154,7 +155,7 @@ class Worker:
 
     def _fail(self, window_ids: list[int], error: str) -> None:
         t = Window.__table__
-        with store.write_session(self.app.state.engine) as session:
+        with store.write_session(self.services.engine) as session:
             for wid in window_ids:
                 attempts = session.execute(select(t.c.attempts).where(t.c.id == wid)).scalar() or 0
                 state = "failed" if attempts >= self.settings.worker_max_attempts else "queued"
@@ -165,7 +166,7 @@ class Worker:
         """Write window results, line flags and severities, and window anomalies, as
         `StreamModel.judge` decided them (None: untrained, the RAPID verdicts stand)."""
         now = utcnow()
-        metrics = self.app.state.metrics
+        metrics = self.services.metrics
         t = Window.__table__
         window_rows, line_flags, anomalies = [], {}, []
         version = model.version
@@ -206,8 +207,8 @@ class Worker:
             severity = line_severity(x["severity"], x["label"], x["rapid_flag"], flag)
             line_rows.append({"_id": line_id, "loggpt_flag": flag if verdicts is not None else None,
                               "severity": severity, "checked_at": now})
-        with store.write_session(self.app.state.engine) as session:
-            store.route_anomalies(session, stream.id, anomalies, now, self.app.state.settings.incident_gap_seconds)
+        with store.write_session(self.services.engine) as session:
+            store.route_anomalies(session, stream.id, anomalies, now, self.services.settings.incident_gap_seconds)
             session.connection().execute(
                 update(t).where(t.c.id == bindparam("_id"), t.c.state == "checking").values(
                     state=bindparam("state"), checked_at=bindparam("checked_at"), anomalous=bindparam("anomalous"),

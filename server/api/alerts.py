@@ -147,7 +147,7 @@ def create(app: Any, body: ChannelIn) -> ChannelOut:
             out = _out(row)
     except IntegrityError:
         raise HTTPException(status.HTTP_409_CONFLICT, f"a channel named {body.name!r} already exists") from None
-    alerts.invalidate(app)
+    alerts.invalidate(app.state.services)
     return out
 
 
@@ -183,7 +183,7 @@ def update(app: Any, channel_id: int, body: ChannelPatch) -> ChannelOut:
     except IntegrityError:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             f"a channel named {changes.get('name')!r} already exists") from None
-    alerts.invalidate(app)
+    alerts.invalidate(app.state.services)
     return out
 
 
@@ -205,7 +205,7 @@ def delete(app: Any, channel_id: int) -> str:
         name = row.name
         session.execute(sa_delete(AlertOutbox).where(AlertOutbox.channel_id == channel_id))  # as ON DELETE CASCADE
         session.delete(row)
-    alerts.invalidate(app)
+    alerts.invalidate(app.state.services)
     return name
 
 

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from logsense.server.api.deps import MAX_ID, AfterId, CurrentKey, RowId, SessionDep, UtcTime, actor_name, unprocessable
 from logsense.server import incidents
 from logsense.server.feedback import UNDO_SECONDS, answer_group, apply_feedback, mute_template, reopen
+from logsense.server.services import Services
 from logsense.server.tables import Anomaly, LogLine, Stream
 
 router = APIRouter(prefix="/api/v1/anomalies", tags=["anomalies"])
@@ -168,8 +169,9 @@ def _groups(request: Request, session: Session, where, limit: int) -> list[Anoma
 async def post_group_feedback(body: GroupFeedbackIn, request: Request, key: CurrentKey) -> GroupFeedbackOut:
     """One answer for a group (a queue row's `ids`): each member still open is refuted or
     confirmed as `POST /api/v1/anomalies/{id}/feedback` would, in one set-based operation."""
+    services = request.app.state.services
     try:
-        answer = await run_in_threadpool(answer_group, request.app, list(dict.fromkeys(body.ids)), body.label,
+        answer = await run_in_threadpool(answer_group, services, list(dict.fromkeys(body.ids)), body.label,
                                          body.scope, actor_name(key))
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
@@ -181,8 +183,9 @@ async def post_reopen(body: ReopenIn, request: Request, key: CurrentKey) -> Reop
     """Undo an answer of the last 10 minutes: those of `ids` refuted or confirmed since then are open
     again, their feedback rows and their lines' and windows' labels removed. What the live model
     learned from a "normal" stays learned (until the next training, which reads the labels)."""
+    services = request.app.state.services
     try:
-        answer = await run_in_threadpool(reopen, request.app, list(dict.fromkeys(body.ids)), actor_name(key))
+        answer = await run_in_threadpool(reopen, services, list(dict.fromkeys(body.ids)), actor_name(key))
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     return ReopenOut(reopened=len(answer.ids), ids=answer.ids, notes=list(dict.fromkeys(answer.notes)))
@@ -196,24 +199,25 @@ def read_anomaly(anomaly_id: RowId, request: Request, session: SessionDep) -> An
     return _out(request, a, session.get(Stream, a.stream_id), session.get(LogLine, a.line_id) if a.line_id else None)
 
 
-def _mute_only(app, anomaly_id: int, until: datetime, author: str) -> None:  # noqa: ANN001
-    with Session(app.state.engine) as session:
+def _mute_only(services: Services, anomaly_id: int, until: datetime, author: str) -> None:
+    with Session(services.engine) as session:
         anomaly = session.get(Anomaly, anomaly_id)
     if anomaly is None:
         raise LookupError(f"no anomaly with id {anomaly_id}")
     if anomaly.template_id is None:
         raise ValueError("this anomaly has no template to mute")
-    mute_template(app, anomaly.stream_id, anomaly.template_id, until, author)
+    mute_template(services, anomaly.stream_id, anomaly.template_id, until, author)
 
 
 @router.post("/{anomaly_id}/feedback", response_model=AnomalyOut)
 async def post_feedback(anomaly_id: RowId, body: FeedbackIn, request: Request, key: CurrentKey) -> AnomalyOut:
     """Refute (`normal`: the model learns it at once) or confirm (`anomaly`); closes the anomaly."""
+    services = request.app.state.services
     try:
         if body.label is None:  # mute only: the template's alerts stop until then, nothing is learned
-            await run_in_threadpool(_mute_only, request.app, anomaly_id, body.suppress_until, actor_name(key))
+            await run_in_threadpool(_mute_only, services, anomaly_id, body.suppress_until, actor_name(key))
         else:
-            await run_in_threadpool(apply_feedback, request.app, anomaly_id, body.label, body.scope,
+            await run_in_threadpool(apply_feedback, services, anomaly_id, body.label, body.scope,
                                     body.suppress_until, actor_name(key), body.note)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None

@@ -41,6 +41,7 @@ from logsense.server import store, windows
 from logsense.server.api.deps import get_stream
 from logsense.server.api.streams import LOW_HEADER_PARSE_RATE
 from logsense.server.registry import ModelsUnavailable
+from logsense.server.services import Services
 from logsense.server.settings import Settings
 from logsense.server.tables import Stream, utcnow
 
@@ -315,7 +316,7 @@ def _entries(data: Any, settings: Settings, batch: Batch) -> Batch:
 # --------------------------------------------------------------------------- storing
 
 
-def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tuple[int, bytes]:
+def ingest(services: Services, stream: Stream, batch: Batch, key: str | None = None) -> tuple[int, bytes]:
     """Parse, score, store and window a batch; returns (status code, the answer's JSON), once
     committed. Runs in a worker thread. With an idempotency `key`, the answer is stored in the
     same transaction, and a batch whose key is known stores nothing: it gets that answer
@@ -325,21 +326,20 @@ def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tu
     helper (if any) masks the next one on another core. The lines are kept column by column
     (`Lines`), not as a dict per line: a batch is a thousand of them.
     """
-    state = app.state
     cfg = stream.config()
-    model = state.registry.get(stream)  # ModelsUnavailable -> 503
+    model = services.registry.get(stream)  # ModelsUnavailable -> 503
     train = cfg.train_mode
     now = utcnow()
     n_templates = model.n_templates()
     stream_id = stream.id  # an ORM attribute: read once, not per line
     out = Lines()
-    chunks = model.parse_chunks(batch.messages, getattr(state, "parse_helper", None))
-    with store.write_session(state.engine) as session, closing(chunks):
+    chunks = model.parse_chunks(batch.messages, services.parse_helper)
+    with store.write_session(services.engine) as session, closing(chunks):
         if key is not None and (known := store.stored_answer(session, stream_id, key)) is not None:
             raise Replayed(*known)
         parser = model.parser  # its header counts before the batch (ingest holds the write lock: no other batch parses)
         seen, headers = parser.lines_seen, parser.headers_parsed
-        budget, deferred = state.settings.inline_embed_texts, False  # new texts this request embeds itself
+        budget, deferred = services.settings.inline_embed_texts, False  # new texts this request embeds itself
         for parsed in chunks:
             masked = [p.masked for p in parsed]
             new = len(model.new_texts(masked))
@@ -352,13 +352,13 @@ def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tu
             else:
                 verdicts = model.score(parsed, embed=inline)
             if model.n_templates() != n_templates:  # new template ids: on disk before the lines that carry them
-                state.registry.save_parser(stream_id)
+                services.registry.save_parser(stream_id)
                 n_templates = model.n_templates()
             done = len(out.ids)
             columns = _columns(parsed, verdicts, None if batch.records is None else batch.records[done : done + len(parsed)])
             out.add(store.insert_lines(session, stream_id, now, columns), columns)
         if train:
-            state.registry.mark_dirty(stream_id)
+            services.registry.mark_dirty(stream_id)
         warnings = []
         if model.parser is parser and parser.lines_seen - seen == len(out.ids):  # counts of this batch alone
             warning = header_warning(cfg, parser.layout, len(out.ids), parser.headers_parsed - headers)
@@ -376,7 +376,7 @@ def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tu
                 for line_id, tid, score, flag, severity in zip(out.ids, out.template_ids, out.scores, out.flags,
                                                                out.severities) if flag
             ]
-            store.route_anomalies(session, stream_id, anomalies, now, state.settings.incident_gap_seconds)
+            store.route_anomalies(session, stream_id, anomalies, now, services.settings.incident_gap_seconds)
             store.insert_anomalies(session, anomalies)
         # The answer is built while the commit below waits for the disk (it lets go of the GIL
         # meanwhile), and sent only once the commit has returned.
@@ -386,15 +386,15 @@ def ingest(app: Any, stream: Stream, batch: Batch, key: str | None = None) -> tu
             store.save_answer(session, stream_id, key, 207 if batch.errors else 200, content, now)
 
     content, severities = answer.result()
-    m = state.metrics
+    m = services.metrics
     m.lines_ingested.labels(stream.name).inc(len(out.ids))
     for severity, n in severities.items():
         if severity != "pending":  # counted by the encoder once final
             m.verdicts.labels(stream.name, severity).inc(n)
-    if deferred and getattr(state, "encoder", None) is not None:
-        state.encoder.wake()
-    if queued and getattr(state, "worker", None) is not None:
-        state.worker.wake()
+    if deferred and services.encoder is not None:
+        services.encoder.wake()
+    if queued and services.worker is not None:
+        services.worker.wake()
     return (207 if batch.errors else 200), content
 
 
@@ -566,7 +566,7 @@ async def post_logs(name: str, request: Request, key: Annotated[str | None, Head
     read = time.perf_counter()
     replayed = {}
     try:
-        status, content = await run_in_threadpool(ingest, request.app, stream, batch, key)
+        status, content = await run_in_threadpool(ingest, request.app.state.services, stream, batch, key)
     except ModelsUnavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "10"}) from None
     except Replayed as again:

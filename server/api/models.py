@@ -41,7 +41,7 @@ class VersionOut(BaseModel):
 async def train(stream: StreamDep, request: Request, body: TrainIn | None = None) -> JobRef:
     """Start a training job (LogGPT from the train-mode data, RAPID index from the normal lines)."""
     mode = body.mode if body is not None else "train"
-    job_id = await run_in_threadpool(start_training, request.app, stream.id, mode)
+    job_id = await run_in_threadpool(start_training, request.app.state.services, stream.id, mode)
     return JobRef(job_id=job_id, url=f"/api/v1/jobs/{job_id}")
 
 
@@ -58,7 +58,7 @@ def list_versions(stream: StreamDep, session: SessionDep) -> list[VersionOut]:
 async def rollback_version(version: RowId, stream: StreamDep, request: Request) -> VersionOut:
     """Make an older (or kept-back) LogGPT version live."""
     try:
-        await run_in_threadpool(rollback, request.app, stream.id, version)
+        await run_in_threadpool(rollback, request.app.state.services, stream.id, version)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     from sqlmodel import Session

@@ -48,7 +48,7 @@ def list_review(stream: StreamDep, request: Request,
     unanswered first. Unconfirmed ones are flagged (shapes: their sessions) and train nothing until
     answered."""
     model = request.app.state.registry.peek(stream.id)
-    return [_out(r, model) for r in review.items(request.app, stream, status)]
+    return [_out(r, model) for r in review.items(request.app.state.services, stream, status)]
 
 
 @router.post("/{name}/review/{template_id}", response_model=ReviewItemOut)
@@ -56,7 +56,7 @@ def answer_review(stream: StreamDep, template_id: Annotated[int, Path(ge=-(2**31
                   body: ReviewAnswer, request: Request) -> ReviewItemOut:
     """"normal": learned from the next training on, no longer flagged; "anomaly": stays flagged."""
     try:
-        row = review.answer(request.app, stream, template_id, body.label)
+        row = review.answer(request.app.state.services, stream, template_id, body.label)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     except ModelsUnavailable as exc:

@@ -114,12 +114,12 @@ def _apply(request: Request, op: Operator, ids: list[int], action: str, hours: f
         if not pairs:
             raise UiError(400, "these anomalies have no template to mute")
         for stream_id, template_id in sorted(pairs):
-            mute_template(app, stream_id, template_id, until, author=op.actor)
+            mute_template(app.state.services, stream_id, template_id, until, author=op.actor)
         notes = [f"{len(ids) - len(rows)} anomaly id(s) no longer exist"] if len(rows) < len(ids) else []
         return len(pairs), notes, []
     label, scope = ACTIONS[action]
     try:
-        answer = answer_group(app, ids, label, scope, author=op.actor, only_open=only_open)
+        answer = answer_group(app.state.services, ids, label, scope, author=op.actor, only_open=only_open)
     except LookupError as exc:
         raise UiError(404, str(exc)) from None
     except ModelsUnavailable as exc:
@@ -227,7 +227,7 @@ async def reopen_answer(request: Request, op: OperateDep) -> Response:
     ids = queue.parse_ids(form.getlist("ids"))
     view = str(form.get("view") or "row")
     try:
-        answer = await run_in_threadpool(reopen, request.app, ids, op.actor)
+        answer = await run_in_threadpool(reopen, request.app.state.services, ids, op.actor)
     except LookupError as exc:
         raise UiError(404, str(exc)) from None
     n = len(answer.ids)

@@ -54,7 +54,7 @@ async def roll_back(name: str, version: int, request: Request, op: AdminDep) -> 
     def run() -> str:
         stream = stream_named(request, name)
         try:
-            rollback(request.app, stream.id, version)
+            rollback(request.app.state.services, stream.id, version)
         except LookupError as exc:
             raise UiError(404, str(exc)) from None
         except Exception as exc:  # noqa: BLE001 (e.g. the version's files are gone: say so, no 500)

@@ -19,7 +19,7 @@ router = APIRouter()
 
 def _ctx(request: Request, stream: Stream, **extra) -> dict:  # noqa: ANN003
     model = request.app.state.registry.peek(stream.id)
-    rows = review.items(request.app, stream)
+    rows = review.items(request.app.state.services, stream)
     items = [{"row": r, "template": review.describe(r, model)} for r in rows]
     return {"section": "streams", "stream": stream, "items": items, "message": None,
             "open": sum(r.status == "unconfirmed" for r in rows), **extra}
@@ -41,7 +41,7 @@ async def answer_review(name: str, template_id: int, request: Request, op: Opera
     def run() -> dict:
         stream = stream_named(request, name)
         try:
-            review.answer(request.app, stream, template_id, label, actor=op.actor)
+            review.answer(request.app.state.services, stream, template_id, label, actor=op.actor)
         except LookupError as exc:
             raise UiError(404, str(exc)) from None
         except ValueError as exc:

@@ -251,7 +251,7 @@ async def retrain(name: str, request: Request, op: OperateDep) -> Response:
     mode = str(form.get("mode") or "train")
     if mode not in MODES:
         raise UiError(400, f"mode must be one of {', '.join(MODES)}")
-    job_id = await run_in_threadpool(start_training, request.app, stream.id, mode)
+    job_id = await run_in_threadpool(start_training, request.app.state.services, stream.id, mode)
     if not is_htmx(request):
         return redirect(f"/jobs?highlight={job_id}")
 

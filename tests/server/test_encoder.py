@@ -73,7 +73,7 @@ def test_new_texts_past_the_budget_are_embedded_in_the_background(served) -> Non
     windows = client.get("/api/v1/streams/app/windows", headers=auth).json()
     assert windows["counts"]["queued"] >= 1  # the window holding pending lines waits for their verdicts
 
-    app.state.encoder = Encoder(app)
+    app.state.encoder = app.state.services.encoder = Encoder(app.state.services)  # ingest wakes this one
     app.state.encoder.start()
     wait_for(lambda: _stream(client, auth)["rapid_pending"] == 0, 60, what="the pending verdicts")
     stored = {x["id"]: x for x in client.get("/api/v1/streams/app/lines?after_id=40", headers=auth).json()}

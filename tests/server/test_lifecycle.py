@@ -38,7 +38,7 @@ def test_scheduler_follows_the_streams(tmp_path) -> None:
         for name, cron in (("a", None), ("b", "30 3 * * 1"), ("c", "off")):
             assert client.post("/api/v1/streams", headers=auth, json={
                 "name": name, "settings": {"retrain_cron": cron}}).status_code == 201
-        s1, s2 = Scheduler(app), Scheduler(app)
+        s1, s2 = Scheduler(app.state.services), Scheduler(app.state.services)
         try:
             assert s1.lock.acquire()
             s1._begin()
@@ -70,7 +70,7 @@ def test_train_nightly_versions_and_rollback(served) -> None:
     assert job["kind"] == "train" and job["result"]["version"] == 1
 
     # nightly with nothing new: no version
-    job = wait_job(client, auth, start_training(app, 1, "nightly"))
+    job = wait_job(client, auth, start_training(app.state.services, 1, "nightly"))
     assert job["result"]["promoted"] is False and "nothing new" in job["message"]
 
     post_lines(client, auth, "svc", lines[800:1400])  # more normal data, still train mode
@@ -87,10 +87,10 @@ def test_train_nightly_versions_and_rollback(served) -> None:
     assert r.status_code == 200 and r.json()["live"] is True
     assert app.state.registry.peek(1).version == 1
     assert [v["live"] for v in client.get("/api/v1/streams/svc/models", headers=auth).json()] == [False, True]
-    rollback(app, 1, 2)
+    rollback(app.state.services, 1, 2)
     assert app.state.registry.peek(1).version == 2
     with pytest.raises(LookupError):
-        rollback(app, 1, 9)
+        rollback(app.state.services, 1, 9)
     text = client.get("/metrics", headers=auth).text
     assert 'logsense_model_version{kind="loggpt",stream="svc"} 2.0' in text
     assert 'logsense_last_training_timestamp_seconds{stream="svc"}' in text
@@ -112,9 +112,9 @@ def test_feedback_scopes_mutes_and_restart(served, tmp_path) -> None:
     assert all(a["template"] and a["reasons"]["rapid_score"] > a["reasons"]["rapid_threshold"] for a in open_lines)
 
     with pytest.raises(ValueError):
-        apply_feedback(app, open_lines[0]["id"], "maybe")
+        apply_feedback(app.state.services, open_lines[0]["id"], "maybe")
     with pytest.raises(LookupError):
-        apply_feedback(app, 10_000, "normal")
+        apply_feedback(app.state.services, 10_000, "normal")
     first = next(a for a in open_lines if "quota" in a["line"])
     r = client.post(f"/api/v1/anomalies/{first['id']}/feedback", headers=auth,
                     json={"label": "normal", "scope": "template"})
@@ -127,13 +127,13 @@ def test_feedback_scopes_mutes_and_restart(served, tmp_path) -> None:
     assert again["severity"] == "normal" and again["rapid_flag"] is False  # the whole template is normal now
 
     confirm = still[0]
-    a = apply_feedback(app, confirm["id"], "anomaly", author="ops")
+    a = apply_feedback(app.state.services, confirm["id"], "anomaly", author="ops")
     assert a.status == "confirmed"
     with Session(app.state.engine) as session:
         assert session.get(LogLine, confirm["line_id"]).label == "anomaly"
         fb = session.exec(select(Feedback).where(Feedback.anomaly_id == confirm["id"])).one()
         assert fb.label == "anomaly" and fb.actor == "ops"
-    mute_template(app, 1, still[1]["template_id"], utcnow() + timedelta(hours=1), author="ops")
+    mute_template(app.state.services, 1, still[1]["template_id"], utcnow() + timedelta(hours=1), author="ops")
     assert client.get("/api/v1/anomalies", headers=auth, params={"kind": "line"}).json() == []
     post_lines(client, auth, "svc", [odd2[0]])
     with Session(app.state.engine) as session:

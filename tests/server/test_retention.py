@@ -178,7 +178,7 @@ def test_the_route_needs_admin_and_a_retention(served) -> None:
 
 def test_the_daily_job_runs_while_a_stream_has_a_retention(served, tmp_path) -> None:
     _, app, _ = served
-    sched = Scheduler(app)
+    sched = Scheduler(app.state.services)
     sched.lock.path = tmp_path / "scheduler.lock"  # not the served app's own lock
     try:
         assert sched.lock.acquire()

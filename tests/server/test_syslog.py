@@ -184,7 +184,7 @@ def test_a_flood_waits_on_a_full_queue_and_the_loop_keeps_running(tmp_path: Path
     """Storing blocked: the queue fills, the connection stops reading (the sender's socket fills),
     the event loop still answers; released, every message is stored once."""
     settings = make_settings(tmp_path / "data", syslog_port=free_port())
-    app = SimpleNamespace(state=SimpleNamespace(settings=settings, metrics=Metrics()))
+    services = SimpleNamespace(settings=settings, metrics=Metrics(), registry=None)  # a `Services` without models
     release, stored = threading.Event(), []
 
     def store(batch: Frames) -> None:
@@ -201,7 +201,7 @@ def test_a_flood_waits_on_a_full_queue_and_the_loop_keeps_running(tmp_path: Path
         sent.set()
 
     async def main() -> None:
-        listener = syslog.SyslogListener(app)
+        listener = syslog.SyslogListener(services)
         listener.store = store
         await listener.start()
         sender = threading.Thread(target=send, daemon=True)
@@ -230,11 +230,11 @@ def test_stop_stores_what_open_connections_sent(tmp_path: Path) -> None:
     """Stopping ends the open connections: their buffered messages, and a last one without its LF,
     are still handed on before the listener returns."""
     settings = make_settings(tmp_path / "data", syslog_port=free_port())
-    app = SimpleNamespace(state=SimpleNamespace(settings=settings, metrics=Metrics()))
+    services = SimpleNamespace(settings=settings, metrics=Metrics(), registry=None)  # a `Services` without models
     stored = []
 
     async def main() -> None:
-        listener = syslog.SyslogListener(app)
+        listener = syslog.SyslogListener(services)
         listener.store = lambda batch: stored.extend(batch.frames)
         await listener.start()
         reader, writer = await asyncio.open_connection("127.0.0.1", settings.syslog_port)

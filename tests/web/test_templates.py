@@ -697,7 +697,7 @@ def test_overview_shows_lines_waiting_for_the_encoder(ui) -> None:
         html = client.get("/").text
         assert re.search(r'class="rapid-pending"[^>]*>1 <small>lines waiting for RAPID', html)
     finally:
-        app.state.encoder = Encoder(app)
+        app.state.encoder = app.state.services.encoder = Encoder(app.state.services)  # stopped at shutdown
         app.state.encoder.start()
 
 
