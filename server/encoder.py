@@ -110,10 +110,9 @@ class Encoder:
         lines = [Pending(*r) for r in rows]
         verdicts = model.score(lines)  # embeds each new text once
         now = utcnow()
-        updates, anomalies, severities = [], [], Counter()
+        updates, anomalies = [], []
         for line, v in zip(lines, verdicts):
             severity = combine(v.flag, None)
-            severities[severity] += 1
             updates.append({"_id": line.id, "rapid_score": v.score, "rapid_flag": v.flag, "severity": severity})
             if v.flag:
                 anomalies.append({"stream_id": stream.id, "line_id": line.id, "window_id": None,
@@ -123,6 +122,13 @@ class Encoder:
                                   "created_at": now, "updated_at": now})
         t = LogLine.__table__
         with store.write_session(services.engine) as session:
+            # an operator may have answered one of them meanwhile: their verdict stands, no anomaly
+            still = set(session.execute(select(t.c.id).where(t.c.id.in_([x.id for x in lines]),
+                                                             t.c.severity == "pending")).scalars())
+            updates = [u for u in updates if u["_id"] in still]
+            anomalies = [a for a in anomalies if a["line_id"] in still]
+            if not updates:
+                return len(rows) == LINES_PER_ROUND
             session.connection().execute(
                 update(t).where(t.c.id == bindparam("_id"), t.c.severity == "pending").values(
                     rapid_score=bindparam("rapid_score"), rapid_flag=bindparam("rapid_flag"),
@@ -130,7 +136,7 @@ class Encoder:
                 updates)
             store.route_anomalies(session, stream.id, anomalies, now, services.settings.incident_gap_seconds)
             store.insert_anomalies(session, anomalies)
-        for severity, n in severities.items():
+        for severity, n in Counter(u["severity"] for u in updates).items():
             services.metrics.verdicts.labels(stream.name, severity).inc(n)
         if services.worker is not None:
             services.worker.wake()  # windows that waited for these lines can be checked now
