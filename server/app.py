@@ -190,7 +190,8 @@ def _start_background(app: FastAPI) -> Services:
     services.encoder.start()
     from logsense.server.search import Indexer
 
-    app.state.search_indexer = services.search_indexer = Indexer(app.state.engine, settings.worker_poll_seconds).start()
+    app.state.search_indexer = services.search_indexer = (
+        Indexer(app.state.engine, settings.worker_poll_seconds).start() if settings.search_index else None)
     app.state.worker = None
     if settings.worker_enabled:
         from logsense.server.worker import Worker

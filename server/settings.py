@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         32, ge=0, le=10_000, description="New masked texts one ingest request embeds itself (its lines answered "
         "with their RAPID verdict); past that, the background encoder embeds them and their lines answer "
         "`pending` until it has (usually seconds). 0: always in the background.")
+    search_index: bool = Field(
+        True, description="Keep SQLite's full-text index of lines up to date in the background (search finds "
+        "indexed lines through it and scans the newer ones). Off: no indexing cost beside ingest; a search scans "
+        "the lines newer than the index, up to 50,000.")
     worker_enabled: bool = Field(True, description="Run the in-process LogGPT worker that drains the window queue.")
     worker_threads: int = Field(
         1, ge=1, le=64, description="LogGPT worker threads; each claims its own batch of queued windows.")

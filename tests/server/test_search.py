@@ -99,3 +99,17 @@ def test_deleted_lines_leave_the_index_sound(served) -> None:
     client.post("/api/v1/streams/web/logs", headers=auth, json={"lines": ["2026-12-07T12:00:00Z WARN payment retry again"]})
     wait_for(lambda: search.indexed_to(Session(app.state.engine)) == 6, 30, what="the search index")
     assert _find(client, auth, q="retry") == ["payment retry again"]
+
+
+def test_without_the_index_a_search_scans(tmp_path) -> None:
+    app = create_app(make_settings(tmp_path / "data", scheduler_enabled=False, search_index=False))
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert app.state.services.search_indexer is None
+        with Session(app.state.engine) as session:
+            key, _ = create_api_key(session, "search")
+        auth = {"X-API-Key": key}
+        client.post("/api/v1/streams", headers=auth, json={"name": "web"})
+        client.post("/api/v1/streams/web/logs", headers=auth, json={"records": RECORDS})
+        r = client.get("/api/v1/search", headers=auth, params={"q": "payment", "attr": "host=web-1"}).json()
+        assert [h["id"] for h in r["hits"]] == [3, 1] and r["indexed_to"] == 0
