@@ -64,6 +64,7 @@ from sqlmodel import Session
 from logsense.models.settings import StreamSettings
 from logsense.server import store
 from logsense.server.links import context_link
+from logsense.server.loop import Loop
 from logsense.server.services import Services
 from logsense.server.tables import AlertChannel, AlertOutbox, Anomaly, LogLine, Stream, utcnow
 
@@ -613,47 +614,34 @@ def shown_url(kind: str, url: str) -> str:
 # --------------------------------------------------------------------------- the dispatcher
 
 
-class Dispatcher:
+class Dispatcher(Loop):
     """Background thread that sends the outbox; `wake()` skips the poll wait."""
 
+    name = "logsense-alerts"
+
     def __init__(self, services: Services):
+        super().__init__(POLL_SECONDS)
         self.engine = services.engine
         self.max_attempts = MAX_ATTEMPTS
         self.backoff_base = BACKOFF_BASE
         self.backoff_cap = BACKOFF_CAP
         self.claim_seconds = CLAIM_SECONDS
-        self.poll_seconds = POLL_SECONDS
         self.timeout = HTTP_TIMEOUT
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="logsense-alert")
         self._busy: set[int] = set()  # channels with a row in flight from this process
         self._lock = threading.Lock()
 
     def start(self) -> "Dispatcher":
-        self._thread = threading.Thread(target=self._run, name="logsense-alerts", daemon=True)
-        self._thread.start()
+        super().start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        super().stop(timeout)
         self._pool.shutdown(wait=True)  # a send in flight ends within its HTTP timeout, and is recorded
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except Exception:  # noqa: BLE001 (the thread must survive; the rows stay in the outbox)
-                log.exception("alert dispatch round failed")
-            self._wake.wait(self.poll_seconds)
-            self._wake.clear()
+    def round(self) -> bool:
+        self.run_once()
+        return False  # a send's end wakes the loop: no round right after this one
 
     def backoff(self, attempts: int) -> float:
         return min(self.backoff_base * 2 ** max(attempts - 1, 0), self.backoff_cap)

@@ -15,8 +15,6 @@ window queued while one of its lines is pending (its severity needs both flags).
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections import Counter
 from typing import NamedTuple
 
@@ -25,10 +23,10 @@ from sqlmodel import Session
 
 from logsense.models.policy import combine
 from logsense.server import store
+from logsense.server.loop import Loop
 from logsense.server.services import Services
 from logsense.server.tables import LogLine, Stream, severity_is, utcnow
 
-log = logging.getLogger("logsense.encoder")
 
 LINES_PER_ROUND = 4096  # pending lines read per stream and round: one embedding call's worth
 
@@ -41,43 +39,20 @@ class Pending(NamedTuple):
     template_id: int | None
 
 
-class Encoder:
+class Encoder(Loop):
     """Background thread; `wake()` after storing pending lines or deferring normals."""
 
+    name = "logsense-encoder"
+
     def __init__(self, services: Services):
+        super().__init__(services.settings.worker_poll_seconds)
         self.services = services
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.rounds = 0  # for tests: completed rounds
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="logsense-encoder", daemon=True)
-        self._thread.start()
+    def ready(self) -> bool:
+        return self.services.registry.ready_reason() is None
 
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        registry = self.services.registry
-        poll = self.services.settings.worker_poll_seconds
-        while not self._stop.is_set():
-            busy = False
-            if registry.ready_reason() is None:
-                try:
-                    busy = self.run_once()
-                except Exception:  # noqa: BLE001 (the thread must survive; pending lines stay pending)
-                    log.exception("encoder round failed")
-            self.rounds += 1
-            if not busy:
-                self._wake.wait(poll)
-                self._wake.clear()
+    def round(self) -> bool:
+        return self.run_once()
 
     def run_once(self) -> bool:
         """One round over the streams: some deferred normals, some pending lines each; True when

@@ -14,9 +14,7 @@ against the whole query in Python before it is returned.
 from __future__ import annotations
 
 import json
-import logging
 import re
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -27,9 +25,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from logsense.server import store
+from logsense.server.loop import Loop
 from logsense.server.tables import LogLine, SearchState, Stream
 
-log = logging.getLogger("logsense.search")
 
 INDEX_CHUNK = 5000  # lines indexed per transaction (the write lock is held meanwhile)
 CANDIDATES_PER_STEP = 2000  # index hits fetched at a time while filters reject some
@@ -304,35 +302,19 @@ def index_some(engine: Engine, chunk: int = INDEX_CHUNK) -> int:
     return int(n or 0)
 
 
-class Indexer:
+class Indexer(Loop):
     """Background thread that keeps the SQLite full-text index up to date (nothing on PostgreSQL)."""
 
+    name = "logsense-search-index"
+
     def __init__(self, engine: Engine, poll_seconds: float = 1.0):
+        super().__init__(poll_seconds)
         self.engine = engine
-        self.poll_seconds = poll_seconds
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> "Indexer":
         if self.engine.dialect.name == "sqlite":
-            self._thread = threading.Thread(target=self._run, name="logsense-search-index", daemon=True)
-            self._thread.start()
+            super().start()
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = index_some(self.engine) == INDEX_CHUNK
-            except Exception:  # noqa: BLE001 (the thread must survive; searches scan what is not indexed)
-                log.exception("search indexing failed")
-                busy = False
-            if not busy:
-                self._wake.wait(self.poll_seconds)
-                self._wake.clear()
+    def round(self) -> bool:
+        return index_some(self.engine) == INDEX_CHUNK

@@ -19,7 +19,6 @@ While a stream has no trained LogGPT its windows are marked `done` with result
 from __future__ import annotations
 
 import logging
-import threading
 from collections import Counter, defaultdict
 from typing import Any
 
@@ -29,6 +28,7 @@ from sqlmodel import Session
 from logsense.models.policy import line_severity
 from logsense.models.stream import MAX_CONTEXT_LINES, ClosedWindow
 from logsense.server import store, windows
+from logsense.server.loop import Loop
 from logsense.server.registry import ModelsUnavailable
 from logsense.server.services import Services
 from logsense.server.tables import Anomaly, Stream, Window, utcnow
@@ -38,16 +38,15 @@ log = logging.getLogger("logsense.worker")
 BATCH_WINDOWS = 256  # windows claimed per round
 
 
-class Worker:
-    """Background thread that checks queued windows; `wake()` after queueing skips the poll wait."""
+class Worker(Loop):
+    """Background thread(s) that check queued windows; `wake()` after queueing skips the poll wait."""
+
+    name = "logsense-worker"
 
     def __init__(self, services: Services):
+        super().__init__(services.settings.worker_poll_seconds, services.settings.worker_threads)
         self.services = services
         self.settings = services.settings
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self.rounds = 0  # for tests: completed rounds
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -56,37 +55,15 @@ class Worker:
             n = store.requeue_checking(session)
         if n:
             log.info("re-queued %d windows a previous process was checking", n)
-        for i in range(self.settings.worker_threads):
-            thread = threading.Thread(target=self._run, name=f"logsense-worker-{i}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        super().start()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout)
+    def ready(self) -> bool:
+        return self.services.registry.ready_reason() is None  # not while the models load (or failed)
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        registry = self.services.registry
-        while not self._stop.is_set():
-            if registry.ready_reason() is not None:  # models still loading (or failed)
-                self._wake.wait(self.settings.worker_poll_seconds)
-                self._wake.clear()
-                continue
-            busy = False
-            try:
-                busy = self.run_once()
-                registry.save_dirty()
-            except Exception:  # noqa: BLE001 (the thread must survive; the windows stay queued)
-                log.exception("worker round failed")
-            self.rounds += 1
-            if not busy:
-                self._wake.wait(self.settings.worker_poll_seconds)
-                self._wake.clear()
+    def round(self) -> bool:
+        busy = self.run_once()
+        self.services.registry.save_dirty()
+        return busy
 
     # ------------------------------------------------------------------ one round
 

@@ -158,6 +158,18 @@ class Server:
                                      stdout=open(data_dir / "server.log", "ab"), stderr=subprocess.STDOUT)
         self.client = Client(self.port, self.key)
 
+    @classmethod
+    def with_stream(cls, prefix: str, stream: str) -> "Server":
+        """A server on a new temporary data directory, ready, with one stream of default settings."""
+        server = cls(Path(tempfile.mkdtemp(prefix=prefix)))
+        try:
+            server.client.wait_ready(lambda: server.proc.poll() is None)
+            server.client.ok("POST", "/api/v1/streams", {"name": stream})
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
     def connect(self) -> http.client.HTTPConnection:
         """A connection to keep alive over one phase, as a log shipper holds one."""
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
@@ -221,13 +233,11 @@ def run_capacity(out: str | os.PathLike, cfg: CapacityConfig | None = None) -> i
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     gen = Lines(cfg.seed)
-    data_dir = Path(tempfile.mkdtemp(prefix="logsense-capacity-"))
-    server = Server(data_dir)
-    c, stream = server.client, "capacity"
     report = report_head(__doc__ or "", cfg)
+    stream = "capacity"
+    server = Server.with_stream("logsense-capacity-", stream)
+    c, data_dir = server.client, server.data_dir
     try:
-        c.wait_ready(lambda: server.proc.poll() is None)
-        c.ok("POST", "/api/v1/streams", {"name": stream})
         conn = server.connect()
 
         # 2. train mode

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import sqlite3
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -91,13 +90,11 @@ def run_search_bench(out: str | os.PathLike, cfg: SearchBenchConfig | None = Non
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    data_dir = Path(tempfile.mkdtemp(prefix="logsense-search-"))
-    server = Server(data_dir)
-    c, stream = server.client, "search"
     report = report_head(__doc__ or "", cfg)
+    stream = "search"
+    server = Server.with_stream("logsense-search-", stream)
+    c, data_dir = server.client, server.data_dir
     try:
-        c.wait_ready(lambda: server.proc.poll() is None)
-        c.ok("POST", "/api/v1/streams", {"name": stream})
         batches = _lines(cfg)
         t = time.perf_counter()
         _post_all(server, stream, batches)

@@ -6,6 +6,7 @@ survive the encoder's absence (a restart)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -26,11 +27,10 @@ NEW = ["2026-12-07 11:00:00 INFO worker pool india finished task india batch",  
        "2026-12-07 11:00:02 INFO worker pool alpha finished task alpha batch"]  # a known normal
 
 
-@pytest.fixture
-def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
-    settings = make_settings(tmp_path / "data", inline_embed_texts=0, scheduler_enabled=False,
-                             worker_poll_seconds=0.1, worker_threads=2)
-    app = create_app(settings)
+@contextmanager
+def _serve(data_dir, **settings) -> Iterator[tuple[TestClient, dict, object]]:
+    """A real app with one stream "app" (count windows of 3, RAPID threshold 0.2) and an API key."""
+    app = create_app(make_settings(data_dir, scheduler_enabled=False, **settings))
     with TestClient(app) as client:
         wait_ready(client)
         with Session(app.state.engine) as session:
@@ -39,6 +39,12 @@ def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
         assert client.post("/api/v1/streams", headers=auth, json={"name": "app", "settings": {
             "window_size": 3, "rapid_threshold": 0.2}}).status_code == 201
         yield client, auth, app
+
+
+@pytest.fixture
+def served(tmp_path) -> Iterator[tuple[TestClient, dict, object]]:
+    with _serve(tmp_path / "data", inline_embed_texts=0, worker_poll_seconds=0.1, worker_threads=2) as out:
+        yield out
 
 
 def _stream(client, auth) -> dict:
@@ -94,15 +100,7 @@ def test_new_texts_past_the_budget_are_embedded_in_the_background(served) -> Non
 
 
 def test_within_the_budget_verdicts_come_in_the_answer(tmp_path) -> None:
-    settings = make_settings(tmp_path / "data", inline_embed_texts=5, scheduler_enabled=False)
-    app = create_app(settings)
-    with TestClient(app) as client:
-        wait_ready(client)
-        with Session(app.state.engine) as session:
-            key, _ = create_api_key(session, "enc")
-        auth = {"X-API-Key": key}
-        client.post("/api/v1/streams", headers=auth, json={"name": "app", "settings": {
-            "window_size": 3, "rapid_threshold": 0.2}})
+    with _serve(tmp_path / "data", inline_embed_texts=5) as (client, auth, _):
         client.post("/api/v1/streams/app/logs", headers=auth, json={"lines": TRAIN})
         client.patch("/api/v1/streams/app", headers=auth, json={"settings": {"train_mode": False}})
         lines = client.post("/api/v1/streams/app/logs", headers=auth, json={"lines": NEW}).json()["lines"]
