@@ -17,8 +17,8 @@
 
 - A group (a queue row, up to 1,000 anomalies) is answered by `answer_group` as one set-based
   operation with the same effects on each member: one UPDATE per table, the feedback rows in one
-  executemany, the live model taught once with the distinct texts (1,000 members: about 0.1 s,
-  where one `apply_feedback` per member took 5 to 200 s).
+  executemany, the live model taught once with the distinct texts (not one `apply_feedback` per
+  member: docs/performance.md has both timings).
 - `reopen` undoes an answer for `UNDO_SECONDS`: the anomalies are open again, their feedback rows
   and their lines' and windows' labels gone. What the live model learned from a "normal" is NOT
   untaught (the lines keep scoring 0, a template-scope template keeps not flagging) until the
