@@ -66,6 +66,8 @@ def run_migrations_online() -> None:
         with engine.connect() as connection:
             _configure(connection=connection)
             with context.begin_transaction():
+                if connection.dialect.name == "postgresql":  # nodes of a cluster start together: one upgrades
+                    connection.exec_driver_sql("SELECT pg_advisory_xact_lock(740417)")
                 context.run_migrations()
     finally:
         engine.dispose()

@@ -19,41 +19,68 @@ the actual key lands in the top K. It is off by default.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from logsense.models.policy import TARGET_FPR
 from logsense.models.sequence import BOS, EOS, PAD, CheckResult, Miss, NextKeyModel, Scored, Vocabulary  # noqa: F401
 
-__all__ = ["LogGPT", "LogGPTConfig", "CheckResult", "Miss", "Vocabulary"]
+__all__ = ["LogGPT", "LogGPTConfig", "TrainingConfig", "CheckResult", "Miss", "Vocabulary", "length_batches"]
 
 
 @dataclass
-class LogGPTConfig:
-    # model (GPT-2 from scratch; tokens are template ids, so it stays tiny)
-    n_layer: int = 2  # transformer blocks
-    n_head: int = 4  # attention heads
-    n_embd: int = 64  # width
-    n_positions: int = 512  # context; longer sequences are scored in half-overlapping chunks
-    dropout: float = 0.1  # embedding, attention and residual dropout
-    # training
+class TrainingConfig:
+    """The training and run fields of LogGPT and the bench's baselines: one early-stopping loop
+    (`models.sequence.train_early_stopping`) reads them all. A model's config redeclares a field
+    to change its default."""
+
     lr: float = 1e-3  # AdamW learning rate
     weight_decay: float = 0.0
     batch_size: int = 64  # chunks per step
     max_epochs: int = 30  # upper bound; early stopping usually ends sooner
     patience: int = 3  # epochs without a better validation loss before stopping
     val_fraction: float = 0.1  # held back from the end of train (in time) when no validation is given
-    seed: int = 0  # weights, dropout and shuffling; the caller's RNG is left alone
+    seed: int = 0  # weights, dropout, masks and shuffling; the caller's RNG is left alone
+    device: str = "cpu"  # "cpu", "cuda", or "auto" (cuda when available)
+    progress: bool | None = None  # tqdm bar: None = only on a terminal
+
+
+@dataclass
+class LogGPTConfig(TrainingConfig):
+    """LogGPT's settings; the training ones (`TrainingConfig`) keep their defaults."""
+
+    # model (GPT-2 from scratch; tokens are template ids, so it stays tiny)
+    n_layer: int = 2  # transformer blocks
+    n_head: int = 4  # attention heads
+    n_embd: int = 64  # width
+    n_positions: int = 512  # context; longer sequences are scored in half-overlapping chunks
+    dropout: float = 0.1  # embedding, attention and residual dropout
     # reinforcement step (the paper's top-K reward; 0 = off)
     rl_steps: int = 0  # policy-gradient steps after language-model training
     rl_top_k: int | None = None  # K of the reward; None: K calibrated on the validation sequences
     rl_lr: float = 1e-4  # learning rate of the reinforcement step
     # detection
-    target_fpr: float = 0.01  # K is calibrated so at most this share of validation normals is flagged
-    device: str = "cpu"  # "cpu", "cuda", or "auto" (cuda when available)
-    progress: bool | None = None  # tqdm bar: None = only on a terminal
+    target_fpr: float = TARGET_FPR  # K is calibrated so at most this share of validation normals is flagged
+
+
+def length_batches(items: list, size: int, length: Callable[[Any], int], rng: np.random.Generator | None) -> list[list]:
+    """Batches of `size` items of similar `length` (little padding): in length order without `rng`;
+    with it, random batches (sorted within pools of 50 batches) in a random order."""
+    if rng is None:
+        ordered = sorted(items, key=length)
+        return [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    order = rng.permutation(len(items))
+    pool = 50 * size
+    batches = []
+    for p in range(0, len(order), pool):
+        part = sorted((items[j] for j in order[p:p + pool]), key=length)
+        batches += [part[i:i + size] for i in range(0, len(part), size)]
+    return [batches[j] for j in rng.permutation(len(batches))]
 
 
 class LogGPT(NextKeyModel):
@@ -106,18 +133,8 @@ class LogGPT(NextKeyModel):
         return [c for c in chunks if c[3] > 0]
 
     def _batches(self, token_seqs, shuffle, rng) -> list[list[tuple]]:
-        chunks = self._chunks(token_seqs)
-        B = self.config.batch_size
-        if not shuffle:  # similar lengths together: little padding
-            chunks.sort(key=lambda c: len(c[2]))
-            return [chunks[i:i + B] for i in range(0, len(chunks), B)]
-        order = rng.permutation(len(chunks))
-        pool = 50 * B  # sort within pools of 50 batches: random batches, little padding
-        batches = []
-        for p in range(0, len(order), pool):
-            part = sorted((chunks[j] for j in order[p:p + pool]), key=lambda c: len(c[2]))
-            batches += [part[i:i + B] for i in range(0, len(part), B)]
-        return [batches[j] for j in rng.permutation(len(batches))]
+        return length_batches(self._chunks(token_seqs), self.config.batch_size, lambda c: len(c[2]),
+                              rng if shuffle else None)
 
     def _run(self, batch: list[tuple]) -> Scored:
         T = max(n for _, _, _, n, _ in batch)

@@ -13,6 +13,7 @@ from enum import Enum
 
 import numpy as np
 
+TARGET_FPR = 0.01  # the default false-positive budget of every calibration (RAPID threshold, LogGPT K)
 SEVERE_LEVELS = ("FATAL", "FAILURE", "SEVERE", "CRITICAL", "ERROR", "PANIC")
 # An anomaly of a template an operator confirmed as an incident joins that incident (confirmed, no
 # new queue item) while the incident goes on: its newest anomaly, or the confirmation, is younger
@@ -50,7 +51,7 @@ def severity(rapid_flag: np.ndarray, loggpt_flag: np.ndarray) -> np.ndarray:
     return out
 
 
-def threshold_at_fpr(normal_scores: Sequence[float] | np.ndarray, target_fpr: float = 0.01) -> float:
+def threshold_at_fpr(normal_scores: Sequence[float] | np.ndarray, target_fpr: float = TARGET_FPR) -> float:
     """The smallest observed score t such that at most ``target_fpr`` of ``normal_scores`` are > t.
 
     A detector flags when score > t. Pass the scores of validation items known to be normal; there

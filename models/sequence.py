@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from logsense.models.policy import TARGET_FPR
+
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 END = "<eos>"  # how a miss names the end key (Miss.actual / Miss.expected)
@@ -119,7 +121,7 @@ class CheckResult:
     misses: list[Miss] = field(default_factory=list)
 
 
-def calibrate_top_k(max_ranks: Sequence[float], target_fpr: float = 0.01, max_k: int | None = None) -> int:
+def calibrate_top_k(max_ranks: Sequence[float], target_fpr: float = TARGET_FPR, max_k: int | None = None) -> int:
     """The smallest K with at most `target_fpr` of the sequences having a key ranked outside the top-K.
 
     `max_ranks` holds each validation normal sequence's worst rank (0 = the model's top choice;

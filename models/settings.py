@@ -11,10 +11,17 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-
+from logsense.models.policy import TARGET_FPR
 from logsense.models.stream import StreamConfig
 from logsense.models.windowing import MAX_SESSION_LINES, WindowSpec
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 FORMAT_PRESETS = ("auto", "hdfs", "bgl", "syslog", "iso8601", "json", "android", "apache", "cbs", "python", "log4j",
                   "hpc", "bracketed", "epoch", "generic")
@@ -91,11 +98,11 @@ class StreamSettings(BaseModel):
                          json_schema_extra=_form("number", step="1"))
     rapid_threshold: float | None = Field(None, ge=0, le=1, title="RAPID threshold",
                                           description="Fixed flag threshold in [0, 1]; empty: calibrated.")
-    rapid_target_fpr: float = Field(0.01, gt=0, lt=1, title="RAPID target false-positive rate",
+    rapid_target_fpr: float = Field(TARGET_FPR, gt=0, lt=1, title="RAPID target false-positive rate",
                                     description="Calibrates the threshold on held-back normal lines.")
     loggpt_top_k: int | None = Field(None, ge=1, le=100_000, title="LogGPT top-K", description="Fixed K; empty: calibrated.",
                                      json_schema_extra=_form("number", step="1"))
-    loggpt_target_fpr: float = Field(0.01, gt=0, lt=1, title="LogGPT target false-positive rate",
+    loggpt_target_fpr: float = Field(TARGET_FPR, gt=0, lt=1, title="LogGPT target false-positive rate",
                                      description="Calibrates K on held-back normal windows.")
     retrain_cron: str | None = Field(None, title="Retrain schedule (crontab)",
                                      description="Empty: the server's nightly schedule; 'off': never.")

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from logsense.models.parsing.miner import write_json as _write_json
+from logsense.models.policy import TARGET_FPR
 
 FORMAT = "logsense.stream"
 VERSION = 1
@@ -60,9 +61,9 @@ class StreamConfig:
     session_regex: str | None = None  # e.g. r"blk_-?\d+"; None: count/time windows (the server cuts them)
     rapid_k: int = 5  # nearest normals compared by MaxSim
     rapid_threshold: float | None = None  # fixed flag threshold; None: calibrated at training
-    rapid_target_fpr: float = 0.01  # false-positive rate on held-back normal lines the threshold is set to
+    rapid_target_fpr: float = TARGET_FPR  # false-positive rate on held-back normal lines the threshold is set to
     loggpt_top_k: int | None = None  # fixed top-K; None: calibrated at training
-    loggpt_target_fpr: float = 0.01  # false-positive rate on held-back normal windows K is set to
+    loggpt_target_fpr: float = TARGET_FPR  # false-positive rate on held-back normal windows K is set to
     loggpt: dict = field(default_factory=dict)  # overrides of models.loggpt.LogGPTConfig (e.g. small for tests)
 
     def parser_key(self) -> tuple:
@@ -329,6 +330,20 @@ class StreamModel:
     def n_templates(self) -> int:
         """Templates learned so far (a change means new ids: the parser is saved before they are stored)."""
         return len(self.parser.miner)
+
+    def templates_state(self) -> dict:
+        """The template miner's state, JSON-ready: what `use_templates` takes on another replica or
+        a new owner, so every one of them names a template by the same id."""
+        with self._parse_lock:
+            return self.parser.miner.to_dict()
+
+    def use_templates(self, state: dict) -> None:
+        """Continue from a `templates_state` saved elsewhere (header, mask and session parts stay)."""
+        from logsense.models.parsing.miner import TemplateMiner
+
+        miner = TemplateMiner.from_dict(state)
+        with self._parse_lock:
+            self.parser.miner = miner
 
     def template(self, template_id: int | None) -> str | None:
         """The template's current text (Drain3 may generalize it as more lines arrive)."""

@@ -95,7 +95,8 @@ def main() -> int:
     from fastapi.testclient import TestClient
     from sqlmodel import Session, select
 
-    import logsense.server.api.ingest as ingest_api
+    import logsense.server.batch as batch_api
+    import logsense.server.ingest as ingest_api
     from logsense.models.stream import StreamModel
     from logsense.server import store, windows
     from logsense.server.app import create_app
@@ -126,7 +127,7 @@ def main() -> int:
         Session.commit = timed(acc, "commit", Session.commit)
         StreamModel.score = timed(acc, "RAPID score", StreamModel.score)
         StreamModel.parse_chunks = timed_chunks(acc, StreamModel.parse_chunks)
-        parse_body = timed(acc, "request body", ingest_api.parse_body)
+        parse_body = timed(acc, "request body", batch_api.parse_body)
         per_batch = []
         for start in range(0, len(rest), args.batch):
             body = orjson.dumps({"lines": rest[start : start + args.batch]})

@@ -23,7 +23,6 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from sqlalchemy import text
 from sqlmodel import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,7 +32,7 @@ from logsense.server import alerts  # alerts out: the enqueue hook and the dispa
 from logsense.server.api import alerts as alerts_api
 from logsense.server.api import incidents as incidents_api
 from logsense.server.api import search as search_api
-from logsense.server.db import Checkpointer, make_engine, make_private_dir, upgrade_database
+from logsense.server.db import Checkpointer, make_engine, make_private_dir, ping, upgrade_database
 from logsense.server.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from logsense.server.services import Services
 from logsense.server.settings import Settings
@@ -162,14 +161,16 @@ def _forget_open_sessions(app: FastAPI, stream_id: int) -> None:
 
 
 def _start_background(app: FastAPI) -> Services:
-    """The detector registry (loading in a background thread), the LogGPT worker, the scheduler;
-    the `Services` the modules below the routes get, also on `app.state.services`."""
+    """The detector registry (loading in a background thread) and the background parts this
+    process's role runs (`settings.role`: all of them in one process); the `Services` the
+    modules below the routes get, also on `app.state.services`."""
     from logsense.server.registry import Registry
 
     settings: Settings = app.state.settings
+    role = settings.role
     from logsense.server.training import fail_interrupted
 
-    fail_interrupted(app.state.engine)  # one process per data directory; jobs of a dead one cannot resume
+    fail_interrupted(app.state.engine, settings)  # jobs of a dead process cannot resume
     registry = app.state.registry = Registry(settings, app.state.engine)
     services = app.state.services = Services(settings, app.state.engine, registry, app.state.metrics)
     app.state.ready_checks.append(_models_ready)
@@ -177,34 +178,62 @@ def _start_background(app: FastAPI) -> Services:
     app.state.training_threads = services.training_threads
     registry.start()
     app.state.parse_helper = None
-    if settings.parse_helper or (settings.parse_helper is None and (os.cpu_count() or 1) > 1):
+    stores = role in ("all", "processor")  # parses, scores and stores batches
+    if stores and (settings.parse_helper or (settings.parse_helper is None and (os.cpu_count() or 1) > 1)):
         from logsense.models.parsing.helper import PrepareHelper
 
         try:
             app.state.parse_helper = services.parse_helper = PrepareHelper()
         except OSError as exc:
             log.warning("parse helper not started (%s): ingest parses in the server process", exc)
-    from logsense.server.encoder import Encoder
+    if settings.cluster:
+        _start_cluster(services)
+    app.state.encoder = None
+    if stores:
+        from logsense.server.encoder import Encoder
 
-    app.state.encoder = services.encoder = Encoder(services)  # always: a pending line must get its RAPID verdict
-    services.encoder.start()
+        app.state.encoder = services.encoder = Encoder(services)  # a pending line must get its RAPID verdict
+        services.encoder.start()
     from logsense.server.search import Indexer
 
     app.state.search_indexer = services.search_indexer = (
-        Indexer(app.state.engine, settings.worker_poll_seconds).start() if settings.search_index else None)
+        Indexer(app.state.engine, settings.worker_poll_seconds).start() if settings.search_index and role == "all"
+        else None)
     app.state.worker = None
-    if settings.worker_enabled:
+    if settings.worker_enabled and role in ("all", "worker"):
         from logsense.server.worker import Worker
 
         app.state.worker = services.worker = Worker(services)
         services.worker.start()
     app.state.scheduler = None
-    if settings.scheduler_enabled:
+    if settings.scheduler_enabled and role in ("all", "worker"):
         from logsense.server.scheduler import Scheduler
 
         app.state.scheduler = services.scheduler = Scheduler(services)
         services.scheduler.start()
     return services
+
+
+def _start_cluster(services: Services) -> None:
+    """A cluster's parts: the broker (API replicas publish, processors read), the partition owner,
+    the event follower that reloads streams changed elsewhere (and keeps this node's heartbeat)."""
+    from logsense.server.cluster.broker import Broker
+    from logsense.server.cluster.events import Follower
+
+    settings = services.settings
+    broker = Broker(settings.broker_url, settings.partitions, settings.reply_timeout_seconds)
+    on_change = services.registry.drop
+    if settings.role == "api":
+        services.broker = broker
+    elif settings.role == "processor":
+        from logsense.server.cluster.processor import Processor
+
+        services.processor = Processor(services, broker)
+        services.processor.start()
+        on_change = services.processor.changed  # applied between batches, never under one
+    services.events = Follower(services.engine, on_change, node=settings.node(), role=settings.role,
+                               heartbeat_seconds=settings.lease_seconds / 3)
+    services.events.start()
 
 
 def _models_ready(app: FastAPI) -> str | None:
@@ -214,6 +243,11 @@ def _models_ready(app: FastAPI) -> str | None:
 
 def _stop_background(app: FastAPI, services: Services) -> None:
     """Stop the worker and scheduler, let running training finish its step, save the models."""
+    for part in (services.events, services.processor):
+        if part is not None:
+            part.stop()
+    if services.broker is not None:
+        services.broker.close()
     if services.scheduler is not None:
         services.scheduler.stop()
     if services.worker is not None:
@@ -226,6 +260,7 @@ def _stop_background(app: FastAPI, services: Services) -> None:
         thread.join(timeout=60)
     if services.parse_helper is not None:
         services.parse_helper.close()
+    services.answers.shutdown(wait=True)
     registry = services.registry
     if registry.ready_reason() is None:
         registry.save_dirty(force=True)
@@ -288,8 +323,7 @@ def _add_health_routes(app: FastAPI) -> None:
         """Ready: the database answers a query and every registered readiness check passes."""
         reasons = []
         try:
-            with request.app.state.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            ping(request.app.state.engine)
         except Exception as exc:  # noqa: BLE001 (any failure means: not ready)
             reasons.append(f"database: {type(exc).__name__}: {exc}")
         for check in request.app.state.ready_checks:

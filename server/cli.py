@@ -30,6 +30,9 @@ def build_parser(include_bench: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--dev", action="store_true", default=None, help="dev mode: /api needs no API key")
     serve.add_argument("--syslog-port", type=int, default=None,
                        help="also listen for syslog over TCP on this port (default: settings, off)")
+    serve.add_argument("--role", choices=["all", "api", "processor", "worker"], default=None,
+                       help="what this process runs (default: settings, all); the cluster roles need PostgreSQL "
+                       "and a broker_url")
     serve.set_defaults(func=run_serve)
 
     apikey = sub.add_parser("apikey", help="create, list and revoke API keys")
@@ -204,8 +207,12 @@ def run_serve(args: argparse.Namespace) -> int:
     from logsense.server.app import create_app
     from logsense.server.db import upgrade_database
 
-    settings = _settings(args, host=args.host, port=args.port, dev_mode=args.dev,
-                         syslog_port=getattr(args, "syslog_port", None))
+    try:
+        settings = _settings(args, host=args.host, port=args.port, dev_mode=args.dev,
+                             syslog_port=getattr(args, "syslog_port", None), role=getattr(args, "role", None))
+    except ValueError as exc:  # pydantic's ValidationError: a bad setting, said in a line
+        print(f"logsense serve: {exc}", file=sys.stderr)
+        return 2
     if settings.dev_mode and not is_loopback(settings.host):
         print(f"logsense serve: refusing --dev on {settings.host!r}: dev mode serves the API without keys and the UI "
               "without login, so it binds only to a loopback address (127.0.0.1, ::1, localhost). Create an API key "
@@ -390,6 +397,13 @@ def run_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "cluster", False):  # starts PostgreSQL, Redis and servers of every role
+        from logsense.server.bench.cluster import ClusterBenchConfig, run_cluster_bench
+
+        cfg = ClusterBenchConfig(rounds=1 if args.quick else args.cluster_rounds, clients=args.cluster_clients,
+                                 processors=[1] if args.quick else args.cluster_processors, seed=args.seed)
+        return run_cluster_bench(args.out, cfg, Path(args.data_dir) if args.data_dir else None,
+                                 args.database_url, args.broker_url)
     if getattr(args, "search", False):  # likewise
         from logsense.server.bench.search import SearchBenchConfig, run_search_bench
 

@@ -123,6 +123,12 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+def ping(engine: Engine) -> None:
+    """A round trip to the database; raises whatever keeps it from answering."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+
+
 def upgrade_database(url: str, revision: str = "head") -> None:
     """`alembic upgrade head` on `url` (creates the SQLite file and its folder if needed)."""
     path = _sqlite_path(url)

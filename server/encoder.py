@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from logsense.models.policy import combine
-from logsense.server import store
+from logsense.server import lines as stored_lines
+from logsense.server import store, streams
 from logsense.server.loop import Loop
 from logsense.server.services import Services
-from logsense.server.tables import LogLine, Stream, severity_is, utcnow
+from logsense.server.tables import Stream, utcnow
 
 
 LINES_PER_ROUND = 4096  # pending lines read per stream and round: one embedding call's worth
@@ -60,9 +60,9 @@ class Encoder(Loop):
         engine = self.services.engine
         registry = self.services.registry
         with Session(engine) as session:
-            streams = session.execute(select(Stream)).scalars().all()
+            found = [s for s in streams.all_streams(session) if self.services.owns(s.id)]  # a cluster: its owner's
         busy = False
-        for stream in streams:
+        for stream in found:
             model = registry.loaded().get(stream.id)
             if model is not None and model.n_unindexed and model.index_pending():
                 registry.mark_dirty(stream.id)
@@ -74,11 +74,7 @@ class Encoder(Loop):
         """Give the oldest pending lines of one stream their RAPID verdict; True when more wait."""
         services = self.services
         with Session(services.engine) as session:
-            rows = session.execute(
-                select(LogLine.id, LogLine.masked, LogLine.template_id)
-                .where(LogLine.stream_id == stream.id, severity_is("pending"), LogLine.rapid_score.is_(None))
-                .order_by(LogLine.id).limit(LINES_PER_ROUND)
-            ).all()
+            rows = stored_lines.rapid_pending_lines(session, stream.id, LINES_PER_ROUND)
         if not rows:
             return False
         model = services.registry.get(stream)
@@ -95,20 +91,13 @@ class Encoder(Loop):
                                   "status": "open", "reasons": {"rapid_score": v.score,
                                                                 "rapid_threshold": model.rapid_threshold},
                                   "created_at": now, "updated_at": now})
-        t = LogLine.__table__
         with store.write_session(services.engine) as session:
             # an operator may have answered one of them meanwhile: their verdict stands, no anomaly
-            still = set(session.execute(select(t.c.id).where(t.c.id.in_([x.id for x in lines]),
-                                                             t.c.severity == "pending")).scalars())
+            still = stored_lines.save_rapid_verdicts(session, updates)
             updates = [u for u in updates if u["_id"] in still]
             anomalies = [a for a in anomalies if a["line_id"] in still]
             if not updates:
                 return len(rows) == LINES_PER_ROUND
-            session.connection().execute(
-                update(t).where(t.c.id == bindparam("_id"), t.c.severity == "pending").values(
-                    rapid_score=bindparam("rapid_score"), rapid_flag=bindparam("rapid_flag"),
-                    severity=bindparam("severity")),
-                updates)
             store.route_anomalies(session, stream.id, anomalies, now, services.settings.incident_gap_seconds)
             store.insert_anomalies(session, anomalies)
         for severity, n in Counter(u["severity"] for u in updates).items():

@@ -39,6 +39,7 @@ from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlmodel import Session
 
 from logsense.server import alerts, store
+from logsense.server.cluster import events
 from logsense.server.services import Services
 from logsense.server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine, utcnow
 
@@ -120,6 +121,8 @@ def apply_feedback(
             _close_template(session, anomaly.stream_id, anomaly.template_id, "refuted", now)
         if suppress_until is not None and anomaly.template_id is not None:
             _mute(session, anomaly.stream_id, anomaly.template_id, suppress_until, author, now)
+        if label == "normal":
+            events.publish(session, anomaly.stream_id, "feedback")  # other replicas reload the stream
         session.flush()
         alerts.resolve_closed(session, anomaly.stream_id, now)  # what this closed resolves its alerts
         store.settle_incidents(session, now, stream_id=anomaly.stream_id)  # and its incident, once all are closed
@@ -245,6 +248,8 @@ def answer_group(services: Services, ids: list[int], label: str, scope: str = "l
         for stream_id, group in by_stream.items():
             teach[stream_id] = _answer_stream(session, stream_id, group, label, scope, author, note, now)
             answered.extend(m.id for m in group)
+            if label == "normal":
+                events.publish(session, stream_id, "feedback")
         session.flush()
         for stream_id in by_stream:
             alerts.resolve_closed(session, stream_id, now)  # what this closed resolves its alerts
@@ -373,6 +378,7 @@ def reopen(services: Services, ids: list[int], author: str | None = None, within
             by_stream.setdefault(m.stream_id, []).append(m)
         for stream_id, group in by_stream.items():
             _reopen_stream(session, stream_id, group, cutoff, now)
+            events.publish(session, stream_id, "feedback")
     return GroupAnswer([m.id for m in members], notes)
 
 

@@ -217,6 +217,26 @@ def settle(engine: Any, stream_id: int | None = None, incident_ids: list[int] | 
     return done
 
 
+def change(engine: Any, incident_id: int, actor: str, status: str | None, assignee: str | None) -> None:
+    """Settle the incident, then apply an operator's change: `status`, `assignee` ("": unassign,
+    None: keep). LookupError when there is no such incident."""
+    from logsense.server import store
+
+    with store.write_session(engine) as db:
+        now = utcnow()
+        store.settle_incidents(db, now, incident_ids=[incident_id])
+        name = None if assignee is None else assignee.strip()
+        store.set_incident(db, incident_id, now, actor, status, assignee=name or None, unassign=name == "")
+
+
+def add_note(engine: Any, incident_id: int, author: str, text: str) -> None:
+    """A note on the incident; LookupError when there is no such incident."""
+    from logsense.server import store
+
+    with store.write_session(engine) as db:
+        store.add_incident_note(db, incident_id, author, text, utcnow())
+
+
 def _template_of(registry: Any, stream_id: int, template_id: int | None) -> str | None:
     model = registry.peek(stream_id) if registry is not None else None
     if model is None or template_id is None:

@@ -121,7 +121,7 @@ class Metrics:
         streams = session.exec(select(Stream)).all()
         names = {s.id: s.name for s in streams}
         if registry is not None:
-            from logsense.server.api.streams import header_report
+            from logsense.server.streams import header_report
 
             self.stream_state.clear()
             self.header_parse_rate.clear()

@@ -26,7 +26,8 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from logsense.server.api.ingest import Batch, Replayed, ingest, line_error, loads_strictly, read_record
+from logsense.server.batch import Batch, line_error, loads_strictly, read_record
+from logsense.server.ingest import Replayed, ingest
 from logsense.server.api.streams import NAME_PATTERN
 from logsense.server.auth import authorize_stream
 from logsense.server.registry import ModelsUnavailable

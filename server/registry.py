@@ -60,6 +60,9 @@ class Registry:
         self._error: str | None = None
         self._last_save = time.monotonic()
         self._thread: threading.Thread | None = None
+        # In a cluster only a stream's owner (a processor) writes `live/`; the other roles read it.
+        self.writes_live = settings.role in ("all", "processor")
+        self.templates_in_database = settings.cluster  # `stream_parsers`, committed with each batch
 
     # ------------------------------------------------------------------ start
 
@@ -169,6 +172,8 @@ class Registry:
             ).scalars().first()
             if row is not None and model.version != row.version:
                 model.use_version(self.stream_dir(stream_id) / row.path)
+            if self.templates_in_database and (state := store.templates_of(session, stream_id)) is not None:
+                model.use_templates(state)  # the ids the stored lines carry, whoever stored them
             store.read_review(session, stream_id, model)  # the training review's answers
             known = model.rapid
             missing = [t for t in store.normal_texts(session, stream_id) if not known.is_normal(t)]
@@ -233,14 +238,24 @@ class Registry:
         """The RAPID core set changed: save it at the next `save_dirty`."""
         self._dirty[stream_id] = True
 
+    def refresh_templates(self, stream: Stream) -> None:
+        """A cluster: take the templates the stream's owner created since this process loaded them."""
+        model = self._models.get(stream.id)
+        if model is None or not self.templates_in_database:
+            return
+        with Session(self.engine) as session:
+            state = store.templates_of(session, stream.id, newer_than=model.n_templates())
+        if state is not None:
+            model.use_templates(state)
+
     def save_parser(self, stream_id: int) -> None:
         model = self._models.get(stream_id)
-        if model is not None:
+        if model is not None and self.writes_live:
             model.save(self.live_dir(stream_id), parts=("parser",))
 
     def save(self, stream_id: int) -> None:
         model = self._models.get(stream_id)
-        if model is None:
+        if model is None or not self.writes_live:
             return
         self._dirty[stream_id] = False
         model.save(self.live_dir(stream_id), parts=("parser", "rapid"))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlmodel import Session
 
 from logsense.models.review import Review
 from logsense.server import store
+from logsense.server.cluster import events
 from logsense.server.services import Services
 from logsense.server.tables import Stream, TemplateReview, utcnow
 
@@ -29,12 +30,12 @@ def answer(services: Services, stream: Stream, template_id: int, label: str,
         raise ValueError(f"label must be one of {LABELS}, not {label!r}")
     model = services.registry.get(stream)  # ModelsUnavailable while loading: nothing recorded
     with store.write_session(services.engine) as session:
-        row = session.execute(select(TemplateReview).where(
-            TemplateReview.stream_id == stream.id, TemplateReview.template_id == template_id)).scalars().first()
+        row = next((r for r in store.review_rows(session, stream.id) if r.template_id == template_id), None)
         if row is None:
             raise LookupError(f"template {template_id} of stream {stream.name!r} is not under review")
         row.status, row.answered_at, row.actor = label, utcnow(), actor
         session.add(row)
+        events.publish(session, stream.id, "review")
         session.flush()
         session.refresh(row)
         session.expunge(row)
@@ -54,7 +55,5 @@ def describe(row: TemplateReview, model: Any) -> str | None:
 
 def items(services: Services, stream: Stream, status: str | None = None) -> list[TemplateReview]:
     """The stream's review, unanswered first."""
-    from sqlmodel import Session
-
     with Session(services.engine) as session:
         return store.review_rows(session, stream.id, status)

@@ -3,8 +3,8 @@
 Several uvicorn workers (or servers on one data directory) each start an app; only the one that
 takes an exclusive, non-blocking `flock` on `{data_dir}/scheduler.lock` runs the scheduler, and
 holds the lock until it stops (the OS drops it when the process dies, so another can take over:
-the others retry every `RETRY_SECONDS`). On PostgreSQL with servers on several machines, give
-them a shared data directory or enable the scheduler on one only (`LOGSENSE_SCHEDULER_ENABLED`).
+the others retry every `RETRY_SECONDS`). In a cluster (`settings.role`), the lock is a PostgreSQL
+advisory lock instead (`server.cluster.leases.AdvisoryLock`): one schedule across hosts.
 
 Per stream a cron job (the stream's `retrain_cron`, else `nightly_cron`; "off": none) starts a
 `nightly` training job. While a stream has a `retention_days`, a daily job (`RETENTION_CRON`,
@@ -23,11 +23,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlmodel import Session
 
 from logsense.server.services import Services
-from logsense.server.tables import Stream
+from logsense.server.streams import all_streams
 
 log = logging.getLogger("logsense.scheduler")
 
@@ -87,7 +86,12 @@ class Scheduler:
     def __init__(self, services: Services):
         self.services = services
         self.settings = services.settings
-        self.lock = SchedulerLock(self.settings.data_dir / LOCK_NAME)
+        if self.settings.cluster:  # one schedule for the whole cluster, whichever host holds the lock
+            from logsense.server.cluster.leases import AdvisoryLock
+
+            self.lock: Any = AdvisoryLock(services.engine, "logsense-scheduler")
+        else:
+            self.lock = SchedulerLock(self.settings.data_dir / LOCK_NAME)
         self._scheduler: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -142,7 +146,7 @@ class Scheduler:
         from apscheduler.triggers.cron import CronTrigger
 
         with Session(self.services.engine) as session:
-            streams = session.execute(select(Stream)).scalars().all()
+            streams = all_streams(session)
         wanted: dict[str, tuple[int, str]] = {}
         for s in streams:
             cron = s.config().retrain_cron or self.settings.nightly_cron

@@ -9,6 +9,7 @@ one without an app. The route layer keeps reading `app.state.<name>`: the same o
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
 
     from logsense.models.parsing.helper import PrepareHelper
     from logsense.server.alerts import AlertHook
+    from logsense.server.cluster.broker import Broker
+    from logsense.server.cluster.events import Follower
+    from logsense.server.cluster.processor import Processor
     from logsense.server.encoder import Encoder
     from logsense.server.metrics import Metrics
     from logsense.server.registry import Registry
@@ -42,5 +46,16 @@ class Services:
     search_indexer: Indexer | None = None
     alerts: AlertHook | None = None  # the enqueue hook; its `dispatcher` sends
     syslog: SyslogListener | None = None
+    broker: Broker | None = None  # an API replica of a cluster: batches go to their owner through it
+    processor: Processor | None = None  # a processor of a cluster: the partitions it owns
+    events: Follower | None = None  # a cluster: reloads streams changed elsewhere
     training_locks: dict[int, threading.Lock] = field(default_factory=dict)  # one job per stream at a time
     training_threads: list[threading.Thread] = field(default_factory=list)  # joined at shutdown
+    # Builds an ingest answer while the request's thread waits in the commit's fsync (which
+    # holds no GIL); one thread per batch would wait for the GIL, and the commit behind it.
+    def owns(self, stream_id: int) -> bool:
+        """Does this process store the stream's batches (and so score its pending lines)?"""
+        return self.processor.owns(stream_id) if self.processor is not None else not self.settings.cluster
+
+    answers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="logsense-answer"))

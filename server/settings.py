@@ -115,10 +115,45 @@ class Settings(BaseSettings):
         "http://127.0.0.1:8000", min_length=1, description="The server's address as the people receiving alerts "
         "reach it: alerts link to `{public_url}/anomalies/{id}`.")
 
+    # past one machine (server/cluster)
+    role: Literal["all", "api", "processor", "worker"] = Field(
+        "all", description="What this process runs. `all`: everything, one process (SQLite or PostgreSQL). "
+        "In a cluster (PostgreSQL and `broker_url` required): `api` takes requests and hands batches to the "
+        "stream's owner over the broker; `processor` owns partitions of streams (parser, RAPID, windows) and "
+        "stores their batches; `worker` checks windows with LogGPT, trains, sends alerts, runs the schedule.")
+    broker_url: str = Field(
+        "", description="Redis URL of the ingest log in a cluster (`redis://host:6379/0`); batches go to one of "
+        "`partitions` Redis Streams by stream id. Empty with role `all`: none.")
+    partitions: int = Field(
+        16, ge=1, le=4096, description="Partitions of the ingest log; each has one owning processor at a time, "
+        "so at most this many processors share the work. Must be the same on every node.")
+    lease_seconds: float = Field(
+        10.0, ge=1, description="A processor's partition lease and a worker's window claim last this long without "
+        "renewal; a dead node's work moves on after it.")
+    node_name: str = Field(
+        "", max_length=128, description="This process's name in a cluster (leases, claims, jobs). Empty: "
+        "`{hostname}-{role}-{pid}`. A stable name lets a restarted node take back its own claims at once.")
+    reply_timeout_seconds: float = Field(
+        30.0, gt=0, description="How long an API replica waits for the owner's answer to a batch before a 503 "
+        "that tells the client to retry with the batch's Idempotency-Key.")
+
+    @property
+    def cluster(self) -> bool:
+        """A process of a cluster (any role but `all`)."""
+        return self.role != "all"
+
+    def node(self) -> str:
+        import os
+        import socket
+
+        return self.node_name or f"{socket.gethostname()}-{self.role}-{os.getpid()}"
+
     @model_validator(mode="after")
     def _default_database_url(self) -> "Settings":
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir}/logsense.db"
+        if self.cluster and (not self.broker_url or not self.database_url.startswith("postgresql")):
+            raise ValueError(f"role {self.role!r} needs a PostgreSQL database_url and a broker_url (redis://...)")
         from logsense.server.throttle import parse_trusted
 
         parse_trusted(self.forwarded_allow_ips)  # a ValueError naming the bad entry

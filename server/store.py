@@ -606,14 +606,21 @@ def window_lines(session: Session, window_ids: Iterable[int]) -> dict[int, list[
     return out
 
 
-def claim_window(session: Session, window_id: int) -> bool:
-    """Atomically move a queued window to `checking`; False if someone else got it first."""
-    result = session.execute(
-        update(Window.__table__)
-        .where(Window.__table__.c.id == window_id, Window.__table__.c.state == "queued")
-        .values(state="checking", attempts=Window.__table__.c.attempts + 1)
-    )
-    return result.rowcount == 1
+def claim_windows(session: Session, limit: int, owner: str | None = None,
+                  now: datetime | None = None) -> list[tuple[int, int]]:
+    """Move up to `limit` queued windows, oldest first, to `checking` for `owner`: their (id,
+    stream id). On PostgreSQL rows another worker is claiming are skipped (SKIP LOCKED), so
+    workers on several hosts never wait for or take each other's windows."""
+    t = Window.__table__
+    pick = select(t.c.id).where(t.c.state == "queued").order_by(t.c.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    rows = session.execute(
+        update(t).where(t.c.id.in_(pick.scalar_subquery()), t.c.state == "queued")
+        .values(state="checking", attempts=t.c.attempts + 1, claimed_by=owner, claimed_at=now or utcnow())
+        .returning(t.c.id, t.c.stream_id)
+    ).all()
+    return sorted((r[0], r[1]) for r in rows)
 
 
 def unclaim_windows(session: Session, window_ids: Sequence[int]) -> None:
@@ -623,12 +630,49 @@ def unclaim_windows(session: Session, window_ids: Sequence[int]) -> None:
                     .values(state="queued", attempts=t.c.attempts - 1))
 
 
-def requeue_checking(session: Session) -> int:
-    """At start: windows a dead process was checking go back to the queue."""
-    result = session.execute(
-        update(Window.__table__).where(Window.__table__.c.state == "checking").values(state="queued")
+def requeue_checking(session: Session, owner: str | None = None, dead_before: datetime | None = None) -> int:
+    """Windows a dead worker was checking go back to the queue. One process (no `owner`): all of
+    them, at start. A cluster: those `owner` claimed (this node, restarted) and those of nodes
+    not seen since `dead_before`."""
+    t = Window.__table__
+    q = update(t).where(t.c.state == "checking")
+    if owner is not None:
+        from logsense.server.tables import ClusterNode
+
+        alive = select(ClusterNode.name).where(ClusterNode.seen_at >= dead_before).scalar_subquery()
+        q = q.where(or_(t.c.claimed_by == owner, t.c.claimed_by.is_(None), t.c.claimed_by.not_in(alive)))
+    return session.execute(q.values(state="queued", claimed_by=None, claimed_at=None)).rowcount or 0
+
+
+def fail_windows(session: Session, window_ids: Sequence[int], error: str, max_attempts: int) -> None:
+    """Windows whose check failed: back to the queue, or `failed` after `max_attempts` claims."""
+    t = Window.__table__
+    for wid in window_ids:
+        attempts = session.execute(select(t.c.attempts).where(t.c.id == wid)).scalar() or 0
+        state = "failed" if attempts >= max_attempts else "queued"
+        session.execute(update(t).where(t.c.id == wid).values(state=state, error=error[:2000]))
+
+
+def save_window_checks(session: Session, rows: list[dict]) -> None:
+    """The worker's results (`_id`, state, checked_at, anomalous, model_version, result), on the
+    windows it still holds (`checking`)."""
+    t = Window.__table__
+    session.connection().execute(
+        update(t).where(t.c.id == bindparam("_id"), t.c.state == "checking").values(
+            state=bindparam("state"), checked_at=bindparam("checked_at"), anomalous=bindparam("anomalous"),
+            model_version=bindparam("model_version"), result=bindparam("result"), error=None),
+        rows,
     )
-    return result.rowcount or 0
+
+
+def raise_line_anomalies(session: Session, line_ids: list[int], now: datetime) -> None:
+    """Open line anomalies of lines that became danger follow their line."""
+    t = Anomaly.__table__
+    for start in range(0, len(line_ids), 5000):
+        session.execute(
+            update(t).where(t.c.line_id.in_(line_ids[start : start + 5000]), t.c.kind == "line",
+                            t.c.status == "open").values(severity="danger", updated_at=now)
+        )
 
 
 def pending_counts(session: Session, stream_id: int) -> dict[str, int]:
@@ -817,3 +861,33 @@ def confirm_reviews(session: Session, stream_id: int, template_ids: Sequence[int
     session.execute(update(t).where(t.c.stream_id == stream_id, t.c.template_id.in_(list(template_ids)),
                                     t.c.status == "unconfirmed")
                     .values(status="normal", answered_at=datetime.now(timezone.utc), actor=actor))
+
+
+# --------------------------------------------------------------------------- a cluster's templates
+
+
+def save_templates(session: Session, stream_id: int, n_templates: int, state: dict, now: datetime) -> None:
+    """The stream's template miner, in the batch's transaction that created templates: a new owner
+    or another replica reads the ids the stored lines carry (`templates_of`)."""
+    import zlib
+
+    from logsense.server.tables import StreamParser
+
+    blob = zlib.compress(orjson.dumps(state), 1)
+    row = session.get(StreamParser, stream_id)
+    if row is None:
+        session.add(StreamParser(stream_id=stream_id, n_templates=n_templates, state=blob, updated_at=now))
+    else:
+        row.n_templates, row.state, row.updated_at = n_templates, blob, now
+        session.add(row)
+
+
+def templates_of(session: Session, stream_id: int, newer_than: int = -1) -> dict | None:
+    """The stream's saved miner state, if it has more than `newer_than` templates."""
+    import zlib
+
+    from logsense.server.tables import StreamParser
+
+    row = session.execute(select(StreamParser.state).where(StreamParser.stream_id == stream_id,
+                                                           StreamParser.n_templates > newer_than)).first()
+    return None if row is None else orjson.loads(zlib.decompress(row[0]))

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from logsense.server.api.ingest import LATEST_TS
+from logsense.server.batch import LATEST_TS
 from logsense.server.push import Entry, check_stream_name, json_safe, make_batch, resolve_streams
 from logsense.server.services import Services
 
@@ -560,7 +560,7 @@ class SyslogListener:
 
     def store(self, batch: Frames) -> None:
         """Parse and store one batch (in the listener's worker thread); every message is counted."""
-        from logsense.server.api.ingest import Replayed, ingest
+        from logsense.server.ingest import Replayed, ingest
         from logsense.server.registry import ModelsUnavailable
 
         counts = self.metrics.syslog_messages

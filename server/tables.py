@@ -189,6 +189,8 @@ class Window(SQLModel, table=True):
     attempts: int = Field(default=0, nullable=False)
     error: str | None = Field(default=None, nullable=True)
     label: str | None = Field(default=None, max_length=16, nullable=True)  # operator: normal / anomaly
+    claimed_by: str | None = Field(default=None, max_length=128, nullable=True)  # the worker checking it
+    claimed_at: datetime | None = _when()  # ... since: a claim older than the lease is a dead worker's
 
 
 class WindowLine(SQLModel, table=True):
@@ -376,6 +378,7 @@ class Job(SQLModel, table=True):
     created_at: datetime = _created()
     started_at: datetime | None = _when()
     finished_at: datetime | None = _when()
+    owner: str | None = Field(default=None, max_length=128, nullable=True)  # the node running it (a cluster)
 
 
 class ModelVersion(SQLModel, table=True):
@@ -470,3 +473,51 @@ class SearchState(SQLModel, table=True):
     __tablename__ = "search_state"
     id: int | None = Field(default=None, primary_key=True)
     last_line_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
+# --------------------------------------------------------------------------- a cluster (server/cluster)
+
+
+class PartitionLease(SQLModel, table=True):
+    """Who owns one partition of the ingest log: one processor at a time. `epoch` grows at every
+    takeover, and a batch commits only while its owner's epoch is still the row's (fencing), so
+    an owner that lost its lease while paused cannot store a batch its successor also stores."""
+
+    __tablename__ = "partition_leases"
+    partition: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    owner: str | None = Field(default=None, max_length=128, nullable=True)
+    epoch: int = Field(default=0, sa_type=BigInteger, nullable=False)
+    expires_at: datetime = _created()
+
+
+class ClusterNode(SQLModel, table=True):
+    """A running process of a cluster and its role; `seen_at` is its heartbeat."""
+
+    __tablename__ = "cluster_nodes"
+    name: str = Field(primary_key=True, max_length=128)
+    role: str = Field(max_length=16, nullable=False)
+    started_at: datetime = _created()
+    seen_at: datetime = _created()
+
+
+class StreamParser(SQLModel, table=True):
+    """A stream's parser (its Drain templates), committed with the batch that created templates:
+    the template ids every replica reads and a new owner resumes from."""
+
+    __tablename__ = "stream_parsers"
+    stream_id: int = Field(foreign_key="streams.id", ondelete="CASCADE", primary_key=True,
+                           sa_column_kwargs={"autoincrement": False})
+    n_templates: int = Field(default=0, nullable=False)
+    state: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # zlib'd JSON of `LogParser.to_dict`
+    updated_at: datetime = _created()
+
+
+class StreamEvent(SQLModel, table=True):
+    """The ordered per-stream log of what changes a live model (feedback, a promoted or rolled-back
+    LogGPT): every replica follows it and reloads the stream from the database."""
+
+    __tablename__ = "stream_events"
+    id: int | None = Field(default=None, sa_column=Column(LineId, primary_key=True, autoincrement=True))
+    stream_id: int = Field(foreign_key="streams.id", ondelete="CASCADE", nullable=False, index=True)
+    kind: str = Field(max_length=32, nullable=False)
+    created_at: datetime = _created()

@@ -23,12 +23,14 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from logsense.server import store
+from logsense.server.cluster import events
 from logsense.server.services import Services
+from logsense.server.settings import Settings
 from logsense.server.tables import Job, ModelVersion, Stream, utcnow
 
 log = logging.getLogger("logsense.training")
@@ -56,7 +58,8 @@ def start_training(services: Services, stream_id: int, mode: str = "train") -> i
     with store.write_session(engine) as session:
         if session.get(Stream, stream_id) is None:
             raise LookupError(f"no stream with id {stream_id}")
-        job = Job(stream_id=stream_id, kind=mode, state="queued", message="waiting to start")
+        job = Job(stream_id=stream_id, kind=mode, state="queued", message="waiting to start",
+                  owner=services.settings.node() if services.settings.cluster else None)
         session.add(job)
         session.flush()
         job_id = int(job.id)
@@ -99,11 +102,20 @@ def run_job(services: Services, job_id: int) -> None:
                  message=result.get("message", "done"))
 
 
-def fail_interrupted(engine: Engine) -> int:
-    """At start: jobs a dead process left queued or running are marked failed (their threads are gone)."""
+def fail_interrupted(engine: Engine, settings: Settings | None = None) -> int:
+    """At start: jobs a dead process left queued or running are marked failed (their threads are
+    gone). One process: all of them. A cluster: this node's own and those of nodes not seen for
+    twice the lease, never a running peer's."""
     t = Job.__table__
+    q = update(t).where(t.c.state.in_(("queued", "running")))
+    if settings is not None and settings.cluster:
+        from logsense.server.cluster.leases import dead_before
+        from logsense.server.tables import ClusterNode
+
+        alive = select(ClusterNode.name).where(ClusterNode.seen_at >= dead_before(settings.lease_seconds))
+        q = q.where(or_(t.c.owner.is_(None), t.c.owner == settings.node(), t.c.owner.not_in(alive.scalar_subquery())))
     with store.write_session(engine) as session:
-        result = session.execute(update(t).where(t.c.state.in_(("queued", "running"))).values(
+        result = session.execute(q.values(
             state="failed", error="interrupted: the server stopped before the job finished", finished_at=utcnow()))
     return result.rowcount or 0
 
@@ -213,6 +225,7 @@ def _train(services: Services, job_id: int, stream_id: int, mode: str, progress:
             session.execute(update(t).where(t.c.stream_id == stream_id, t.c.kind == "loggpt").values(live=False))
         session.add(ModelVersion(stream_id=stream_id, kind="loggpt", version=next_version, path=rel,
                                  metrics=_jsonable(candidate.metrics), live=promote, job_id=job_id))
+        events.publish(session, stream_id, "model")  # other replicas reload the stream
     message = f"version {next_version} {'promoted' if promote else 'kept back'}: {reason}"
     m = candidate.metrics
     if m.get("val_fpr") is not None:
@@ -264,4 +277,5 @@ def rollback(services: Services, stream_id: int, version: int) -> None:
             session.execute(update(t).where(t.c.stream_id == stream_id, t.c.kind == "loggpt").values(live=False))
             session.execute(update(t).where(t.c.stream_id == stream_id, t.c.kind == "loggpt",
                                             t.c.version == version).values(live=True))
+            events.publish(session, stream_id, "model")
     log.info("stream %s: rolled back to LogGPT version %d", stream.name, version)

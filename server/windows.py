@@ -10,7 +10,6 @@ A closed window goes to state `queued` (the durable LogGPT queue), unless every 
 train-mode data: then it is `done` with result `{"skipped": "train"}` and serves as training data.
 """
 
-import math
 import weakref
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone

@@ -19,19 +19,19 @@ While a stream has no trained LogGPT its windows are marked `done` with result
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
 from sqlmodel import Session
 
 from logsense.models.policy import line_severity
 from logsense.models.stream import MAX_CONTEXT_LINES, ClosedWindow
-from logsense.server import store, windows
+from logsense.server import store, streams, windows
 from logsense.server.loop import Loop
 from logsense.server.registry import ModelsUnavailable
 from logsense.server.services import Services
-from logsense.server.tables import Anomaly, Stream, Window, utcnow
+from logsense.server.tables import Stream, utcnow
 
 log = logging.getLogger("logsense.worker")
 
@@ -47,14 +47,19 @@ class Worker(Loop):
         super().__init__(services.settings.worker_poll_seconds, services.settings.worker_threads)
         self.services = services
         self.settings = services.settings
+        self.node = services.settings.node()
+        self._next_requeue = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        with store.write_session(self.services.engine) as session:
-            n = store.requeue_checking(session)
-        if n:
-            log.info("re-queued %d windows a previous process was checking", n)
+        if self.settings.cluster:
+            self._requeue()
+        else:
+            with store.write_session(self.services.engine) as session:
+                n = store.requeue_checking(session)
+            if n:
+                log.info("re-queued %d windows a previous process was checking", n)
         super().start()
 
     def ready(self) -> bool:
@@ -69,32 +74,43 @@ class Worker(Loop):
 
     def run_once(self) -> bool:
         """Close idle windows, check one batch of queued ones; True when there may be more."""
-        engine = self.services.engine
+        engine, cluster = self.services.engine, self.settings.cluster
         now = utcnow()
         with Session(engine) as session:
-            streams = {s.id: s for s in session.execute(select(Stream)).scalars().all()}
-        idle = {sid: s.config().idle_timeout_seconds for sid, s in streams.items()}
+            by_id = {s.id: s for s in streams.all_streams(session)}
+        if not cluster:  # in a cluster, each stream's owner closes its windows (server.cluster.processor)
+            idle = {sid: s.config().idle_timeout_seconds for sid, s in by_id.items()}
+            with store.write_session(engine) as session:
+                windows.close_idle(session, idle, now)
+        elif time.monotonic() >= self._next_requeue:  # the windows of workers that died while checking
+            self._requeue()
         with store.write_session(engine) as session:
-            windows.close_idle(session, idle, now)
-        with Session(engine) as session:
-            queued = session.execute(
-                select(Window.id, Window.stream_id).where(Window.state == "queued").order_by(Window.id).limit(BATCH_WINDOWS)
-            ).all()
-        if not queued:
+            claimed = store.claim_windows(session, BATCH_WINDOWS, self.node if cluster else None, now)
+        if not claimed:
             return False
         by_stream: dict[int, list[int]] = defaultdict(list)
-        for wid, sid in queued:
+        for wid, sid in claimed:
             by_stream[sid].append(wid)
         checked = 0
         for sid, ids in by_stream.items():
-            stream = streams.get(sid)
-            if stream is None:
+            stream = by_id.get(sid)
+            if stream is None:  # created since the streams were read: next round
+                with store.write_session(engine) as session:
+                    store.unclaim_windows(session, ids)
                 continue
-            with store.write_session(engine) as session:
-                claimed = [wid for wid in ids if store.claim_window(session, wid)]
-            if claimed:
-                checked += self.check_windows(stream, claimed)
-        return checked > 0 and len(queued) == BATCH_WINDOWS  # none checked: wait for a wake, do not spin
+            if cluster:  # templates the stream's owner created since this process loaded them
+                self.services.registry.refresh_templates(stream)
+            checked += self.check_windows(stream, ids)
+        return checked > 0 and len(claimed) == BATCH_WINDOWS  # none checked: wait for a wake, do not spin
+
+    def _requeue(self) -> None:
+        from logsense.server.cluster.leases import dead_before
+
+        with store.write_session(self.services.engine) as session:
+            n = store.requeue_checking(session, self.node, dead_before(self.settings.lease_seconds))
+        if n:
+            log.info("re-queued %d windows of workers that stopped while checking them", n)
+        self._next_requeue = time.monotonic() + self.settings.lease_seconds
 
     def check_windows(self, stream: Stream, window_ids: list[int]) -> int:
         """Check claimed windows of one stream and store the results; failures go back to the
@@ -131,12 +147,8 @@ class Worker(Loop):
         return len(window_ids)
 
     def _fail(self, window_ids: list[int], error: str) -> None:
-        t = Window.__table__
         with store.write_session(self.services.engine) as session:
-            for wid in window_ids:
-                attempts = session.execute(select(t.c.attempts).where(t.c.id == wid)).scalar() or 0
-                state = "failed" if attempts >= self.settings.worker_max_attempts else "queued"
-                session.execute(update(t).where(t.c.id == wid).values(state=state, error=error[:2000]))
+            store.fail_windows(session, window_ids, error, self.settings.worker_max_attempts)
 
     def _store(self, stream: Stream, model: Any, window_ids: list[int], lines: dict[int, list[dict]],
                verdicts: list | None) -> None:
@@ -144,7 +156,6 @@ class Worker(Loop):
         `StreamModel.judge` decided them (None: untrained, the RAPID verdicts stand)."""
         now = utcnow()
         metrics = self.services.metrics
-        t = Window.__table__
         window_rows, line_flags, anomalies = [], {}, []
         version = model.version
         for i, wid in enumerate(window_ids):
@@ -186,15 +197,10 @@ class Worker(Loop):
                               "severity": severity, "checked_at": now})
         with store.write_session(self.services.engine) as session:
             store.route_anomalies(session, stream.id, anomalies, now, self.services.settings.incident_gap_seconds)
-            session.connection().execute(
-                update(t).where(t.c.id == bindparam("_id"), t.c.state == "checking").values(
-                    state=bindparam("state"), checked_at=bindparam("checked_at"), anomalous=bindparam("anomalous"),
-                    model_version=bindparam("model_version"), result=bindparam("result"), error=None),
-                window_rows,
-            )
+            store.save_window_checks(session, window_rows)
             store.update_lines(session, line_rows)
             store.insert_anomalies(session, anomalies)
-            self._raise_line_anomalies(session, [r["_id"] for r in line_rows if r["severity"] == "danger"], now)
+            store.raise_line_anomalies(session, [r["_id"] for r in line_rows if r["severity"] == "danger"], now)
         changed = Counter(r["severity"] for r in line_rows if r["severity"] != line_flags[r["_id"]][0]["severity"])
         for severity, n in changed.items():  # verdicts LogGPT changed
             metrics.verdicts.labels(stream.name, severity).inc(n)
@@ -215,18 +221,6 @@ class Worker(Loop):
             "unseen": bool(getattr(miss, "unseen", False)),
         }
 
-    @staticmethod
-    def _raise_line_anomalies(session: Session, line_ids: list[int], now: Any) -> None:
-        """Open line anomalies of lines that became danger follow their line."""
-        if not line_ids:
-            return
-        t = Anomaly.__table__
-        for start in range(0, len(line_ids), 5000):
-            session.execute(
-                update(t).where(t.c.line_id.in_(line_ids[start : start + 5000]), t.c.kind == "line",
-                                t.c.status == "open").values(severity="danger", updated_at=now)
-            )
-
 
 def _seq(lines: list[dict]) -> list[int]:
     return [-1 if x["template_id"] is None else int(x["template_id"]) for x in lines]
@@ -245,17 +239,4 @@ def _key_text(model: Any, key: int | str | None) -> str | None:
     return model.template(key) if key is not None and key >= 0 else None
 
 
-def pending_lines(session: Session, stream_id: int) -> int:
-    """Lines still waiting for a LogGPT check (in an open, queued or checking window)."""
-    from sqlalchemy import func
-
-    from logsense.server.tables import WindowLine
-
-    return session.execute(
-        select(func.count(func.distinct(WindowLine.line_id)))
-        .join(Window, Window.id == WindowLine.window_id)
-        .where(Window.stream_id == stream_id, Window.state.in_(("open", "queued", "checking")))
-    ).scalar() or 0
-
-
-__all__ = ["Worker", "pending_lines"]
+__all__ = ["Worker"]

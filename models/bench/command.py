@@ -15,6 +15,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the search benchmark instead: search latency over --search-lines stored lines and a "
                              "1,000-member group action, through a real server over loopback HTTP")
     parser.add_argument("--search-lines", type=int, default=1_000_000, help="search: lines stored before the queries")
+    parser.add_argument("--cluster", action="store_true",
+                        help="the cluster benchmark instead: lines/s and CPU per process of `serve --role all` against "
+                             "2 API replicas + N processors + 1 worker, on the same PostgreSQL and data (loghub-2k)")
+    parser.add_argument("--cluster-rounds", type=int, default=4, help="cluster: timed rounds over the data")
+    parser.add_argument("--cluster-clients", type=int, default=8, help="cluster: concurrent client threads")
+    parser.add_argument("--cluster-processors", type=int, nargs="+", default=[1, 2, 4],
+                        help="cluster: processors per cluster setup")
+    parser.add_argument("--database-url", default=None,
+                        help="cluster: a PostgreSQL server URL whose user may create databases (default: start one)")
+    parser.add_argument("--broker-url", default=None, help="cluster: a Redis URL to use and flush (default: start one)")
     parser.add_argument("--capacity-lines", type=int, default=400_000, help="capacity: lines posted in all")
     parser.add_argument("--capacity-rate", type=float, default=8000.0, help="capacity: load phase lines/s over all clients")
     parser.add_argument("--capacity-clients", type=int, default=4, help="capacity: load phase concurrent clients")
@@ -119,21 +130,38 @@ def run(args: argparse.Namespace) -> int:
         "fractions": list(cfg.fractions),
         "quick": cfg.quick,
         "seed": cfg.seed,
-        "cores": os.cpu_count(),
-        "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
-        "seconds": round(time.perf_counter() - started, 1),
+        **run_facts(started),
         **out["meta"],
         "detectors": out["detectors"],
     }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "results.json", report)
-    markdown = render_markdown(report)
-    (out_dir / "results.md").write_text(markdown)
-    plot_pr(out["curves"], out_dir / "pr.png", report)
-    print(markdown)
-    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}, {out_dir / 'pr.png'}")
+    write_report(args.out, report, render_markdown, lambda path: plot_pr(out["curves"], path, report))
     return 0
+
+
+def run_facts(started: float) -> dict:
+    """What every report says of its run: cores, machine, and the seconds since `started`."""
+    return {
+        "cores": os.cpu_count(),
+        "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def write_report(out: str | os.PathLike, report: dict, render: Callable[[dict], str],
+                 plot: Callable[[Path], None] | None = None) -> None:
+    """OUT/results.json, OUT/results.md (`render(report)`) and, with `plot`, OUT/pr.png; the
+    markdown printed, then what was written."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / "results.json", out_dir / "results.md"]
+    write_json(written[0], report)
+    markdown = render(report)
+    written[1].write_text(markdown)
+    if plot is not None:
+        written.append(out_dir / "pr.png")
+        plot(written[2])
+    print(markdown)
+    print(f"wrote {', '.join(str(p) for p in written)}")
 
 
 def write_json(path: Path, report: dict) -> None:
@@ -161,6 +189,13 @@ def fmt(x, digits: int = 3) -> str:
     return str(x)
 
 
+def detector_rows(dets: dict, order: list[str]) -> list[tuple[str, dict, list[str]]]:
+    """(name, results, notes) of each detector, those in `order` first; the notes start with K
+    where the detector has one, and a table adds its own."""
+    names = [n for n in order if n in dets] + [n for n in dets if n not in order]
+    return [(n, dets[n], [f"K={dets[n]['top_k']}"] if "top_k" in dets[n] else []) for n in names]
+
+
 def render_markdown(report: dict) -> str:
     oracle = " (ORACLE thresholds)" if report["oracle"] else ""
     sizes = report["split_sizes"]
@@ -179,11 +214,7 @@ def render_markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     dets = report["detectors"]
-    for name in [n for n in ORDER if n in dets] + [n for n in dets if n not in ORDER]:
-        d = dets[name]
-        notes = []
-        if "top_k" in d:
-            notes.append(f"K={d['top_k']}")
+    for name, d, notes in detector_rows(dets, ORDER):
         if name in ("ensemble", "ensemble_or"):
             notes.append(f"danger-only P {fmt(d['danger_precision'])} R {fmt(d['danger_recall'])}; danger {d['danger']}, watch {d['watch']}")
         if d.get("known_normal_rule"):
@@ -268,18 +299,10 @@ def run_live_command(args: argparse.Namespace, dataset) -> int:
         "oracle": False,
         "quick": cfg.quick,
         "seed": cfg.seed,
-        "cores": os.cpu_count(),
-        "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
-        "seconds": round(time.perf_counter() - started, 1),
+        **run_facts(started),
         **out,
     }
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "results.json", report)
-    markdown = render_live(report)
-    (out_dir / "results.md").write_text(markdown)
-    print(markdown)
-    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}")
+    write_report(args.out, report, render_live)
     return 0
 
 
@@ -318,15 +341,10 @@ def render_live(report: dict) -> str:
         lines.append(f"with the simulated operator ({fb['scope']} scope): P {fmt(fb['precision'])} R {fmt(fb['recall'])} "
                      f"F1 {fmt(fb['f1'])} in {fb['clicks']} clicks ({fb['training_review_clicks']} on the training review); "
                      f"queue rows {fb['queue_groups']:,}")
-    lines += ["", f"| detector | P | R | F1 | normal flagged | line F1 | window F1 | notes |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| detector | P | R | F1 | normal flagged | line F1 | window F1 | notes |", "|---|---|---|---|---|---|---|---|"]
     lines.append(f"| **product** | {fmt(p['precision'])} | {fmt(p['recall'])} | {fmt(p['f1'])} | {fmt(p['normal_flagged_rate'])} "
                  f"| {fmt(p['line']['f1'])} | {fmt(p['window']['f1'])} | what the server does |")
-    dets = report["detectors"]
-    for name in [n for n in LIVE_ORDER if n in dets] + [n for n in dets if n not in LIVE_ORDER]:
-        d = dets[name]
-        notes = []
-        if "top_k" in d:
-            notes.append(f"K={d['top_k']}")
+    for name, d, notes in detector_rows(report["detectors"], LIVE_ORDER):
         if d.get("note"):
             notes.append(d["note"])
         lines.append(f"| {name} | {fmt(d['precision'])} | {fmt(d['recall'])} | {fmt(d['f1'])} | {fmt(d['normal_flagged_rate'])} "

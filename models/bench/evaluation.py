@@ -15,7 +15,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from logsense.models.policy import threshold_at_fpr  # the product's calibration rule; re-exported
 
 FRACTIONS = (0.6, 0.1, 0.3)  # train / validation / test
 

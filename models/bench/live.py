@@ -95,7 +95,7 @@ class LiveStream:
     # ------------------------------------------------------------------ ingest
 
     def post(self, raw: list[str], source: list[int]) -> None:
-        """One batch, as `server.api.ingest.ingest` handles it."""
+        """One batch, as `server.ingest.ingest` handles it."""
         model, first = self.model, len(self.source)
         parsed, verdicts = [], None if self.train_mode else []
         for chunk in model.parse_chunks(raw, None):  # chunk by chunk, as ingest learns and scores

@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import platform
 import sys
 import time
 from collections import Counter, defaultdict
@@ -154,7 +153,7 @@ def render(report: dict) -> str:
 
 def run_parsing(out: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> int:
     """`logsense bench --parsing`: 0 when written, 2 (with a message) when the data is absent."""
-    from logsense.models.bench.command import write_json
+    from logsense.models.bench.command import run_facts, write_report
     from logsense.models.bench.datasets import default_data_dir
 
     root = Path(data_dir) if data_dir else default_data_dir()
@@ -172,17 +171,9 @@ def run_parsing(out: str | os.PathLike, data_dir: str | os.PathLike | None = Non
         "benchmark": "parsing",
         "protocol_text": PROTOCOL,
         "data": str(root),
-        "cores": os.cpu_count(),
-        "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
-        "seconds": round(time.perf_counter() - started, 1),
+        **run_facts(started),
         "systems": systems,
         "targets": targets(systems),
     }
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "results.json", report)
-    markdown = render(report)
-    (out_dir / "results.md").write_text(markdown)
-    print(markdown)
-    print(f"wrote {out_dir / 'results.json'}, {out_dir / 'results.md'}")
+    write_report(out, report, render)
     return 0

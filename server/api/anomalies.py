@@ -9,13 +9,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
 from sqlmodel import Session
 
 from logsense.server.api.deps import MAX_ID, AfterId, CurrentKey, RowId, SessionDep, UtcTime, actor_name, unprocessable
-from logsense.server import incidents
-from logsense.server.feedback import UNDO_SECONDS, answer_group, apply_feedback, mute_template, reopen
-from logsense.server.services import Services
+from logsense.server import anomalies, incidents
+from logsense.server.feedback import UNDO_SECONDS, answer_group, apply_feedback, reopen
 from logsense.server.tables import Anomaly, LogLine, Stream
 
 router = APIRouter(prefix="/api/v1/anomalies", tags=["anomalies"])
@@ -131,31 +129,14 @@ def list_anomalies(
 ) -> list[AnomalyOut] | list[AnomalyGroupOut]:
     """Anomalies, oldest first (page with `after_id`); open ones unless `status` says otherwise.
     With `group=template`, the same rows as the UI's queue."""
-    def where(q):  # noqa: ANN001, ANN202
-        if stream is not None:
-            q = q.where(Stream.name == stream)
-        if severity is not None:
-            q = q.where(Anomaly.severity == severity)
-        if status != "any":
-            q = q.where(Anomaly.status == status)
-        if kind is not None:
-            q = q.where(Anomaly.kind == kind)
-        if since is not None:
-            q = q.where(Anomaly.created_at >= since)
-        if until is not None:
-            q = q.where(Anomaly.created_at < until)
-        return q.where(Anomaly.id > after_id)
-
+    match = anomalies.Match(stream, severity, status, kind, since, until, after_id)
     if group == "template":
-        return _groups(request, session, where, limit)
-    q = select(Anomaly, Stream, LogLine).join(Stream, Stream.id == Anomaly.stream_id).outerjoin(
-        LogLine, LogLine.id == Anomaly.line_id)
-    rows = session.execute(where(q).order_by(Anomaly.id).limit(limit)).all()
-    return [_out(request, a, s, line) for a, s, line in rows]
+        return _groups(request, session, match, limit)
+    return [_out(request, a, s, line) for a, s, line in anomalies.listed(session, match, limit)]
 
 
-def _groups(request: Request, session: Session, where, limit: int) -> list[AnomalyGroupOut]:  # noqa: ANN001
-    rows = session.execute(where(incidents.rows_select()).order_by(Anomaly.id.desc()).limit(incidents.MAX_GROUPED)).all()
+def _groups(request: Request, session: Session, match: anomalies.Match, limit: int) -> list[AnomalyGroupOut]:
+    rows = anomalies.newest_rows(session, match, incidents.MAX_GROUPED)
     found = incidents.incidents_of(rows, request.app.state.settings.incident_gap_seconds)
     pairs = [(inc, g) for inc in found for g in inc.groups][:limit]
     incidents.fill_details(session, request.app.state.registry, [g for _, g in pairs])
@@ -193,20 +174,10 @@ async def post_reopen(body: ReopenIn, request: Request, key: CurrentKey) -> Reop
 
 @router.get("/{anomaly_id}", response_model=AnomalyOut)
 def read_anomaly(anomaly_id: RowId, request: Request, session: SessionDep) -> AnomalyOut:
-    a = session.get(Anomaly, anomaly_id)
-    if a is None:
+    found = anomalies.with_parts(session, anomaly_id)
+    if found is None:
         raise HTTPException(404, f"no anomaly with id {anomaly_id}")
-    return _out(request, a, session.get(Stream, a.stream_id), session.get(LogLine, a.line_id) if a.line_id else None)
-
-
-def _mute_only(services: Services, anomaly_id: int, until: datetime, author: str) -> None:
-    with Session(services.engine) as session:
-        anomaly = session.get(Anomaly, anomaly_id)
-    if anomaly is None:
-        raise LookupError(f"no anomaly with id {anomaly_id}")
-    if anomaly.template_id is None:
-        raise ValueError("this anomaly has no template to mute")
-    mute_template(services, anomaly.stream_id, anomaly.template_id, until, author)
+    return _out(request, *found)
 
 
 @router.post("/{anomaly_id}/feedback", response_model=AnomalyOut)
@@ -215,7 +186,7 @@ async def post_feedback(anomaly_id: RowId, body: FeedbackIn, request: Request, k
     services = request.app.state.services
     try:
         if body.label is None:  # mute only: the template's alerts stop until then, nothing is learned
-            await run_in_threadpool(_mute_only, services, anomaly_id, body.suppress_until, actor_name(key))
+            await run_in_threadpool(anomalies.mute, services, [anomaly_id], body.suppress_until, actor_name(key))
         else:
             await run_in_threadpool(apply_feedback, services, anomaly_id, body.label, body.scope,
                                     body.suppress_until, actor_name(key), body.note)

@@ -12,15 +12,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlmodel import Session
 
-from logsense.server import store, windows
+from logsense.server import lines, store, windows
 from logsense.server.api.deps import AfterId, SessionDep, StreamDep
-from logsense.server.tables import LogLine, Window, severity_is, utcnow
+from logsense.server.tables import utcnow
 
 router = APIRouter(prefix="/api/v1/streams", tags=["lines and windows"])
-
-PENDING = ("open", "queued", "checking")
 
 
 class LineVerdict(BaseModel):
@@ -67,11 +65,7 @@ def list_lines(
     severity: Annotated[Literal["train", "normal", "watch", "danger", "pending"] | None, Query()] = None,
 ) -> list[LineVerdict]:
     """Stored lines with their verdicts so far, by id."""
-    q = select(LogLine).where(LogLine.stream_id == stream.id, LogLine.id > after_id)
-    if severity is not None:  # normal lines (most of them) are found by id, the others by ix_log_lines_not_normal
-        q = q.where(severity_is(severity))
-    rows = session.execute(q.order_by(LogLine.id).limit(limit)).scalars().all()
-    return [LineVerdict(**r.model_dump()) for r in rows]
+    return [LineVerdict(**r.model_dump()) for r in lines.verdicts(session, stream.id, after_id, limit, severity)]
 
 
 @router.get("/{name}/windows", response_model=WindowsOut)
@@ -84,12 +78,7 @@ def list_windows(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> WindowsOut:
     """The stream's windows and sessions; by default those whose LogGPT check is still to come."""
-    q = select(Window).where(Window.stream_id == stream.id, Window.id > after_id)
-    if state == "pending":
-        q = q.where(Window.state.in_(PENDING))
-    elif state != "any":
-        q = q.where(Window.state == state)
-    rows = session.execute(q.order_by(Window.id).limit(limit)).scalars().all()
+    rows = lines.windows(session, stream.id, state, after_id, limit)
     return WindowsOut(counts=store.pending_counts(session, stream.id),
                       windows=[WindowOut(**r.model_dump()) for r in rows])
 
@@ -104,10 +93,8 @@ async def flush(stream: StreamDep, request: Request) -> WindowsOut:
             windows.close_all(session, stream.id, utcnow())
 
     await run_in_threadpool(close)
-    worker = getattr(request.app.state, "worker", None)
+    worker = request.app.state.services.worker
     if worker is not None:
         worker.wake()
-    from sqlmodel import Session
-
     with Session(engine) as session:
         return WindowsOut(counts=store.pending_counts(session, stream.id), windows=[])

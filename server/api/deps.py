@@ -10,8 +10,9 @@ from fastapi import Depends, HTTPException, Path, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator
 from fastapi.security import APIKeyHeader
-from sqlmodel import Session, select
+from sqlmodel import Session
 
+from logsense.server import streams
 from logsense.server.auth import HEADER, authorize, authorize_scope, key_from_headers, unauthorized, verify_api_key
 from logsense.server.settings import Settings
 from logsense.server.tables import ApiKey, Stream
@@ -107,7 +108,7 @@ def actor_name(key: ApiKey | None) -> str:
 
 def get_stream(name: str, session: SessionDep) -> Stream:
     """The stream named in the path (`{name}`), or a 404 that names it."""
-    stream = session.exec(select(Stream).where(Stream.name == name)).first()
+    stream = streams.by_name(session, name)
     if stream is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"no stream named {name!r}")
     return stream

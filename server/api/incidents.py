@@ -16,9 +16,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session
 
-from logsense.server import incidents, store
+from logsense.server import incidents
 from logsense.server.api.deps import MAX_ID, CurrentKey, RowId, actor_name, unprocessable
-from logsense.server.tables import utcnow
 
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
 
@@ -149,15 +148,6 @@ def read_incident(incident_id: RowId, request: Request) -> IncidentDetailOut:
     return _detail(request, incident_id)
 
 
-def change(app, incident_id: int, actor: str, status: str | None, assignee: str | None) -> None:  # noqa: ANN001
-    """Settle the incident, then apply an operator's change (LookupError: no such incident)."""
-    with store.write_session(app.state.engine) as db:
-        now = utcnow()
-        store.settle_incidents(db, now, incident_ids=[incident_id])
-        name = None if assignee is None else assignee.strip()
-        store.set_incident(db, incident_id, now, actor, status, assignee=name or None, unassign=name == "")
-
-
 @router.post("/{incident_id}", response_model=IncidentDetailOut)
 async def update_incident(incident_id: RowId, body: IncidentUpdate, request: Request,
                           key: CurrentKey) -> IncidentDetailOut:
@@ -165,22 +155,18 @@ async def update_incident(incident_id: RowId, body: IncidentUpdate, request: Req
     if body.status is None and body.assignee is None:
         raise unprocessable("send a status, an assignee, or both", "body")
     try:
-        await run_in_threadpool(change, request.app, incident_id, actor_name(key), body.status, body.assignee)
+        await run_in_threadpool(incidents.change, request.app.state.engine, incident_id, actor_name(key), body.status,
+                                body.assignee)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     return await run_in_threadpool(_detail, request, incident_id)
-
-
-def note(app, incident_id: int, author: str, text: str) -> None:  # noqa: ANN001
-    with store.write_session(app.state.engine) as db:
-        store.add_incident_note(db, incident_id, author, text, utcnow())
 
 
 @router.post("/{incident_id}/notes", status_code=201, response_model=IncidentDetailOut)
 async def add_note(incident_id: RowId, body: NoteIn, request: Request, key: CurrentKey) -> IncidentDetailOut:
     """A note on the incident `{"text": ...}` (at most 4000 characters); 201 with the incident."""
     try:
-        await run_in_threadpool(note, request.app, incident_id, actor_name(key), body.text)
+        await run_in_threadpool(incidents.add_note, request.app.state.engine, incident_id, actor_name(key), body.text)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
     return await run_in_threadpool(_detail, request, incident_id)

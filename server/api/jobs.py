@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
-from sqlalchemy import select
 
+from logsense.server import reports
 from logsense.server.api.deps import RowId, SessionDep
-from logsense.server.tables import Job, Stream
+from logsense.server.tables import Job
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -40,16 +40,12 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[JobOut]:
     """Newest jobs first."""
-    q = select(Job, Stream.name).outerjoin(Stream, Stream.id == Job.stream_id)
-    if stream is not None:
-        q = q.where(Stream.name == stream)
-    return [JobOut.of(j, name) for j, name in session.execute(q.order_by(Job.id.desc()).limit(limit)).all()]
+    return [JobOut.of(j, name) for j, name in reports.jobs(session, stream, limit=limit)]
 
 
 @router.get("/{job_id}", response_model=JobOut)
 def read_job(job_id: RowId, session: SessionDep) -> JobOut:
-    job = session.get(Job, job_id)
-    if job is None:
+    found = reports.job(session, job_id)
+    if found is None:
         raise HTTPException(404, f"no job with id {job_id}")
-    stream = session.get(Stream, job.stream_id) if job.stream_id is not None else None
-    return JobOut.of(job, stream.name if stream else None)
+    return JobOut.of(*found)

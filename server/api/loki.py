@@ -26,7 +26,7 @@ cannot be read at all: 400 (malformed JSON, protobuf, snappy or gzip), 413 (over
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,6 +35,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
 from logsense.server.api.deps import PushKey
+from logsense.server.api.responses import push_responses
+from logsense.server.batch import iso_datetime
 from logsense.server.push import Entry, Push, json_safe, load_json, media_type, read_body, store_push, too_large
 from logsense.server.settings import Settings
 
@@ -70,9 +72,10 @@ def _signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def _fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, Any]]:
-    """(field number, wire type, value) of each field of one message: an int for varints and
-    fixed-size fields, a memoryview for length-delimited ones."""
+def _fields(buf: bytes | memoryview, schema: dict[int, tuple[int, str]]) -> Iterator[tuple[int, Any]]:
+    """(field number, value) of each field of one message that `schema` names (number -> (wire
+    type, name)), checked to have that wire type: an int for a varint, a memoryview for a
+    length-delimited field. Other fields are read past, as protobuf readers do."""
     pos, end = 0, len(buf)
     while pos < end:
         tag, pos = _varint(buf, pos)
@@ -93,52 +96,44 @@ def _fields(buf: bytes | memoryview) -> Iterator[tuple[int, int, Any]]:
             value, pos = int.from_bytes(buf[pos : pos + size], "little"), pos + size
         else:
             raise WireError(f"unsupported wire type {wire} (field {number})")
-        yield number, wire, value
+        wanted = schema.get(number)
+        if wanted is not None:
+            if wire != wanted[0]:
+                raise WireError(f"{wanted[1]} (field {number}) has wire type {wire}, not {wanted[0]}")
+            yield number, value
 
 
-def _expect(number: int, wire: int, wanted: int, what: str) -> None:
-    if wire != wanted:
-        raise WireError(f"{what} (field {number}) has wire type {wire}, not {wanted}")
+_TIMESTAMP = {1: (0, "Timestamp.seconds"), 2: (0, "Timestamp.nanos")}
+_LABEL_PAIR = {1: (2, "LabelPairAdapter.name/value"), 2: (2, "LabelPairAdapter.name/value")}
+_ENTRY = {1: (2, "EntryAdapter.timestamp"), 2: (2, "EntryAdapter.line"), 3: (2, "EntryAdapter.structuredMetadata")}
+_STREAM = {1: (2, "StreamAdapter.labels"), 2: (2, "StreamAdapter.entries")}
+_PUSH_REQUEST = {1: (2, "PushRequest.streams")}
 
 
 def _timestamp_ns(buf: memoryview) -> int:
     """A `google.protobuf.Timestamp` in nanoseconds since the epoch."""
-    seconds = nanos = 0
-    for number, wire, value in _fields(buf):
-        if number == 1:
-            _expect(number, wire, 0, "Timestamp.seconds")
-            seconds = _signed64(value)
-        elif number == 2:
-            _expect(number, wire, 0, "Timestamp.nanos")
-            nanos = _signed64(value)
-    return seconds * 1_000_000_000 + nanos
+    parts = {1: 0, 2: 0}  # seconds, nanos
+    for number, value in _fields(buf, _TIMESTAMP):
+        parts[number] = _signed64(value)
+    return parts[1] * 1_000_000_000 + parts[2]
 
 
 def _label_pair(buf: memoryview) -> tuple[str, str]:
-    name = value = ""
-    for number, wire, field in _fields(buf):
-        if number in (1, 2):
-            _expect(number, wire, 2, "LabelPairAdapter.name/value")
-            text = bytes(field).decode("utf-8", "replace")
-            if number == 1:
-                name = text
-            else:
-                value = text
-    return name, value
+    texts = {1: "", 2: ""}  # name, value
+    for number, value in _fields(buf, _LABEL_PAIR):
+        texts[number] = bytes(value).decode("utf-8", "replace")
+    return texts[1], texts[2]
 
 
 def _entry(buf: memoryview) -> tuple[int | None, bytes, list[tuple[str, str]]]:
     """An `EntryAdapter`: (timestamp ns or None, the line's bytes, structured metadata)."""
     ts, line, metadata = None, b"", []
-    for number, wire, value in _fields(buf):
+    for number, value in _fields(buf, _ENTRY):
         if number == 1:
-            _expect(number, wire, 2, "EntryAdapter.timestamp")
             ts = _timestamp_ns(value)
         elif number == 2:
-            _expect(number, wire, 2, "EntryAdapter.line")
             line = bytes(value)
-        elif number == 3:
-            _expect(number, wire, 2, "EntryAdapter.structuredMetadata")
+        else:
             metadata.append(_label_pair(value))
     return ts, line, metadata
 
@@ -146,20 +141,14 @@ def _entry(buf: memoryview) -> tuple[int | None, bytes, list[tuple[str, str]]]:
 def decode_push_request(data: bytes) -> list[tuple[str, list[tuple[int | None, bytes, list[tuple[str, str]]]]]]:
     """A `logproto.PushRequest`: [(labels string, [(timestamp ns, line bytes, structured metadata)])].
     WireError for bytes that are not one."""
-    buf = memoryview(data)
     streams = []
-    for number, wire, value in _fields(buf):
-        if number != 1:
-            continue
-        _expect(number, wire, 2, "PushRequest.streams")
+    for _, stream in _fields(memoryview(data), _PUSH_REQUEST):
         labels, entries = "", []
-        for n, w, v in _fields(value):
-            if n == 1:
-                _expect(n, w, 2, "StreamAdapter.labels")
-                labels = bytes(v).decode("utf-8", "replace")
-            elif n == 2:
-                _expect(n, w, 2, "StreamAdapter.entries")
-                entries.append(_entry(v))
+        for number, value in _fields(stream, _STREAM):
+            if number == 1:
+                labels = bytes(value).decode("utf-8", "replace")
+            else:
+                entries.append(_entry(value))
         streams.append((labels, entries))
     return streams
 
@@ -279,20 +268,36 @@ def _protobuf_push(streams: list, settings: Settings, push: Push) -> None:
             push.count(len(entries))
             push.refuse(len(entries), str(exc))
             continue
-        name, common = route(labels, settings)
-        if name is None:
-            push.count(len(entries))
-            push.refuse(len(entries), _no_stream(settings, labels))
+        _push_stream(labels, entries, _protobuf_entry, settings, push)
+
+
+def _protobuf_entry(entry: tuple) -> tuple[str, int | None, dict | None]:
+    ts, raw, metadata = entry
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"line is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return line, ts, dict(metadata) if metadata else None
+
+
+def _push_stream(labels: dict, entries: list, read: Callable[[Any], tuple[str, int | None, dict | None]],
+                 settings: Settings, push: Push) -> None:
+    """One stream's entries, its labels read, into `push`: `read(entry)` gives (line, timestamp ns,
+    structured metadata), or a ValueError that refuses that entry alone."""
+    name, common = route(labels, settings)
+    if name is None:
+        push.count(len(entries))
+        push.refuse(len(entries), _no_stream(settings, labels))
+        return
+    for entry in entries:
+        index = push.count()
+        try:
+            line, ts, metadata = read(entry)
+        except ValueError as exc:
+            push.refuse(1, f"entry {index} ({name}): {exc}")
             continue
-        for ts, raw, metadata in entries:
-            index = push.count()
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                push.refuse(1, f"entry {index} ({name}): line is not valid UTF-8 ({exc.reason} at byte {exc.start})")
-                continue
-            attributes = {**common, **dict(metadata)} if metadata else common
-            push.add(name, Entry(index, line, ts, json_safe(attributes) if attributes else None))
+        attributes = {**common, **metadata} if metadata else common
+        push.add(name, Entry(index, line, ts, json_safe(attributes) if attributes else None))
 
 
 def _json_timestamp(value: Any) -> int:
@@ -305,12 +310,7 @@ def _json_timestamp(value: Any) -> int:
     if isinstance(value, str):
         if value.strip().lstrip("-").isdigit():
             return int(value)
-        try:
-            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"timestamp {value[:40]!r} is neither unix nanoseconds nor RFC 3339") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+        dt = iso_datetime(value, "neither unix nanoseconds nor RFC 3339")
         delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
         return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
     raise ValueError("the timestamp must be unix nanoseconds as a string")
@@ -355,44 +355,32 @@ def _json_push(data: Any, settings: Settings, push: Push) -> None:
             push.count(max(n, 1))
             push.refuse(max(n, 1), f"streams[{k}]: {exc}")
             continue
-        name, common = route(labels, settings)
-        if name is None:
-            push.count(len(values))
-            push.refuse(len(values), _no_stream(settings, labels))
-            continue
-        for value in values:
-            index = push.count()
-            try:
-                if isinstance(value, ValueError):
-                    raise value
-                ts, line, metadata = value
-                if not isinstance(line, str):
-                    raise ValueError("the line must be a string")
-                ts_ns = _json_timestamp(ts)
-                if metadata is not None and not isinstance(metadata, dict):
-                    raise ValueError("structured metadata must be an object of names and values")
-            except ValueError as exc:
-                push.refuse(1, f"entry {index} ({name}): {exc}")
-                continue
-            attributes = {**common, **metadata} if metadata else common
-            push.add(name, Entry(index, line, ts_ns, json_safe(attributes) if attributes else None))
+        _push_stream(labels, values, _json_entry, settings, push)
+
+
+def _json_entry(value: Any) -> tuple[str, int, dict | None]:
+    if isinstance(value, ValueError):
+        raise value
+    ts, line, metadata = value
+    if not isinstance(line, str):
+        raise ValueError("the line must be a string")
+    ts_ns = _json_timestamp(ts)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ValueError("structured metadata must be an object of names and values")
+    return line, ts_ns, metadata
 
 
 @router.post(
     "/push",
     status_code=204,
-    responses={
-        204: {"description": "every entry stored"},
-        400: {"description": "malformed JSON, protobuf, snappy or gzip; or some entries refused (the rest stored): "
-                             "`detail` says how many and why"},
-        401: {"description": "missing, invalid or revoked API key (X-API-Key, Bearer, or the basic-auth password)"},
-        403: {"description": "the key lacks the `ingest` scope or is limited to other streams"},
-        404: {"description": "every entry's stream is unknown and push_create_streams is off"},
-        413: {"description": "over max_request_bytes (also decompressed) or max_lines_per_batch entries"},
-        415: {"description": "neither protobuf nor JSON, or an unsupported Content-Encoding"},
-        422: {"description": "nothing storable, or a JSON body of the wrong shape"},
-        503: {"description": "detection models still loading; retry after Retry-After seconds"},
-    },
+    responses=push_responses("entry", "entries", {
+        204: "every entry stored",
+        400: "malformed JSON, protobuf, snappy or gzip; or some entries refused (the rest stored): `detail` says how "
+             "many and why",
+        401: "missing, invalid or revoked API key (X-API-Key, Bearer, or the basic-auth password)",
+        415: "neither protobuf nor JSON, or an unsupported Content-Encoding",
+        422: "nothing storable, or a JSON body of the wrong shape",
+    }),
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/x-protobuf": {"schema": {"type": "string", "format": "binary",
                                               "description": "snappy-compressed logproto.PushRequest"}},

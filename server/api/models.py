@@ -8,10 +8,10 @@ from typing import Literal
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from sqlmodel import Session
 
+from logsense.server import reports
 from logsense.server.api.deps import RowId, SessionDep, StreamDep
-from logsense.server.tables import ModelVersion
 from logsense.server.training import rollback, start_training
 
 router = APIRouter(prefix="/api/v1/streams", tags=["models"])
@@ -48,10 +48,7 @@ async def train(stream: StreamDep, request: Request, body: TrainIn | None = None
 @router.get("/{name}/models", response_model=list[VersionOut])
 def list_versions(stream: StreamDep, session: SessionDep) -> list[VersionOut]:
     """Every trained version of the stream, newest first; `live` marks the one in use."""
-    rows = session.execute(
-        select(ModelVersion).where(ModelVersion.stream_id == stream.id).order_by(ModelVersion.id.desc())
-    ).scalars().all()
-    return [VersionOut(**r.model_dump()) for r in rows]
+    return [VersionOut(**r.model_dump()) for r in reports.versions(session, stream.id)]
 
 
 @router.post("/{name}/models/{version}/rollback", response_model=VersionOut)
@@ -61,11 +58,5 @@ async def rollback_version(version: RowId, stream: StreamDep, request: Request) 
         await run_in_threadpool(rollback, request.app.state.services, stream.id, version)
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from None
-    from sqlmodel import Session
-
     with Session(request.app.state.engine) as session:
-        row = session.execute(
-            select(ModelVersion).where(ModelVersion.stream_id == stream.id, ModelVersion.kind == "loggpt",
-                                       ModelVersion.version == version)
-        ).scalars().one()
-        return VersionOut(**row.model_dump())
+        return VersionOut(**reports.loggpt_version(session, stream.id, version).model_dump())

@@ -37,6 +37,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 )
 
 from logsense.server.api.deps import PushKey
+from logsense.server.api.responses import push_responses
 from logsense.server.push import Entry, Push, check_stream_name, json_safe, load_json, media_type, read_body, store_push
 from logsense.server.settings import Settings
 
@@ -194,17 +195,13 @@ def _varint(n: int) -> bytes:
 @router.post(
     "/logs",
     status_code=200,
-    responses={
-        200: {"description": "stored; `partialSuccess` says how many records were refused and why"},
-        400: {"description": "malformed protobuf, JSON or gzip"},
-        401: {"description": "missing, invalid or revoked API key (X-API-Key or Bearer)"},
-        403: {"description": "the key lacks the `ingest` scope or is limited to other streams"},
-        404: {"description": "every record's stream is unknown and push_create_streams is off"},
-        413: {"description": "over max_request_bytes (also decompressed) or max_lines_per_batch records"},
-        415: {"description": "neither application/x-protobuf nor application/json, or an unsupported Content-Encoding"},
-        422: {"description": "no record storable"},
-        503: {"description": "detection models still loading; retry after Retry-After seconds"},
-    },
+    responses=push_responses("record", "records", {
+        200: "stored; `partialSuccess` says how many records were refused and why",
+        400: "malformed protobuf, JSON or gzip",
+        401: "missing, invalid or revoked API key (X-API-Key or Bearer)",
+        415: "neither application/x-protobuf nor application/json, or an unsupported Content-Encoding",
+        422: "no record storable",
+    }),
     openapi_extra={"requestBody": {"required": True, "content": {
         PROTOBUF: {"schema": {"type": "string", "format": "binary", "description": "ExportLogsServiceRequest"}},
         JSON: {"schema": {"type": "object"}, "example": {"resourceLogs": [{

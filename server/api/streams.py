@@ -15,13 +15,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import exists
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
 
-from logsense.server import store
+from logsense.server import streams
 from logsense.server.api.deps import SessionDep, SettingsDep, StreamDep
-from logsense.server.tables import Job, LogLine, ModelVersion, Stream, StreamSettings, Window, utcnow
+from logsense.server.streams import LOW_HEADER_PARSE_RATE, header_report
+from logsense.server.tables import Stream, StreamSettings
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
@@ -48,19 +46,19 @@ class StreamUpdate(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict, description="A partial `StreamSettings`.")
 
 
-LOW_HEADER_PARSE_RATE = 0.5  # under this share of lines whose header parsed, the format does not fit: a warning
-
-
-def header_report(model: Any) -> tuple[float | None, str | None]:
-    """(header parse rate, layout) of a stream's loaded model (`models.parsing.LogParser`): the
-    share of lines since the model was loaded whose header the format read (None: no line yet),
-    and the preset reading them (`auto`'s choice, `custom` for a format_regex). (None, None)
-    without a model."""
-    parser = getattr(model, "parser", None)
-    if parser is None:
-        return None, None
-    rate = parser.header_parse_rate
-    return (None if rate is None else round(float(rate), 4)), parser.layout
+ABOUT = {  # what the optional fields of StreamOut say in the schema
+    "header_parse_rate": "Share of the lines since the server loaded the stream whose header its format parsed (null: "
+                         f"no line yet); under {LOW_HEADER_PARSE_RATE} the format does not fit the lines",
+    "layout": "The header preset reading the lines (with format auto: the detected one; custom: format_regex)",
+    "queue_depth": "Windows closed and waiting for their LogGPT check (queued or being checked)",
+    "queue_lag_seconds": "Age of the oldest of those windows since it closed (0: none waiting)",
+    "rapid_pending": "Lines whose masked text is new and waits for the background encoder: their RAPID verdict is "
+                     "`pending`",
+    "rapid_unindexed": "Normal texts (train mode, restarts) not yet embedded into RAPID's core set; they already "
+                       "score as normal",
+    "memory_mb": "About what the stream's loaded model holds in memory: RAPID's core sets and caches, LogGPT's "
+                 "weights (MB)",
+}
 
 
 class StreamOut(BaseModel):
@@ -69,29 +67,20 @@ class StreamOut(BaseModel):
     settings: StreamSettings
     state: str | None = None  # learning / calibrating / detecting (loading: the model is not loaded yet)
     state_reason: str | None = None
-    header_parse_rate: float | None = Field(None, description=(
-        "Share of the lines since the server loaded the stream whose header its format parsed (null: no line "
-        f"yet); under {LOW_HEADER_PARSE_RATE} the format does not fit the lines"))
-    layout: str | None = Field(None, description="The header preset reading the lines (with format auto: the "
-                                                 "detected one; custom: format_regex)")
-    queue_depth: int | None = Field(None, description="Windows closed and waiting for their LogGPT check "
-                                                      "(queued or being checked)")
-    queue_lag_seconds: float | None = Field(None, description="Age of the oldest of those windows since it "
-                                                              "closed (0: none waiting)")
-    rapid_pending: int | None = Field(None, description="Lines whose masked text is new and waits for the "
-                                                        "background encoder: their RAPID verdict is `pending`")
-    rapid_unindexed: int | None = Field(None, description="Normal texts (train mode, restarts) not yet embedded "
-                                                          "into RAPID's core set; they already score as normal")
-    memory_mb: float | None = Field(None, description="About what the stream's loaded model holds in memory: "
-                                                      "RAPID's core sets and caches, LogGPT's weights (MB)")
+    header_parse_rate: float | None = Field(None, description=ABOUT["header_parse_rate"])
+    layout: str | None = Field(None, description=ABOUT["layout"])
+    queue_depth: int | None = Field(None, description=ABOUT["queue_depth"])
+    queue_lag_seconds: float | None = Field(None, description=ABOUT["queue_lag_seconds"])
+    rapid_pending: int | None = Field(None, description=ABOUT["rapid_pending"])
+    rapid_unindexed: int | None = Field(None, description=ABOUT["rapid_unindexed"])
+    memory_mb: float | None = Field(None, description=ABOUT["memory_mb"])
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, stream: Stream, registry: Any = None, queue: dict | None = None) -> "StreamOut":
         """`registry` adds the state, the header report and the model's memory, `queue` (a
-        `store.loggpt_queues` row, or {} for none, with `rapid_pending`) the queues; without
-        them those fields are null."""
+        `streams.queues_of` row, or {} for none) the queues; without them those fields are null."""
         state, reason = registry.state(stream) if registry is not None else (None, None)
         model = registry.peek(stream.id) if registry is not None else None
         rate, layout = header_report(model)
@@ -108,74 +97,41 @@ class StreamOut(BaseModel):
         )
 
 
-def queues_of(session: Session, stream_ids: list[int], now: datetime) -> dict[int, dict]:
-    """Per stream id, its LogGPT queue (`store.loggpt_queues`) and `rapid_pending` lines."""
-    queues = store.loggpt_queues(session, now, stream_ids[0] if len(stream_ids) == 1 else None)
-    pending = store.rapid_pending(session, stream_ids)
-    return {sid: {**queues.get(sid, {}), "rapid_pending": pending[sid]} for sid in stream_ids}
-
-
-def _conflict(name: str) -> HTTPException:
-    return HTTPException(status_code=status.HTTP_409_CONFLICT, detail=f"a stream named {name!r} already exists")
-
-
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StreamOut)
 def create_stream(body: StreamCreate, session: SessionDep) -> StreamOut:
     """Create a stream (409 if the name is taken)."""
-    if session.exec(select(Stream.id).where(Stream.name == body.name)).first() is not None:
-        raise _conflict(body.name)
-    stream = Stream(name=body.name, settings=body.settings.model_dump(mode="json"))
-    session.add(stream)
     try:
-        session.commit()
-    except IntegrityError:  # created concurrently since the check above
-        session.rollback()
-        raise _conflict(body.name) from None
-    session.refresh(stream)
-    return StreamOut.of(stream)
+        return StreamOut.of(streams.create(session, body.name, body.settings))
+    except streams.StreamExists as exc:
+        raise HTTPException(status_code=status.HTTP_409_CONFLICT, detail=str(exc)) from None
 
 
 @router.get("", response_model=list[StreamOut])
 def list_streams(session: SessionDep, request: Request) -> list[StreamOut]:
     """Every stream, by name, with its state (learning, calibrating, detecting) and why, how well
     its format parses and its LogGPT queue."""
-    registry = request.app.state.registry
-    streams = session.exec(select(Stream).order_by(Stream.name)).all()
-    queues = queues_of(session, [s.id for s in streams], datetime.now(timezone.utc))
-    return [StreamOut.of(s, registry, queues[s.id]) for s in streams]
+    found = streams.all_streams(session)
+    queues = streams.queues_of(session, [s.id for s in found], datetime.now(timezone.utc))
+    return [StreamOut.of(s, request.app.state.registry, queues[s.id]) for s in found]
 
 
 @router.get("/{name}", response_model=StreamOut)
 def read_stream(stream: StreamDep, session: SessionDep, request: Request) -> StreamOut:
     """One stream with all its settings, its state, how well its format parses, its LogGPT queue,
     the lines waiting for a RAPID verdict and the memory its model holds."""
-    queues = queues_of(session, [stream.id], datetime.now(timezone.utc))
+    queues = streams.queues_of(session, [stream.id], datetime.now(timezone.utc))
     return StreamOut.of(stream, request.app.state.registry, queues[stream.id])
 
 
 @router.patch("/{name}", response_model=StreamOut)
 def update_stream(body: StreamUpdate, stream: StreamDep, session: SessionDep) -> StreamOut:
     """Change some settings; the result is validated as a whole (422 names the field)."""
-    merged = {**stream.config().model_dump(mode="json"), **body.settings}
     try:
-        new = StreamSettings.model_validate(merged)
+        return StreamOut.of(streams.update_settings(session, stream, body.settings))
     except ValidationError as exc:
         raise RequestValidationError(
             [{**e, "loc": ("body", "settings", *e["loc"])} for e in exc.errors(include_url=False)]
         ) from None
-    stream.settings = new.model_dump(mode="json")
-    stream.updated_at = utcnow()
-    session.add(stream)
-    session.commit()
-    session.refresh(stream)
-    return StreamOut.of(stream)
-
-
-def _has_data(session: Session, stream_id: int) -> bool:
-    return any(
-        session.exec(select(exists().where(table.stream_id == stream_id))).one()
-        for table in (LogLine, Window, Job, ModelVersion)
-    )
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
@@ -188,13 +144,12 @@ def delete_stream(
 ) -> Response:
     """Delete a stream: 409 while it holds data, unless `force=true`."""
     stream_id = stream.id
-    if not force and _has_data(session, stream_id):
+    if not force and streams.has_data(session, stream_id):
         raise HTTPException(
             status_code=status.HTTP_409_CONFLICT,
             detail=f"stream {stream.name!r} holds data; delete with ?force=true to remove it all",
         )
-    session.delete(stream)  # ON DELETE CASCADE removes its rows
-    session.commit()
+    streams.delete(session, stream)
     for hook in request.app.state.stream_deleted_hooks:  # e.g. the detector registry drops its object
         hook(stream_id)
     shutil.rmtree(settings.stream_dir(stream_id), ignore_errors=True)

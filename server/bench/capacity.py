@@ -29,12 +29,13 @@ import random
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,18 @@ class Server:
             raise
         return server
 
+    @contextmanager
+    def database(self) -> Iterator[Any]:
+        """An engine on the server's SQLite file, for what the API does not show (the server is
+        another process: SQLite's locks keep the two apart); disposed after."""
+        from logsense.server.db import make_engine
+
+        engine = make_engine(f"sqlite:///{self.data_dir / 'logsense.db'}")
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+
     def connect(self) -> http.client.HTTPConnection:
         """A connection to keep alive over one phase, as a log shipper holds one."""
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
@@ -194,6 +207,15 @@ def report_head(doc: str, config: Any) -> dict[str, Any]:
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print(head["protocol"], "\n", json.dumps(head["config"]), flush=True)
     return head
+
+
+def run_clients(target, n: int) -> None:  # noqa: ANN001
+    """`target(k)` for k in 0..n-1, each on its own thread, and wait for them all."""
+    threads = [threading.Thread(target=target, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def _post(conn: http.client.HTTPConnection, key: str, stream: str, lines: list[str]) -> tuple[float, dict]:
@@ -236,7 +258,7 @@ def run_capacity(out: str | os.PathLike, cfg: CapacityConfig | None = None) -> i
     report = report_head(__doc__ or "", cfg)
     stream = "capacity"
     server = Server.with_stream("logsense-capacity-", stream)
-    c, data_dir = server.client, server.data_dir
+    c = server.client
     try:
         conn = server.connect()
 
@@ -288,7 +310,7 @@ def run_capacity(out: str | os.PathLike, cfg: CapacityConfig | None = None) -> i
         print("load:", report["load"], flush=True)
 
         s = c.ok("GET", f"/api/v1/streams/{stream}")
-        lines, distinct = _db_counts(data_dir)
+        lines, distinct = _db_counts(server)
         _, peak = peak_rss_mb(server.proc.pid)
         report.update({
             "lines": lines, "distinct_masked": distinct, "memory_mb_reported": s["memory_mb"],
@@ -378,7 +400,11 @@ def _load(server: Server, stream: str, gen: Lines, pool: list[str], total: int, 
             "errors": errors[:5], "n_errors": len(errors)}
 
 
-def _db_counts(data_dir: Path) -> tuple[int, int]:
-    """(lines, distinct masked texts) of the run, read from the server's SQLite file."""
-    with sqlite3.connect(data_dir / "logsense.db") as db:
-        return db.execute("SELECT count(*), count(DISTINCT masked) FROM log_lines").fetchone()
+def _db_counts(server: Server) -> tuple[int, int]:
+    """(lines, distinct masked texts) of the run, read from the server's database."""
+    from sqlmodel import Session
+
+    from logsense.server.lines import totals
+
+    with server.database() as engine, Session(engine) as db:
+        return totals(db)

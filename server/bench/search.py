@@ -19,8 +19,6 @@ import http.client
 import json
 import os
 import random
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from logsense.server.bench.capacity import Server, _percentile, peak_rss_mb, report_head
+from logsense.server.bench.capacity import Server, _percentile, peak_rss_mb, report_head, run_clients
 
 BATCH = 5000
 START = datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp()
@@ -119,7 +117,7 @@ def run_search_bench(out: str | os.PathLike, cfg: SearchBenchConfig | None = Non
                                        "p95_ms": round(_percentile(times, 0.95), 1)}
             print(f"{name}: {report['queries'][name]}", flush=True)
 
-        report["group_action"] = _group_action(server, data_dir, stream)
+        report["group_action"] = _group_action(server, stream)
         print("group action:", report["group_action"], flush=True)
         report["db_mb"] = round(sum(p.stat().st_size for p in data_dir.glob("logsense.db*")) / 2**20, 1)
         report["peak_rss_mb"] = round(peak_rss_mb(server.proc.pid)[1], 1)
@@ -144,11 +142,7 @@ def _post_all(server: Server, stream: str, batches: list[list[dict]], clients: i
             if r.status != 200:
                 errors.append(f"batch {i}: HTTP {r.status}")
 
-    threads = [threading.Thread(target=send, args=(k,)) for k in range(clients)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_clients(send, clients)
     if errors:
         raise RuntimeError("; ".join(errors[:3]))
 
@@ -165,21 +159,19 @@ def _get(conn: http.client.HTTPConnection, key: str, path: str, params: dict) ->
     return (time.perf_counter() - t) * 1000, body
 
 
-def _group_action(server: Server, data_dir: Path, stream: str, n: int = 1000) -> dict:
+def _group_action(server: Server, stream: str, n: int = 1000) -> dict:
     """n open anomalies of one template on the stream's newest lines, stored straight into the
     database (as the detectors would have raised them), then answered as one queue row."""
-    with sqlite3.connect(data_dir / "logsense.db", timeout=60) as db:
-        sid = db.execute("SELECT id FROM streams WHERE name = ?", (stream,)).fetchone()[0]
-        rows = db.execute("SELECT id, template_id FROM log_lines WHERE stream_id = ? ORDER BY id DESC LIMIT ?",
-                          (sid, n)).fetchall()
-        now = datetime.now(timezone.utc).isoformat(sep=" ")
-        tid = rows[0][1]
-        db.executemany(
-            "INSERT INTO anomalies (stream_id, line_id, template_id, kind, severity, status, reasons, created_at, "
-            "updated_at) VALUES (?, ?, ?, 'line', 'watch', 'open', '{}', ?, ?)",
-            [(sid, line_id, tid, now, now) for line_id, _ in rows])
-        ids = [r[0] for r in db.execute("SELECT id FROM anomalies WHERE stream_id = ? AND status = 'open' "
-                                        "ORDER BY id DESC LIMIT ?", (sid, n))]
+    from logsense.server import anomalies, lines, store, streams
+
+    with server.database() as engine, store.write_session(engine) as db:
+        sid = streams.by_name(db, stream).id
+        newest = lines.before(db, sid, None, n)
+        now, tid = datetime.now(timezone.utc), newest[0].template_id
+        store.insert_anomalies(db, [{"stream_id": sid, "line_id": x.id, "template_id": tid, "kind": "line",
+                                     "severity": "watch", "status": "open", "reasons": {}, "created_at": now,
+                                     "updated_at": now} for x in newest])
+        ids = [r.id for r in anomalies.newest_rows(db, anomalies.Match(stream=stream), n)]
     conn = server.connect()
     t = time.perf_counter()
     conn.request("POST", "/api/v1/anomalies/feedback", orjson.dumps({"ids": ids, "label": "normal", "scope": "line"}),

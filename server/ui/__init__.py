@@ -1,7 +1,7 @@
 """The operator web UI: HTMX pages served by the same app as the API (templates in web/templates).
 
-One module per resource, each calling the same service functions as the API (feedback, mutes,
-training, rollback, the streams API's create/update):
+One module per resource, each calling the same domain functions as the API (feedback, mutes,
+training, rollback, `server.streams`, `server.channels`, `server.incidents`); none builds a query itself:
 - `login.py`: `/login`, `/logout`.
 - `overview.py`: `/`: every stream with ingest rate, open anomalies, model, train mode, a chart.
 - `anomalies.py` (+ `queue.py`, `explain.py`): `/anomalies` (the triage queue, incidents,

@@ -1,25 +1,22 @@
 """`/alerts`: the alert channels with their rules and what their outbox holds; add one, enable or
 disable it, send it a test alert, delete it (admin); viewers may look.
 
-Every change calls the alerts API's own functions (`server.api.alerts.create`, `update`,
-`delete`, `send_test`): the same checks, conflicts and messages as `/api/v1/alerts/channels`.
+Every change calls `server.channels` (`create`, `update`, `delete`, `send_test`), as
+`/api/v1/alerts/channels` does: the same checks, conflicts and messages.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import func, select
 from sqlmodel import Session
 
-from logsense.server.api import alerts as alerts_api
+from logsense.server import alerts, channels
 from logsense.server.api.deps import RowId
-from logsense.server.tables import AlertOutbox
 from logsense.server.ui.core import AdminDep, CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render
 
 router = APIRouter()
@@ -33,16 +30,10 @@ EMPTY_FORM = {"name": "", "kind": "webhook", "url": "", "secret": "", "streams":
 
 def _rows(request: Request) -> list[dict]:
     """Each channel as the API shows it, with its outbox rows counted by state and its latest error."""
-    o = AlertOutbox
     with Session(request.app.state.engine) as db:
-        channels = alerts_api.channels(db)
-        counts: dict[int, dict[str, int]] = {}
-        for cid, state, n in db.execute(select(o.channel_id, o.state, func.count()).group_by(o.channel_id, o.state)):
-            counts.setdefault(cid, {})[state] = n
-        latest = select(func.max(o.id)).where(o.last_error.is_not(None), o.state.in_(("pending", "failed"))) \
-            .group_by(o.channel_id)
-        errors = dict(db.execute(select(o.channel_id, o.last_error).where(o.id.in_(latest))).all())
-    return [{"c": c, "counts": counts.get(c.id, {}), "error": errors.get(c.id)} for c in channels]
+        found = channels.listed(db)
+        counts, errors = channels.outbox_summary(db)
+    return [{"c": c, "counts": counts.get(c.id, {}), "error": errors.get(c.id)} for c in found]
 
 
 def _ctx(request: Request, **extra: Any) -> dict:
@@ -97,14 +88,14 @@ def _field_errors(errors: list[dict]) -> dict[str, str]:
 async def create(request: Request, op: AdminDep) -> Response:
     body, typed = _parse(await request.form())
     try:
-        channel = alerts_api.ChannelIn.model_validate(body)
+        channel = channels.ChannelIn.model_validate(body)
     except ValidationError as exc:
         errors = _field_errors(exc.errors(include_url=False))
     else:
         try:
-            out = await run_in_threadpool(alerts_api.create, request.app, channel)
-        except HTTPException as exc:
-            errors = {"name": str(exc.detail)}
+            out = await run_in_threadpool(channels.create, request.app.state.services, channel)
+        except channels.ChannelExists as exc:
+            errors = {"name": str(exc)}
         else:
             ctx = await run_in_threadpool(_ctx, request, message=f"Channel {out.name} added.")
             return _answer(request, ctx)
@@ -118,8 +109,8 @@ async def switch(channel_id: RowId, request: Request, op: AdminDep) -> Response:
     value = str((await request.form()).get("enabled") or "")
     if value not in ("on", "off"):
         raise UiError(400, "enabled must be 'on' or 'off'")
-    out = await run_in_threadpool(_apply, alerts_api.update, request.app, channel_id,
-                                  alerts_api.ChannelPatch(enabled=value == "on"))
+    out = await run_in_threadpool(_apply, channels.update, request.app.state.services, channel_id,
+                                  channels.ChannelPatch(enabled=value == "on"))
     done = "enabled" if out.enabled else "disabled"
     ctx = await run_in_threadpool(_ctx, request, message=f"Channel {out.name} {done}.")
     return _answer(request, ctx)
@@ -129,11 +120,9 @@ async def switch(channel_id: RowId, request: Request, op: AdminDep) -> Response:
 async def test(channel_id: RowId, request: Request, op: AdminDep) -> Response:
     """Send a test alert now; what the receiver answered, in the page."""
     try:
-        code = await run_in_threadpool(alerts_api.send_test, request.app, channel_id)
-    except HTTPException as exc:
-        if exc.status_code != 502:
-            raise UiError(exc.status_code, str(exc.detail)) from None
-        message, kind = f"Test alert not delivered: {exc.detail}", "error"
+        code = await run_in_threadpool(_apply, channels.send_test, request.app.state.services, channel_id)
+    except alerts.DeliveryError as exc:
+        message, kind = f"Test alert not delivered: {exc}", "error"
     else:
         message, kind = f"Test alert delivered (the receiver answered {code}).", "ok"
     ctx = await run_in_threadpool(_ctx, request, message=message, message_kind=kind)
@@ -142,16 +131,19 @@ async def test(channel_id: RowId, request: Request, op: AdminDep) -> Response:
 
 @router.post("/alerts/{channel_id}/delete", dependencies=[CsrfDep])
 async def delete(channel_id: RowId, request: Request, op: AdminDep) -> Response:
-    name = await run_in_threadpool(_apply, alerts_api.delete, request.app, channel_id)
+    name = await run_in_threadpool(_apply, channels.delete, request.app.state.services, channel_id)
     ctx = await run_in_threadpool(_ctx, request, message=f"Channel {name} deleted, with its queued alerts.")
     return _answer(request, ctx)
 
 
 def _apply(action: Any, *args: Any) -> Any:
-    """An API function's answer; its HTTP and validation errors as the UI's 4xx."""
+    """A `server.channels` function's answer; what it refuses as the UI's 4xx (a failed delivery
+    goes on to the caller)."""
     try:
         return action(*args)
-    except HTTPException as exc:
-        raise UiError(exc.status_code, str(exc.detail)) from None
-    except RequestValidationError as exc:
-        raise UiError(422, "; ".join(str(e.get("msg", "")) for e in exc.errors())) from None
+    except channels.NoChannel as exc:
+        raise UiError(404, str(exc)) from None
+    except channels.ChannelExists as exc:
+        raise UiError(409, str(exc)) from None
+    except ValidationError as exc:
+        raise UiError(422, "; ".join(str(e.get("msg", "")) for e in exc.errors(include_url=False))) from None

@@ -17,11 +17,12 @@ from urllib.parse import parse_qsl, urlencode
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from logsense.server.feedback import UNDO_SECONDS, answer_group, mute_template, reopen
+from logsense.server import anomalies, streams
+from logsense.server.feedback import UNDO_SECONDS, answer_group, reopen
 from logsense.server.registry import ModelsUnavailable
-from logsense.server.tables import Anomaly, Stream, utcnow
+from logsense.server.tables import utcnow
 from logsense.server.ui import queue
 from logsense.server.ui.core import CsrfDep, OperateDep, Operator, OperatorDep, UiError, fragment, is_htmx, open_count, redirect, render
 
@@ -48,12 +49,12 @@ def _common() -> dict:
 
 def _streams(request: Request) -> list[str]:
     with Session(request.app.state.engine) as db:
-        return list(db.execute(select(Stream.name).order_by(Stream.name)).scalars().all())
+        return streams.names(db)
 
 
 def _page(request: Request, filters: queue.Filters) -> queue.QueuePage:
     with Session(request.app.state.engine) as db:
-        return queue.load_page(db, getattr(request.app.state, "registry", None), filters,
+        return queue.load_page(db, request.app.state.services.registry, filters,
                                request.app.state.settings.incident_gap_seconds)
 
 
@@ -90,7 +91,7 @@ def detail_page(anomaly_id: int, request: Request, op: OperatorDep) -> Response:
     from logsense.server.ui.explain import load_detail
 
     with Session(request.app.state.engine) as db:
-        detail = load_detail(db, request.app, anomaly_id)
+        detail = load_detail(db, request.app.state.services, anomaly_id)
     if detail is None:
         raise UiError(404, f"There is no anomaly {anomaly_id} (deleted with its stream, or never made).")
     return render(request, "anomalies/detail.html", {"section": "queue", "d": detail, "message": None, **_common()})
@@ -103,23 +104,19 @@ def _apply(request: Request, op: Operator, ids: list[int], action: str, hours: f
            only_open: bool) -> tuple[int, list[str], list[int]]:
     """Apply an action to anomalies; (how many changed, notes for the operator, the anomalies
     answered: what an undo reopens; none for a mute)."""
-    app = request.app
+    services = request.app.state.services
     if action == "mute":
-        with Session(app.state.engine) as db:
-            rows = db.execute(select(Anomaly).where(Anomaly.id.in_(ids))).scalars().all()
-        if not rows:
-            raise UiError(404, f"no anomaly with id {', '.join(map(str, ids[:5]))}")
-        until = utcnow() + timedelta(hours=hours or 1)
-        pairs = {(a.stream_id, a.template_id) for a in rows if a.template_id is not None}
-        if not pairs:
-            raise UiError(400, "these anomalies have no template to mute")
-        for stream_id, template_id in sorted(pairs):
-            mute_template(app.state.services, stream_id, template_id, until, author=op.actor)
-        notes = [f"{len(ids) - len(rows)} anomaly id(s) no longer exist"] if len(rows) < len(ids) else []
-        return len(pairs), notes, []
+        try:
+            muted, found = anomalies.mute(services, ids, utcnow() + timedelta(hours=hours or 1), op.actor)
+        except anomalies.NoTemplate:
+            raise UiError(400, "these anomalies have no template to mute") from None
+        except LookupError as exc:
+            raise UiError(404, str(exc)) from None
+        notes = [f"{len(ids) - found} anomaly id(s) no longer exist"] if found < len(ids) else []
+        return muted, notes, []
     label, scope = ACTIONS[action]
     try:
-        answer = answer_group(app.state.services, ids, label, scope, author=op.actor, only_open=only_open)
+        answer = answer_group(services, ids, label, scope, author=op.actor, only_open=only_open)
     except LookupError as exc:
         raise UiError(404, str(exc)) from None
     except ModelsUnavailable as exc:
@@ -179,7 +176,7 @@ async def _rows(request: Request, ids: list[int], filters: Any, message: str, **
     """The queue rows of `ids` drawn again after an answer or an undo."""
     def rows():  # noqa: ANN202
         with Session(request.app.state.engine) as db:
-            groups = queue.groups_of_ids(db, getattr(request.app.state, "registry", None), ids)
+            groups = anomalies.groups_of_ids(db, request.app.state.services.registry, ids)
             total = queue.count_matching(db, filters)
         return groups, total
 
@@ -194,7 +191,7 @@ async def _verdict_panel(request: Request, anomaly_id: int, message: str, **ctx:
 
     def load():  # noqa: ANN202
         with Session(request.app.state.engine) as db:
-            return load_detail(db, request.app, anomaly_id)
+            return load_detail(db, request.app.state.services, anomaly_id)
 
     detail = await run_in_threadpool(load)
     return fragment(request, "anomalies/actions.html", {"d": detail, "message": message, "oob_count": True,

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlencode
 
-from sqlalchemy import Integer, cast, extract, func, literal_column, select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from logsense.server.tables import SLOT_SECONDS, Anomaly, LineCount
+from logsense.server import reports
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 BUCKETS = 60
@@ -51,35 +50,6 @@ class Chart:
     bottom_h: int = BOTTOM_H
 
 
-def _epoch_bucket(column, dialect: str, start: int, width: int):  # noqa: ANN001, ANN202 (SQL expressions)
-    """The bucket number of a time column. The two ints are inlined (they are ints): the same
-    expression then renders identically in SELECT and GROUP BY (PostgreSQL insists)."""
-    start_sql, width_sql = literal_column(str(int(start))), literal_column(str(int(width)))
-    if dialect == "sqlite":  # naive UTC text; integer division of non-negative ints is a floor
-        return cast((cast(func.strftime(literal_column("'%s'"), column), Integer) - start_sql) / width_sql, Integer)
-    return func.floor((extract("epoch", column) - start_sql) / width_sql)
-
-
-def _line_counts(db: Session, stream_id: int, start: datetime, width: int) -> dict[int, int]:
-    """Lines per bucket from line_counts (buckets start on a whole slot: widths are multiples of it)."""
-    first = int(start.timestamp())
-    out: dict[int, int] = {}
-    rows = db.execute(select(LineCount.slot, LineCount.n).where(
-        LineCount.stream_id == stream_id, LineCount.slot >= first // SLOT_SECONDS)).all()
-    for slot, n in rows:
-        b = (slot * SLOT_SECONDS - first) // width
-        out[b] = out.get(b, 0) + n
-    return out
-
-
-def _counts(db: Session, model, column, stream_id: int, start: datetime, width: int) -> dict[int, int]:  # noqa: ANN001
-    dialect = db.get_bind().dialect.name
-    bucket = _epoch_bucket(column, dialect, int(start.timestamp()), width).label("b")
-    rows = db.execute(select(bucket, func.count()).where(model.stream_id == stream_id, column >= start)
-                      .group_by(bucket)).all()
-    return {int(b): int(n) for b, n in rows if b is not None}
-
-
 def stream_chart(engine: Engine, stream_id: int, range_name: str, now: datetime | None = None,
                  stream_name: str | None = None) -> Chart:
     """The stream's lines and anomalies per bucket over the range; with `stream_name`, each bar
@@ -90,8 +60,8 @@ def stream_chart(engine: Engine, stream_id: int, range_name: str, now: datetime 
     end_epoch = (int(now.timestamp()) // width + 1) * width  # the current bucket is the last one
     start = datetime.fromtimestamp(end_epoch - width * BUCKETS, timezone.utc)
     with Session(engine) as db:
-        lines = _line_counts(db, stream_id, start, width)
-        anomalies = _counts(db, Anomaly, Anomaly.created_at, stream_id, start, width)
+        lines = reports.line_buckets(db, stream_id, start, width)
+        anomalies = reports.anomaly_buckets(db, stream_id, start, width)
     max_lines, max_anoms = max(lines.values(), default=0), max(anomalies.values(), default=0)
     step = (WIDTH - LEFT - RIGHT) / BUCKETS
     fmt = "%H:%M" if seconds <= 86400 else "%m-%d %H:%M"

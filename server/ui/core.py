@@ -29,11 +29,11 @@ from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
-from sqlalchemy import func, select
 from sqlmodel import Session
 
 from logsense import web
-from logsense.server.tables import Anomaly, Stream
+from logsense.server import reports, streams
+from logsense.server.tables import Stream
 
 WEB_DIR = Path(web.__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
@@ -63,7 +63,7 @@ class UiError(Exception):
 def stream_named(request: Request, name: str) -> Stream:
     """The stream a page's URL names, or UiError(404) that says so."""
     with Session(request.app.state.engine) as db:
-        stream = db.execute(select(Stream).where(Stream.name == name)).scalars().first()
+        stream = streams.by_name(db, name)
     if stream is None:
         raise UiError(404, f"There is no stream named {name[:64]!r}.")
     return stream
@@ -279,7 +279,7 @@ def is_htmx(request: Request) -> bool:
 
 def open_count(request: Request) -> int:
     with Session(request.app.state.engine) as db:
-        return db.execute(select(func.count(Anomaly.id)).where(Anomaly.status == "open")).scalar() or 0
+        return reports.open_total(db)
 
 
 def base_context(request: Request) -> dict:

@@ -15,12 +15,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup, escape
-from sqlalchemy import select
 from sqlmodel import Session
 
-from logsense.server import store
+from logsense.server import anomalies, lines, store
 from logsense.server.links import context_link
-from logsense.server.tables import Anomaly, Feedback, LogLine, Stream, TemplateMute, Window, WindowLine
+from logsense.server.services import Services
+from logsense.server.tables import Anomaly, Feedback, LogLine, Stream, Window
 from logsense.server.ui.core import KIND_WORDS
 
 AROUND = 8  # lines shown before and after the anomalous one
@@ -205,10 +205,7 @@ def _rapid(detail: Detail, registry: Any, db: Session) -> None:
 def _window_view(db: Session, window: Window, misses: list[dict], k: int | None, line_id: int | None,
                  model: Any) -> WindowView:
     members = store.window_lines(db, [window.id])[window.id]
-    raws = {}
-    if members:
-        raws = dict(db.execute(select(LogLine.id, LogLine.raw).where(
-            LogLine.id.in_([x["id"] for x in members]))).all())
+    raws = lines.raws(db, [x["id"] for x in members])
     by_pos = {int(m["position"]): m for m in misses if m.get("position") is not None}
     rows = []
     for pos, x in enumerate(members):
@@ -235,10 +232,7 @@ def _loggpt(detail: Detail, db: Session, registry: Any) -> None:
         return
     if detail.line is None:
         return
-    windows = db.execute(
-        select(Window).join(WindowLine, WindowLine.window_id == Window.id)
-        .where(WindowLine.line_id == detail.line.id).order_by(Window.id)
-    ).scalars().unique().all()
+    windows = lines.windows_of(db, detail.line.id)
     if not windows:
         detail.windows_note = "The line is in no window or session, so LogGPT does not check it."
         return
@@ -424,10 +418,7 @@ def _ingest_threshold(db: Session, a: Anomaly, line: LogLine | None) -> float | 
         return float(a.reasons["rapid_threshold"])
     if line is None:
         return None
-    other = db.execute(select(Anomaly.reasons).where(Anomaly.line_id == line.id, Anomaly.kind == "line")
-                       .order_by(Anomaly.id)).scalars().first()
-    value = (other or {}).get("rapid_threshold")
-    return float(value) if value is not None else None
+    return anomalies.line_threshold(db, line.id)
 
 
 def _line_time(line: LogLine | None, a: Anomaly) -> float:
@@ -437,13 +428,12 @@ def _line_time(line: LogLine | None, a: Anomaly) -> float:
     return _aware(line.received_at if line is not None else a.created_at).timestamp()
 
 
-def load_detail(db: Session, app: Any, anomaly_id: int) -> Detail | None:
-    a = db.get(Anomaly, anomaly_id)
-    if a is None:
+def load_detail(db: Session, services: Services, anomaly_id: int) -> Detail | None:
+    found = anomalies.with_parts(db, anomaly_id)
+    if found is None:
         return None
-    stream = db.get(Stream, a.stream_id)
-    line = db.get(LogLine, a.line_id) if a.line_id is not None else None
-    registry = getattr(app.state, "registry", None)
+    a, stream, line = found
+    registry = services.registry
     detail = Detail(a, stream, line, None)
     if line is not None and line.timestamp is not None:
         detail.line_time = datetime.fromtimestamp(float(line.timestamp), timezone.utc)
@@ -460,23 +450,15 @@ def load_detail(db: Session, app: Any, anomaly_id: int) -> Detail | None:
         except Exception:  # noqa: BLE001
             detail.template = None
     _loggpt(detail, db, registry)
-    settings = app.state.settings
+    settings = services.settings
     detail.reasons, detail.context = _reasons(detail, db, settings.incident_gap_seconds, settings.timezone)
     detail.context_link = context_link(stream.config().context_url, stream.name, _line_time(line, a), tid)
     if line is not None:
-        before = db.execute(select(LogLine).where(LogLine.stream_id == line.stream_id, LogLine.id < line.id)
-                            .order_by(LogLine.id.desc()).limit(AROUND)).scalars().all()
-        after = db.execute(select(LogLine).where(LogLine.stream_id == line.stream_id, LogLine.id >= line.id)
-                           .order_by(LogLine.id).limit(AROUND + 1)).scalars().all()
+        before = lines.before(db, line.stream_id, line.id, AROUND)
+        after = lines.after(db, line.stream_id, line.id, AROUND + 1, inclusive=True)
         detail.around = [*reversed(before), *after]
-    if a.line_id is not None:
-        detail.related = list(db.execute(select(Anomaly).where(Anomaly.line_id == a.line_id, Anomaly.id != a.id)
-                                         .order_by(Anomaly.id)).scalars().all())
-    detail.feedback = list(db.execute(select(Feedback).where(Feedback.anomaly_id == a.id)
-                                      .order_by(Feedback.id)).scalars().all())
+    detail.related = anomalies.related(db, a)
+    detail.feedback = anomalies.feedback_of(db, a.id)
     if a.template_id is not None:
-        mute = db.execute(select(TemplateMute).where(TemplateMute.stream_id == a.stream_id,
-                                                     TemplateMute.template_id == a.template_id)).scalars().first()
-        if mute is not None and _aware(mute.until) > datetime.now(timezone.utc):
-            detail.mute_until = _aware(mute.until)
+        detail.mute_until = anomalies.muted_until(db, a.stream_id, a.template_id, datetime.now(timezone.utc))
     return detail

@@ -2,7 +2,7 @@
 incident with a shareable URL: its anomalies by template (each linking to its anomaly page),
 acknowledge / assign to me / resolve / reopen for operators, and notes.
 
-The same service functions as `/api/v1/incidents` (`store.set_incident`, `store.add_incident_note`);
+The same service functions as `/api/v1/incidents` (`incidents.change`, `incidents.add_note`);
 both settle the incidents first (`incidents.settle`: one none of whose anomalies is open resolves).
 `/incidents/of-anomaly/{anomaly_id}` sends a browser to an anomaly's incident (a link any page can
 carry without reading the incident itself).
@@ -15,10 +15,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from logsense.server import incidents, store
-from logsense.server.tables import Stream, utcnow
+from logsense.server import incidents, streams
 from logsense.server.ui.core import (CsrfDep, OperateDep, Operator, OperatorDep, UiError, fragment, is_htmx, redirect,
                                      render)
 
@@ -27,7 +26,7 @@ router = APIRouter()
 PAGE_SIZE = 30
 STATUS_WORDS = {"unresolved": "open or acknowledged", "open": "open", "acknowledged": "acknowledged",
                 "resolved": "resolved", "any": "any"}
-ACTIONS = {  # button -> (status, assignee change) for store.set_incident
+ACTIONS = {  # button -> (status, assignee change) for incidents.change
     "acknowledge": ("acknowledged", None),
     "assign-me": (None, "me"),
     "unassign": (None, ""),
@@ -60,14 +59,14 @@ def _list_ctx(request: Request, f: dict) -> dict:
     engine = request.app.state.engine
     incidents.settle(engine)
     with Session(engine) as db:
-        found = incidents.list_incidents(db, getattr(request.app.state, "registry", None), f["stream"], f["status"],
+        found = incidents.list_incidents(db, request.app.state.services.registry, f["stream"], f["status"],
                                          f["before"], PAGE_SIZE + 1)
         counts = incidents.count_incidents(db, f["stream"])
-        streams = list(db.execute(select(Stream.name).order_by(Stream.name)).scalars().all())
+        names = streams.names(db)
     more = len(found) > PAGE_SIZE
     found = found[:PAGE_SIZE]
     qs = {"stream": f["stream"], "status": None if f["status"] == "unresolved" else f["status"]}
-    return {"section": "incidents", "items": found, "counts": counts, "streams": streams, "filters": f, "qs": qs,
+    return {"section": "incidents", "items": found, "counts": counts, "streams": names, "filters": f, "qs": qs,
             "status_words": STATUS_WORDS, "older": found[-1].row.id if more and found else None}
 
 
@@ -92,7 +91,7 @@ def _detail_ctx(request: Request, incident_id: int, **extra: Any) -> dict:
     engine = request.app.state.engine
     incidents.settle(engine, incident_ids=[incident_id])
     with Session(engine) as db:
-        v = incidents.incident_detail(db, getattr(request.app.state, "registry", None), incident_id)
+        v = incidents.incident_detail(db, request.app.state.services.registry, incident_id)
     if v is None:
         raise UiError(404, f"There is no incident {incident_id} (deleted with its stream or by retention, "
                            "or never made).")
@@ -109,14 +108,11 @@ def detail_page(incident_id: int, request: Request, op: OperatorDep) -> Response
 
 def _change(request: Request, op: Operator, incident_id: int, action: str) -> None:
     status, assignee = ACTIONS[action]
-    with store.write_session(request.app.state.engine) as db:
-        now = utcnow()
-        store.settle_incidents(db, now, incident_ids=[incident_id])
-        try:
-            store.set_incident(db, incident_id, now, op.actor, status,
-                               assignee=op.name if assignee == "me" else None, unassign=assignee == "")
-        except LookupError as exc:
-            raise UiError(404, str(exc)) from None
+    try:
+        incidents.change(request.app.state.engine, incident_id, op.actor, status,
+                         op.name if assignee == "me" else assignee)
+    except LookupError as exc:
+        raise UiError(404, str(exc)) from None
 
 
 def _answer(request: Request, incident_id: int, message: str) -> Response:
@@ -137,11 +133,10 @@ async def act(incident_id: int, request: Request, op: OperateDep) -> Response:
 
 
 def _note(request: Request, op: Operator, incident_id: int, text: str) -> None:
-    with store.write_session(request.app.state.engine) as db:
-        try:
-            store.add_incident_note(db, incident_id, op.actor, text, utcnow())
-        except LookupError as exc:
-            raise UiError(404, str(exc)) from None
+    try:
+        incidents.add_note(request.app.state.engine, incident_id, op.actor, text)
+    except LookupError as exc:
+        raise UiError(404, str(exc)) from None
 
 
 @router.post("/incidents/{incident_id}/notes", dependencies=[CsrfDep])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlmodel import Session
 
-from logsense.server.tables import JOB_STATES, Job, Stream
+from logsense.server import reports
+from logsense.server.tables import JOB_STATES, Job
 from logsense.server.ui.core import OperatorDep, UiError, fragment, render
 
 router = APIRouter()
@@ -16,13 +16,8 @@ LIMIT = 100
 
 
 def _jobs(request: Request, stream: str | None, state: str | None) -> list[tuple[Job, str | None]]:
-    q = select(Job, Stream.name).outerjoin(Stream, Stream.id == Job.stream_id)
-    if stream:
-        q = q.where(Stream.name == stream)
-    if state:
-        q = q.where(Job.state == state)
     with Session(request.app.state.engine) as db:
-        return [(j, n) for j, n in db.execute(q.order_by(Job.id.desc()).limit(LIMIT)).all()]
+        return reports.jobs(db, stream, state, LIMIT)
 
 
 @router.get("/jobs")
@@ -40,8 +35,8 @@ def list_jobs(request: Request, op: OperatorDep, stream: str = "", state: str = 
 def job_progress(job_id: int, request: Request, op: OperatorDep) -> Response:
     """One job's progress bar; it polls itself while the job runs (and stops when it ends)."""
     with Session(request.app.state.engine) as db:
-        job = db.get(Job, job_id)
-        name = db.get(Stream, job.stream_id).name if job is not None and job.stream_id is not None else None
-    if job is None:
+        found = reports.job(db, job_id)
+    if found is None:
         raise UiError(404, f"There is no job {job_id}.")
+    job, name = found
     return fragment(request, "jobs/progress.html", {"job": job, "stream_name": name})

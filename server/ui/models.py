@@ -8,10 +8,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlmodel import Session
 
-from logsense.server.tables import ModelVersion, Stream
+from logsense.server import reports, streams
 from logsense.server.training import rollback
 from logsense.server.ui.core import AdminDep, CsrfDep, OperatorDep, UiError, fragment, is_htmx, redirect, render, stream_named
 
@@ -25,18 +24,10 @@ METRICS = (  # shown as columns, in this order, when a version has them
 
 def _sections(request: Request, only: str | None) -> list[dict]:
     with Session(request.app.state.engine) as db:
-        q = select(Stream).order_by(Stream.name)
-        if only:
-            q = q.where(Stream.name == only)
-        streams = db.execute(q).scalars().all()
-        if only and not streams:
+        found = streams.all_streams(db, only or None)
+        if only and not found:
             raise UiError(404, f"There is no stream named {only[:64]!r}.")
-        out = []
-        for s in streams:
-            versions = db.execute(select(ModelVersion).where(ModelVersion.stream_id == s.id)
-                                  .order_by(ModelVersion.id.desc())).scalars().all()
-            out.append({"stream": s, "versions": versions})
-    return out
+        return [{"stream": s, "versions": reports.versions(db, s.id)} for s in found]
 
 
 def _ctx(request: Request, only: str | None, **extra) -> dict:  # noqa: ANN003

@@ -8,11 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import func, select
 from sqlmodel import Session
 
-from logsense.server import store
-from logsense.server.tables import Anomaly, Job, ModelVersion, Stream
+from logsense.server import reports, store, streams
+from logsense.server.tables import Job, Stream
 from logsense.server.ui.charts import RANGES, Chart, stream_chart
 from logsense.server.ui.core import OperatorDep, UiError, render
 
@@ -42,21 +41,17 @@ def cards(request: Request, range_name: str) -> list[StreamCard]:
     engine = request.app.state.engine
     now = datetime.now(timezone.utc)
     with Session(engine) as db:
-        streams = db.execute(select(Stream).order_by(Stream.name)).scalars().all()
+        found = streams.all_streams(db)
         totals = store.line_totals(db)
         recent = store.line_totals(db, since=now - timedelta(seconds=RATE_SECONDS))  # to the 10 s slot
-        opens: dict[tuple[int, str], int] = {
-            (s, sev): n for s, sev, n in db.execute(
-                select(Anomaly.stream_id, Anomaly.severity, func.count(Anomaly.id))
-                .where(Anomaly.status == "open").group_by(Anomaly.stream_id, Anomaly.severity)).all()}
-        live = dict(db.execute(select(ModelVersion.stream_id, ModelVersion.version).where(
-            ModelVersion.kind == "loggpt", ModelVersion.live == True)).all())  # noqa: E712
+        opens = reports.open_by_stream(db)
+        live = reports.live_versions(db)
         queues = store.loggpt_queues(db, now, with_open=True)
-        rapid_pending = store.rapid_pending(db, [s.id for s in streams])
+        rapid_pending = store.rapid_pending(db, [s.id for s in found])
         none_pending = {"open": 0, "queued": 0, "checking": 0, "depth": 0, "lag_seconds": 0.0}
         out = []
-        for s in streams:
-            last_job = db.execute(select(Job).where(Job.stream_id == s.id).order_by(Job.id.desc())).scalars().first()
+        for s in found:
+            last_job = reports.last_job(db, s.id)
             state, reason = request.app.state.registry.state(s)
             out.append(StreamCard(
                 stream=s, train_mode=s.config().train_mode, state=state, state_reason=reason,
@@ -78,10 +73,9 @@ def overview(request: Request, op: OperatorDep, range: str = "24h") -> Response:
         raise UiError(400, f"range must be one of {', '.join(RANGES)}, not {range[:20]!r}")
     ready = request.app.state.registry.ready_reason() if getattr(request.app.state, "registry", None) else None
     from logsense.server.retention import database_bytes, human_bytes
-    from logsense.server.ui.queue import open_counts
 
     with Session(request.app.state.engine) as db:
-        opens = open_counts(db)
+        opens = reports.open_counts(db)
     engine = request.app.state.engine
     return render(request, "overview/list.html", {
         "section": "overview", "cards": cards(request, range), "range": range, "ranges": list(RANGES),

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlmodel import Session
 
-from logsense.server.incidents import MAX_GROUPED, Group, Incident, fill_details, incidents_of, rows_select
-from logsense.server.tables import ANOMALY_STATUSES, Anomaly, Stream
+from logsense.server import anomalies
+from logsense.server.incidents import MAX_GROUPED, Incident, fill_details, incidents_of
+from logsense.server.tables import ANOMALY_STATUSES
 from logsense.server.ui.core import UiError
 
 PAGE_SIZE = 20  # incidents per page
@@ -124,19 +124,10 @@ class Filters:
             "page": None if f.page == 1 else f.page,
         }
 
-    def where(self, q: Any) -> Any:
-        if self.stream is not None:
-            q = q.where(Stream.name == self.stream)
-        if self.severity is not None:
-            q = q.where(Anomaly.severity == self.severity)
-        if self.status != "any":
-            q = q.where(Anomaly.status == self.status)
-        start, end = self.start, self.end
-        if start is not None:
-            q = q.where(Anomaly.created_at >= start)
-        if end is not None:
-            q = q.where(Anomaly.created_at < end)
-        return q
+    def match(self, after_id: int | None = None) -> anomalies.Match:
+        """The anomalies these filters pick now (a preset counts back from this call)."""
+        return anomalies.Match(self.stream, self.severity, self.status, since=self.start, until=self.end,
+                               after_id=after_id)
 
 
 @dataclass
@@ -157,17 +148,13 @@ class QueuePage:
         return max(1, -(-self.total_incidents // PAGE_SIZE))
 
 
-def _rows_query(filters: Filters) -> Any:
-    return filters.where(rows_select())
-
-
 def count_matching(db: Session, filters: Filters) -> int:
-    return db.execute(select(func.count()).select_from(_rows_query(filters).subquery())).scalar() or 0
+    return anomalies.count(db, filters.match())
 
 
 def load_page(db: Session, registry: Any, filters: Filters, gap_seconds: float) -> QueuePage:
     total = count_matching(db, filters)
-    rows = db.execute(_rows_query(filters).order_by(Anomaly.id.desc()).limit(MAX_SCAN)).all()
+    rows = anomalies.newest_rows(db, filters.match(), MAX_SCAN)
     incidents = incidents_of(rows, gap_seconds)
     start = (filters.page - 1) * PAGE_SIZE
     shown = incidents[start : start + PAGE_SIZE]
@@ -175,28 +162,8 @@ def load_page(db: Session, registry: Any, filters: Filters, gap_seconds: float) 
     return QueuePage(filters, shown, len(incidents), total, total > MAX_SCAN, max((r.id for r in rows), default=0))
 
 
-def groups_of_ids(db: Session, registry: Any, ids: list[int]) -> list[Group]:
-    """The anomalies `ids` as groups (by stream and template), with details, for re-rendering rows."""
-    if not ids:
-        return []
-    q = rows_select().where(Anomaly.id.in_(ids))
-    groups = [g for inc in incidents_of(db.execute(q).all(), float("inf")) for g in inc.groups]
-    fill_details(db, registry, groups)
-    return groups
-
-
 def count_new(db: Session, filters: Filters, after_id: int) -> int:
-    q = _rows_query(replace(filters, page=1)).where(Anomaly.id > after_id)
-    return db.execute(select(func.count()).select_from(q.subquery())).scalar() or 0
-
-
-def open_counts(db: Session) -> dict[str, int]:
-    """Open anomalies by severity, over every stream."""
-    rows = db.execute(select(Anomaly.severity, func.count(Anomaly.id)).where(Anomaly.status == "open")
-                      .group_by(Anomaly.severity)).all()
-    out = {"danger": 0, "watch": 0, **{s: n for s, n in rows}}
-    out["total"] = sum(n for s, n in rows)
-    return out
+    return anomalies.count(db, filters.match(after_id))
 
 
 def parse_ids(values: list[str], limit: int = 1000) -> list[int]:

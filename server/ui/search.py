@@ -11,11 +11,10 @@ from datetime import datetime, timedelta, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from markupsafe import Markup, escape
-from sqlalchemy import select
 from sqlmodel import Session
 
-from logsense.server import search
-from logsense.server.tables import LogLine, Stream
+from logsense.server import lines, search
+from logsense.server.tables import LogLine
 from logsense.server.ui.core import OperatorDep, UiError, fragment, render, stream_named
 
 router = APIRouter()
@@ -111,17 +110,15 @@ def line_context(line_id: int, request: Request, op: OperatorDep, n: int = WIDTH
     if same not in SAME:
         raise UiError(400, f"same must be one of {', '.join(SAME)}")
     with Session(request.app.state.engine) as db:
-        line = db.get(LogLine, line_id)
-        if line is None:
+        found = lines.with_stream(db, line_id)
+        if found is None:
             raise UiError(404, f"There is no line {line_id}.")
-        stream = db.get(Stream, line.stream_id)
+        line, stream = found
         if same == "attribute" and key not in (line.attributes or {}):
             raise UiError(400, f"The line has no attribute {key!r}.")
         reach = n * (1 if same == "stream" else 20)  # a session or host is a part of the stream: look further
-        before = db.execute(select(LogLine).where(LogLine.stream_id == line.stream_id, LogLine.id < line_id)
-                            .order_by(LogLine.id.desc()).limit(reach)).scalars().all()
-        after = db.execute(select(LogLine).where(LogLine.stream_id == line.stream_id, LogLine.id > line_id)
-                           .order_by(LogLine.id).limit(reach)).scalars().all()
+        before = lines.before(db, line.stream_id, line_id, reach)
+        after = lines.after(db, line.stream_id, line_id, reach)
     before = [x for x in before if _shares(line, x, same, key)][:n]
     after = [x for x in after if _shares(line, x, same, key)][:n]
     rows = sorted([*before, line, *after], key=lambda x: (x.timestamp if x.timestamp is not None else float("inf"), x.id))
@@ -138,12 +135,10 @@ def tail(name: str, request: Request, op: OperatorDep, after_id: int = 0) -> Res
     """The stream's newest lines; with `after_id` (the page's poll) only newer ones, as a fragment."""
     stream = stream_named(request, name)
     with Session(request.app.state.engine) as db:
-        q = select(LogLine).where(LogLine.stream_id == stream.id)
         if after_id:
-            rows = db.execute(q.where(LogLine.id > after_id).order_by(LogLine.id).limit(TAIL_ROWS)).scalars().all()
-            rows = rows[::-1]
+            rows = lines.after(db, stream.id, after_id, TAIL_ROWS)[::-1]
         else:
-            rows = db.execute(q.order_by(LogLine.id.desc()).limit(50)).scalars().all()
+            rows = lines.before(db, stream.id, None, 50)
     last = max([after_id, *(r.id for r in rows)])
     ctx = {"section": "streams", "stream": stream, "rows": rows, "last_id": last}
     if after_id:

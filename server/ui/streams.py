@@ -1,8 +1,8 @@
 """`/streams`: create streams and edit their settings, switch train mode, "Retrain now"; how well
 each stream's header format parses its lines (a warning when most do not).
 
-Creating and updating call the streams API's own functions (`server.api.streams.create_stream`
-and `update_stream`: the same checks, conflicts and validation); training calls
+Creating and updating call `server.streams.create` and `update_settings`, as the streams API
+does (the same checks, conflicts and validation); training calls
 `server.training.start_training`, as `POST /api/v1/streams/{name}/train` does.
 """
 
@@ -12,16 +12,14 @@ import json
 from dataclasses import dataclass
 from typing import Any, get_args
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import select
 from sqlmodel import Session
 
-from logsense.server import store
-from logsense.server.api import streams as streams_api
+from logsense.server import reports, store, streams
+from logsense.server.api.streams import StreamCreate
 from logsense.server.tables import Job, Stream, StreamSettings
 from logsense.server.training import MODES, start_training
 from logsense.server.ui.core import (AdminDep, CsrfDep, OperateDep, OperatorDep, UiError, fragment, is_htmx, redirect,
@@ -119,24 +117,22 @@ def _validation_errors(errors: list[dict], strip: int) -> dict[str, str]:
 
 
 def _parsing(request: Request, stream: Stream) -> dict:
-    """How the stream's header format fits its lines, from its loaded model (`streams_api.header_report`):
+    """How the stream's header format fits its lines, from its loaded model (`streams.header_report`):
     `rate` (None: no line since the model was loaded, or no model), `layout`, `lines` seen, `low` (warn)."""
-    registry = getattr(request.app.state, "registry", None)
-    model = registry.peek(stream.id) if registry is not None else None
-    rate, layout = streams_api.header_report(model)
+    model = request.app.state.services.registry.peek(stream.id)
+    rate, layout = streams.header_report(model)
     cfg = stream.config()
     return {"rate": rate, "layout": layout, "lines": getattr(getattr(model, "parser", None), "lines_seen", 0),
-            "low": rate is not None and rate < streams_api.LOW_HEADER_PARSE_RATE, "loaded": model is not None,
+            "low": rate is not None and rate < streams.LOW_HEADER_PARSE_RATE, "loaded": model is not None,
             "format": cfg.format, "format_regex": cfg.format_regex}
 
 
 def _rows(request: Request) -> list[dict]:
     with Session(request.app.state.engine) as db:
-        streams = db.execute(select(Stream).order_by(Stream.name)).scalars().all()
         counts = store.line_totals(db)
         rows = []
-        for s in streams:
-            job = db.execute(select(Job).where(Job.stream_id == s.id).order_by(Job.id.desc())).scalars().first()
+        for s in streams.all_streams(db):
+            job = reports.last_job(db, s.id)
             cfg = s.config()
             grouping = (f"sessions by {cfg.session_regex}" if cfg.session_regex else
                         " + ".join(x for x in (f"{cfg.window_size} lines" if cfg.window_size else "",
@@ -167,7 +163,7 @@ async def create(request: Request, op: AdminDep) -> Response:
     body = None
     if not errors:
         try:
-            body = streams_api.StreamCreate(name=name, settings=settings)
+            body = StreamCreate(name=name, settings=settings)
         except ValidationError as exc:
             errs = exc.errors(include_url=False)
             errors = _validation_errors([e for e in errs if tuple(e.get("loc", ()))[:1] == ("settings",)], 1)
@@ -177,12 +173,12 @@ async def create(request: Request, op: AdminDep) -> Response:
     if body is not None:
         def save() -> None:
             with Session(request.app.state.engine) as db:
-                streams_api.create_stream(body, db)
+                streams.create(db, body.name, body.settings)
 
         try:
             await run_in_threadpool(save)
-        except HTTPException as exc:
-            errors = {"name": str(exc.detail)}
+        except streams.StreamExists as exc:
+            errors = {"name": str(exc)}
     if errors:
         return render(request, "streams/form.html", {
             "section": "streams", "stream": None, "fields": FIELDS, "values": typed, "errors": errors,
@@ -201,9 +197,7 @@ def edit_stream(name: str, request: Request, op: OperatorDep, created: str = "")
 
 def _update(request: Request, stream: Stream, settings: dict) -> Stream:
     with Session(request.app.state.engine) as db:
-        row = db.get(Stream, stream.id)
-        streams_api.update_stream(streams_api.StreamUpdate(settings=settings), row, db)
-        db.refresh(row)
+        row = streams.update_settings(db, db.get(Stream, stream.id), settings)
         db.expunge(row)
         return row
 
@@ -216,8 +210,8 @@ async def update(name: str, request: Request, op: AdminDep) -> Response:
     if not errors:
         try:
             stream = await run_in_threadpool(_update, request, stream, settings)
-        except RequestValidationError as exc:
-            errors = _validation_errors(list(exc.errors()), 2)  # loc: body, settings, field
+        except ValidationError as exc:
+            errors = _validation_errors(exc.errors(include_url=False), 0)  # loc: the field
     ctx = {"section": "streams", "stream": stream, "fields": FIELDS, "errors": errors, "name": stream.name,
            "values": typed if errors else _values(stream.config()), "saved": not errors,
            "job": await run_in_threadpool(_last_job, request, stream), "parsing": _parsing(request, stream)}
@@ -240,7 +234,7 @@ async def train_mode(name: str, request: Request, op: AdminDep) -> Response:
 
 def _last_job(request: Request, stream: Stream) -> Job | None:
     with Session(request.app.state.engine) as db:
-        return db.execute(select(Job).where(Job.stream_id == stream.id).order_by(Job.id.desc())).scalars().first()
+        return reports.last_job(db, stream.id)
 
 
 @router.post("/streams/{name}/train", dependencies=[CsrfDep])

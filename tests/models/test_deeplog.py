@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,16 +11,12 @@ from logsense.models.bench.baselines.deeplog import DeepLog, DeepLogConfig
 from logsense.models.sequence import END
 
 GRAMMAR = ([[5, 6, 7, 8]] * 3 + [[5, 9, 8]]) * 40
-
-
-def tiny(**kw) -> DeepLogConfig:
-    base = dict(h=3, n_embd=16, hidden=32, layers=1, lr=1e-2, batch_size=32, max_epochs=15, progress=False)
-    return DeepLogConfig(**{**base, **kw})
+TINY = DeepLogConfig(h=3, n_embd=16, hidden=32, layers=1, lr=1e-2, batch_size=32, max_epochs=15, progress=False)
 
 
 @pytest.fixture(scope="module")
 def model() -> DeepLog:
-    return DeepLog(tiny()).fit(GRAMMAR, None, sessions=True)
+    return DeepLog(TINY).fit(GRAMMAR, None, sessions=True)
 
 
 def test_learns_the_grammar_and_names_misses(model):
@@ -42,7 +40,7 @@ def test_g_is_calibrated_or_fixed(model):
     val = [[5, 6, 7, 8]] * 9 + [[5, 9, 8]]
     assert model.calibrate_k(val, target_fpr=0.0) == 2 and model.g == 2
     assert model.calibrate_k(val, target_fpr=0.1) == 1
-    fixed = DeepLog(tiny(max_epochs=1, g=3)).fit(GRAMMAR, None)
+    fixed = DeepLog(replace(TINY, max_epochs=1, g=3)).fit(GRAMMAR, None)
     assert fixed.g == 3 and fixed.k == 3
 
 

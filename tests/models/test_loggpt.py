@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,17 +15,13 @@ from logsense.models.sequence import END, UNK, Vocabulary, calibrate_top_k
 # Two session shapes: 5 6 7 8 (three times as often) and 5 9 8. After 5 the model's top choice
 # is 6; every other step is deterministic.
 GRAMMAR = ([[5, 6, 7, 8]] * 3 + [[5, 9, 8]]) * 40
-
-
-def tiny(**kw) -> LogGPTConfig:
-    base = dict(n_layer=1, n_head=2, n_embd=32, n_positions=32, dropout=0.0, lr=1e-2, batch_size=32,
-                max_epochs=15, patience=3, progress=False)
-    return LogGPTConfig(**{**base, **kw})
+TINY = LogGPTConfig(n_layer=1, n_head=2, n_embd=32, n_positions=32, dropout=0.0, lr=1e-2, batch_size=32,
+                    max_epochs=15, patience=3, progress=False)
 
 
 @pytest.fixture(scope="module")
 def model() -> LogGPT:
-    return LogGPT(tiny()).fit(GRAMMAR, None, sessions=True)
+    return LogGPT(TINY).fit(GRAMMAR, None, sessions=True)
 
 
 def test_learns_the_grammar(model):
@@ -108,7 +105,7 @@ def test_fine_tune_grows_the_vocabulary_and_keeps_old_ids(model):
 
 
 def test_windows_do_not_end():
-    m = LogGPT(tiny(max_epochs=3)).fit([[1, 2, 3, 1, 2, 3]] * 20, None, sessions=False)
+    m = LogGPT(replace(TINY, max_epochs=3)).fit([[1, 2, 3, 1, 2, 3]] * 20, None, sessions=False)
     ranks = m.ranks([[1, 2, 3], []])
     assert [len(r) for r in ranks] == [3, 0]
     assert m.scores([[]]).tolist() == [0.0]
@@ -117,7 +114,7 @@ def test_windows_do_not_end():
 
 
 def test_long_sequences_are_chunked_and_every_key_scored_once():
-    m = LogGPT(tiny(n_positions=8, max_epochs=10))
+    m = LogGPT(replace(TINY, n_positions=8, max_epochs=10))
     seqs = [[1, 2, 3, 4] * 6] * 30  # 24 keys: longer than the context
     m.fit(seqs, None, sessions=True)
     tokens = [m.vocab.encode(s, True) for s in seqs[:1]]
@@ -128,9 +125,9 @@ def test_long_sequences_are_chunked_and_every_key_scored_once():
 
 
 def test_reinforcement_step_changes_weights():
-    plain = LogGPT(tiny(max_epochs=1)).fit(GRAMMAR, None)
-    again = LogGPT(tiny(max_epochs=1)).fit(GRAMMAR, None)
-    rl = LogGPT(tiny(max_epochs=1, rl_steps=2, rl_top_k=2, rl_lr=1e-2)).fit(GRAMMAR, None)
+    plain = LogGPT(replace(TINY, max_epochs=1)).fit(GRAMMAR, None)
+    again = LogGPT(replace(TINY, max_epochs=1)).fit(GRAMMAR, None)
+    rl = LogGPT(replace(TINY, max_epochs=1, rl_steps=2, rl_top_k=2, rl_lr=1e-2)).fit(GRAMMAR, None)
     assert [h["rl_step"] for h in rl.history if "rl_step" in h] == [0, 1]
     a, b, c = plain.net.state_dict(), again.net.state_dict(), rl.net.state_dict()
     assert all(torch.equal(w, b[name]) for name, w in a.items())  # seeded: the same without RL

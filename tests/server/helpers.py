@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -177,11 +179,7 @@ class LiveServer:
 def live_server(data_dir: Path, name: str, cls: type = LiveServer, **settings) -> Iterator:  # noqa: ANN003
     """A started `cls` (a `LiveServer`), without the developer's LOGSENSE_* variables (as conftest),
     stopped after."""
-    import os
-
-    with pytest.MonkeyPatch.context() as mp:
-        for var in [n for n in os.environ if n.startswith("LOGSENSE_")]:
-            mp.delenv(var)
+    with no_logsense_env():
         server = cls(data_dir, name, **settings)
     server.start()
     try:
@@ -191,26 +189,53 @@ def live_server(data_dir: Path, name: str, cls: type = LiveServer, **settings) -
 
 
 @contextmanager
+def no_logsense_env() -> Iterator[None]:
+    """The developer's LOGSENSE_* variables kept out inside the block, as conftest's autouse
+    fixture does for each test: a module-scoped fixture starts before it."""
+    import os
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [n for n in os.environ if n.startswith("LOGSENSE_")]:
+            mp.delenv(name)
+        yield
+
+
+@contextmanager
+def started_app(data_dir: Path, **settings) -> Iterator[tuple[TestClient, FastAPI]]:  # noqa: ANN003
+    """A real app, ready, without its worker and scheduler unless `settings` (as
+    `conftest.make_settings` takes them) turn them on, and without the developer's LOGSENSE_*
+    variables: yields (client, app). For module-scoped fixtures: one app for a module's tests."""
+    from logsense.server.app import create_app
+
+    from .conftest import make_settings, wait_ready
+
+    with no_logsense_env():
+        app = create_app(make_settings(data_dir, **{"worker_enabled": False, "scheduler_enabled": False, **settings}))
+        with TestClient(app) as client:
+            wait_ready(client)
+            yield client, app
+
+
+@contextmanager
 def quiet_app(data_dir: Path, scopes: tuple[str, ...] = ("read", "operate", "admin")) -> Iterator[tuple]:
     """A real app without its worker and scheduler (the test drives them), ready, with an API key
     per scope: yields (client, app, {scope: auth headers}). The developer's LOGSENSE_* variables
     are kept out."""
-    import os
-
     from sqlmodel import Session
 
-    from logsense.server.app import create_app
     from logsense.server.auth import create_api_key
 
-    from .conftest import make_settings, wait_ready
+    with started_app(data_dir) as (client, app):
+        with Session(app.state.engine) as s:
+            keys = {scope: {"X-API-Key": create_api_key(s, f"k-{scope}", [scope])[0]} for scope in scopes}
+        yield client, app, keys
 
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("LOGSENSE_"):
-                mp.delenv(name)
-        app = create_app(make_settings(data_dir, worker_enabled=False, scheduler_enabled=False))
-        with TestClient(app) as client:
-            wait_ready(client)
-            with Session(app.state.engine) as s:
-                keys = {scope: {"X-API-Key": create_api_key(s, f"k-{scope}", [scope])[0]} for scope in scopes}
-            yield client, app, keys
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """A server process ended: asked to stop (SIGTERM), killed if it has not within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)

@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -34,7 +35,9 @@ from logsense.server.auth import create_api_key
 from logsense.server.client import free_port
 from logsense.server.tables import AlertChannel, AlertOutbox, Anomaly, Stream, utcnow
 
+from . import helpers
 from .conftest import make_settings, wait_ready
+from .helpers import stop
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # the test SMTP server
 
@@ -82,14 +85,8 @@ class Receiver:
 
 
 def wait_for(what: Callable[[], object], timeout: float = 30.0, message: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = what()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s: {message}")
-        time.sleep(0.05)
+    """`helpers.wait_for` polling faster and giving up sooner: a delivery takes a moment, not a training."""
+    return helpers.wait_for(what, timeout, 0.05, message)
 
 
 def verify(delivery: dict, secret: str = SECRET) -> dict:
@@ -102,6 +99,15 @@ def verify(delivery: dict, secret: str = SECRET) -> dict:
 def _app(data_dir: Path, **overrides):  # noqa: ANN202
     return create_app(make_settings(data_dir, worker_poll_seconds=0.1, scheduler_enabled=False, public_url=PUBLIC,
                                     **overrides))
+
+
+@contextmanager
+def _serving(data_dir: Path, **overrides) -> Iterator[tuple]:  # noqa: ANN003
+    """`_app` started and ready: yields (app, client, an admin key's headers)."""
+    app = _app(data_dir, **overrides)
+    with TestClient(app) as client:
+        wait_ready(client)
+        yield app, client, _key(app)
 
 
 @pytest.fixture
@@ -147,10 +153,7 @@ def _outbox(app) -> list[AlertOutbox]:  # noqa: ANN001
 
 
 def test_a_new_anomaly_fires_a_signed_webhook_and_its_refute_resolves_it(tmp_path: Path, receiver: Receiver) -> None:
-    app = _app(tmp_path / "data")
-    with TestClient(app) as client:
-        wait_ready(client)
-        auth = _key(app)
+    with _serving(tmp_path / "data") as (app, client, auth):
         r = client.post("/api/v1/alerts/channels", headers=auth, json={
             "name": "ops-hook", "kind": "webhook", "url": receiver.url, "secret": SECRET, "streams": ["svc"]})
         assert r.status_code == 201, r.text
@@ -255,10 +258,7 @@ def test_slack_and_alertmanager_bodies() -> None:
 
 def test_one_alert_per_template_while_it_fires(tmp_path: Path, receiver: Receiver) -> None:
     """A flood of one template is one alert (with its count), not one per line; a mute resolves it."""
-    app = _app(tmp_path / "data")
-    with TestClient(app) as client:
-        wait_ready(client)
-        auth = _key(app)
+    with _serving(tmp_path / "data") as (app, client, auth):
         client.post("/api/v1/alerts/channels", headers=auth, json={
             "name": "hook", "kind": "webhook", "url": receiver.url, "secret": SECRET})
         client.post("/api/v1/streams", headers=auth, json={"name": "svc"})
@@ -288,10 +288,7 @@ def test_one_alert_per_template_while_it_fires(tmp_path: Path, receiver: Receive
 def test_an_alert_waits_for_its_receiver_and_survives_a_restart_sent_once(tmp_path: Path) -> None:
     receiver = Receiver()  # its port is free: nothing listens yet
     data = tmp_path / "data"
-    app = _app(data)
-    with TestClient(app) as client:
-        wait_ready(client)
-        auth = _key(app)
+    with _serving(data) as (app, client, auth):
         app.state.alerts.dispatcher.backoff_base = 0.2
         assert client.post("/api/v1/alerts/channels", headers=auth, json={
             "name": "hook", "kind": "webhook", "url": receiver.url, "secret": SECRET}).status_code == 201
@@ -394,12 +391,7 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
         wait_for(ready, timeout=30, message="alertmanager ready")
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -409,10 +401,7 @@ def _am_alerts(base: str) -> list[dict]:
 
 
 def test_alertmanager_gets_the_alert_and_its_resolve(tmp_path: Path, alertmanager: str) -> None:
-    app = _app(tmp_path / "data")
-    with TestClient(app) as client:
-        wait_ready(client)
-        auth = _key(app)
+    with _serving(tmp_path / "data") as (app, client, auth):
         r = client.post("/api/v1/alerts/channels", headers=auth, json={
             "name": "am", "kind": "alertmanager", "url": alertmanager})
         assert r.status_code == 201
@@ -493,10 +482,7 @@ def _mail_url(box: Mailbox, password: str = MAIL_PASSWORD, scheme: str = "smtp",
 
 
 def test_email_alerts_reach_an_smtp_server_and_the_password_is_never_shown(tmp_path: Path, mailbox: Mailbox) -> None:
-    app = _app(tmp_path / "data")
-    with TestClient(app) as client:
-        wait_ready(client)
-        auth = _key(app)
+    with _serving(tmp_path / "data") as (app, client, auth):
         r = client.post("/api/v1/alerts/channels", headers=auth, json={
             "name": "mail", "kind": "email", "url": _mail_url(mailbox)})
         assert r.status_code == 201, r.text
@@ -636,10 +622,7 @@ def test_only_new_incidents_alert_once_per_incident(tmp_path: Path) -> None:
 def test_a_digest_sends_one_message_for_several_alerts_even_across_a_restart(tmp_path: Path,
                                                                             receiver: Receiver) -> None:
     data = tmp_path / "data"
-    app = _app(data)
-    with TestClient(app) as client:
-        wait_ready(client)
-        auth = _key(app)
+    with _serving(data) as (app, client, auth):
         r = client.post("/api/v1/alerts/channels", headers=auth, json={
             "name": "digest", "kind": "webhook", "url": receiver.url, "secret": SECRET, "digest_seconds": 2})
         assert r.status_code == 201 and r.json()["digest_seconds"] == 2

@@ -130,7 +130,7 @@ def test_the_bulk_check_of_a_batch_agrees_with_the_check_of_each_line(odd, monke
 
     import orjson
 
-    from logsense.server.api import ingest as api
+    from logsense.server import batch as api
     from logsense.server.settings import Settings
 
     settings = Settings(_env_file=None, max_line_bytes=64)

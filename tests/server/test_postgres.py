@@ -1,7 +1,7 @@
 """Ingest on a real PostgreSQL: the COPY and sequence paths of `server.store`, the migrations, the
-counts tables. Skipped unless LOGSENSE_TEST_POSTGRES_URL names a server whose user may create
-databases (each test gets a fresh one), e.g.
-`postgresql+psycopg://postgres@/postgres?host=/tmp/pg&port=55432`."""
+counts tables. On the server LOGSENSE_TEST_POSTGRES_URL names (its user may create databases;
+each test gets a fresh one), else on one the tests start from Debian's postgresql package;
+skipped, saying why, when neither can be had."""
 
 from __future__ import annotations
 
@@ -13,17 +13,30 @@ from pathlib import Path
 import pytest
 
 PG_URL = os.environ.get("LOGSENSE_TEST_POSTGRES_URL")  # read at import: a fixture clears LOGSENSE_* later
-pytestmark = pytest.mark.skipif(not PG_URL, reason="set LOGSENSE_TEST_POSTGRES_URL to run the PostgreSQL tests")
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "server_hdfs.log"
 
 
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[str]:
+    """The given server, or one started for this module."""
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver (pip install 'logsense[postgres]')")
+    if PG_URL:
+        yield PG_URL
+        return
+    from logsense.server.bench.backing import postgres
+
+    with postgres() as url:
+        if url is None:
+            pytest.skip("no PostgreSQL: set LOGSENSE_TEST_POSTGRES_URL or install Debian's postgresql package")
+        yield url
+
+
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    pytest.importorskip("psycopg")
+def pg_url(pg_server: str) -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    base = make_url(PG_URL)
+    base = make_url(pg_server)
     name = f"logsense_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from logsense.server.client import Client, free_port
 
+from .helpers import stop
+
 REPO = Path(__file__).resolve().parents[2]
 EVIL = "(a+)+$"
 STALL_STREAMS = {
@@ -100,12 +102,7 @@ def test_a_pathological_regex_stalls_nothing(tmp_path: Path) -> None:
         by_raw = {x["raw"]: x for x in c.ok("GET", "/api/v1/streams/stall-format/lines?limit=10000")}
         assert by_raw["a" * 45]["masked"] == "a" * 45  # the header regex fit: the message is the line
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc)
 
 
 def test_what_re2_cannot_run_is_refused_saying_why(client, auth) -> None:

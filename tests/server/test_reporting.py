@@ -7,7 +7,6 @@ One app for the module (the embedder loads once), with the worker off: closed wi
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -19,11 +18,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from logsense.server import store
-from logsense.server.app import create_app
-from logsense.server.settings import Settings
 
-from .conftest import wait_ready
-from .helpers import query_plan, selects_on
+from .helpers import query_plan, selects_on, started_app
 
 HDFS_LINE = "081109 203518 143 INFO dfs.DataNode$DataXceiver: Receiving block blk_{n} src: /10.250.19.102:54106"
 PLAIN_LINE = "user {n} opened the settings page"  # no header any preset reads
@@ -31,16 +27,8 @@ PLAIN_LINE = "user {n} opened the settings page"  # no header any preset reads
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[TestClient, FastAPI]]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("LOGSENSE_"):
-                mp.delenv(name)
-        settings = Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("reporting") / "data", dev_mode=True,
-                            worker_enabled=False, scheduler_enabled=False, parse_helper=True)
-        app = create_app(settings)
-        with TestClient(app) as client:
-            wait_ready(client)
-            yield client, app
+    with started_app(tmp_path_factory.mktemp("reporting") / "data", dev_mode=True, parse_helper=True) as pair:
+        yield pair
 
 
 def _create(client: TestClient, name: str, **settings) -> None:

@@ -4,7 +4,6 @@ index sound; bad filters are 4xx."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest

@@ -3,19 +3,16 @@ its context widening on request and filtered to its session or host, the tail's 
 
 from __future__ import annotations
 
-import os
 import re
-import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from logsense.server.app import create_app
 from logsense.server.auth import create_api_key
-from logsense.server.settings import Settings
 from logsense.server.users import create_user
+from tests.server.helpers import started_app
 
 from .conftest import login
 
@@ -25,27 +22,18 @@ HX = {"HX-Request": "true"}
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory) -> Iterator[tuple[TestClient, dict]]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("LOGSENSE_"):
-                mp.delenv(name)
-        app = create_app(Settings(_env_file=None, data_dir=tmp_path_factory.mktemp("s") / "data",
-                                  worker_enabled=False, scheduler_enabled=False))
-        with TestClient(app) as client:
-            from tests.server.conftest import wait_ready
-
-            wait_ready(client)
-            with Session(app.state.engine) as s:
-                create_user(s, USER, PASSWORD)
-                key, _ = create_api_key(s, "k")
-            auth = {"X-API-Key": key}
-            client.post("/api/v1/streams", headers=auth, json={"name": "web", "settings": {"session_regex": r"req-\d+"}})
-            records = [{"message": f"2026-12-07T10:00:{i:02d}Z INFO req-{i % 3} step {i} on <b>node</b>",
-                        "attributes": {"host": f"web-{i % 2}"}} for i in range(40)]
-            records[20]["message"] = "2026-12-07T10:00:20Z ERROR req-2 payment gateway timeout"
-            client.post("/api/v1/streams/web/logs", headers=auth, json={"records": records})
-            login(client, USER, PASSWORD)
-            yield client, auth
+    with started_app(tmp_path_factory.mktemp("s") / "data") as (client, app):
+        with Session(app.state.engine) as s:
+            create_user(s, USER, PASSWORD)
+            key, _ = create_api_key(s, "k")
+        auth = {"X-API-Key": key}
+        client.post("/api/v1/streams", headers=auth, json={"name": "web", "settings": {"session_regex": r"req-\d+"}})
+        records = [{"message": f"2026-12-07T10:00:{i:02d}Z INFO req-{i % 3} step {i} on <b>node</b>",
+                    "attributes": {"host": f"web-{i % 2}"}} for i in range(40)]
+        records[20]["message"] = "2026-12-07T10:00:20Z ERROR req-2 payment gateway timeout"
+        client.post("/api/v1/streams/web/logs", headers=auth, json={"records": records})
+        login(client, USER, PASSWORD)
+        yield client, auth
 
 
 def test_search_page_marks_the_words_and_links_to_context(ui) -> None:

@@ -4,7 +4,6 @@ bad input as 4xx, and `logsense user create`."""
 
 from __future__ import annotations
 
-import os
 import re
 import stat
 from collections import namedtuple
@@ -19,10 +18,12 @@ from sqlmodel import Session, select
 from logsense.server import store
 from logsense.server.app import create_app
 from logsense.server.settings import Settings
-from logsense.server.tables import Anomaly, Feedback, Job, LogLine, ModelVersion, Stream, TemplateMute
+from logsense.server.tables import (Anomaly, Feedback, Job, LogLine, ModelVersion, Stream, TemplateMute, Window,
+                                   WindowLine)
 from logsense.server.ui.queue import incidents_of
 from logsense.server.ui.security import SESSION_COOKIE, secret_key
 from logsense.server.users import authenticate, create_user
+from tests.server.helpers import started_app
 
 from .conftest import csrf_of, login
 
@@ -59,31 +60,46 @@ def add_anomaly(app, stream_id: int, template_id: int, when: datetime, raw: str,
         return a.id
 
 
+def line_ids_of(app, anomaly_ids: list[int]) -> list[int]:  # noqa: ANN001
+    with Session(app.state.engine) as s:
+        return [s.get(Anomaly, a).line_id for a in anomaly_ids]
+
+
+def add_window(app, stream_id: int, kind: str, key: str, line_ids: list[int], reasons: dict,  # noqa: ANN001
+               **result) -> tuple[int, int]:  # noqa: ANN003
+    """A checked, anomalous window over `line_ids` and its window anomaly with `reasons`, as the
+    worker stores them: (anomaly id, window id)."""
+    with Session(app.state.engine) as s:
+        w = Window(stream_id=stream_id, kind=kind, key=key, state="done", n_lines=len(line_ids), anomalous=True,
+                   result={"misses": [], "k": 2, **result})
+        s.add(w)
+        s.commit()
+        for pos, lid in enumerate(line_ids):
+            s.add(WindowLine(window_id=w.id, position=pos, line_id=lid))
+        a = Anomaly(stream_id=stream_id, window_id=w.id, template_id=None, kind="window", severity="watch",
+                    reasons=reasons, created_at=BASE, updated_at=BASE)
+        s.add(a)
+        s.commit()
+        return a.id, w.id
+
+
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory) -> Iterator[tuple[TestClient, object]]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in list(os.environ):
-            if name.startswith("LOGSENSE_"):
-                mp.delenv(name)
-        app = create_app(_settings(tmp_path_factory.mktemp("ui") / "data"))
-        with TestClient(app) as client:
-            from tests.server.conftest import wait_ready
-
-            wait_ready(client)
-            with Session(app.state.engine) as s:
-                create_user(s, USER, PASSWORD)
-            svc = add_stream(app, "svc")
-            other = add_stream(app, "other")
-            add_stream(app, "quiet", train_mode=False)
-            for i in range(3):  # one incident of svc: template 7 three times, template 8 once
-                add_anomaly(app, svc, 7, BASE + timedelta(seconds=10 * i), f"081110 1010 1 INFO disk quota low {i}")
-            add_anomaly(app, svc, 8, BASE + timedelta(seconds=30), "081110 1011 2 WARN checksum bad 9", severity="danger")
-            add_anomaly(app, svc, 7, BASE + timedelta(hours=1), "081110 1110 1 INFO disk quota low 5")  # a later one
-            add_anomaly(app, other, 3, BASE + timedelta(hours=1, minutes=30), "081110 1140 4 ERROR kaboom 1",
-                        severity="danger")
-            add_anomaly(app, other, 4, BASE - timedelta(days=1), "081109 1140 4 INFO old news 1", status="refuted")
-            login(client, USER, PASSWORD)
-            yield client, app
+    with started_app(tmp_path_factory.mktemp("ui") / "data") as (client, app):
+        with Session(app.state.engine) as s:
+            create_user(s, USER, PASSWORD)
+        svc = add_stream(app, "svc")
+        other = add_stream(app, "other")
+        add_stream(app, "quiet", train_mode=False)
+        for i in range(3):  # one incident of svc: template 7 three times, template 8 once
+            add_anomaly(app, svc, 7, BASE + timedelta(seconds=10 * i), f"081110 1010 1 INFO disk quota low {i}")
+        add_anomaly(app, svc, 8, BASE + timedelta(seconds=30), "081110 1011 2 WARN checksum bad 9", severity="danger")
+        add_anomaly(app, svc, 7, BASE + timedelta(hours=1), "081110 1110 1 INFO disk quota low 5")  # a later one
+        add_anomaly(app, other, 3, BASE + timedelta(hours=1, minutes=30), "081110 1140 4 ERROR kaboom 1",
+                    severity="danger")
+        add_anomaly(app, other, 4, BASE - timedelta(days=1), "081109 1140 4 INFO old news 1", status="refuted")
+        login(client, USER, PASSWORD)
+        yield client, app
 
 
 def anon(app) -> TestClient:  # noqa: ANN001
@@ -339,27 +355,14 @@ def test_detail_page_explains_and_acts(ui) -> None:
 
 def test_detail_of_a_window_anomaly_and_a_burst(ui) -> None:
     client, app = ui
-    from logsense.server.tables import Window, WindowLine
-
     sid = add_stream(app, "windowed")
     burst = [add_anomaly(app, sid, 51, BASE + timedelta(seconds=i), f"081110 1 1 INFO flood {i}") for i in range(6)]
-    with Session(app.state.engine) as s:
-        line_ids = [s.get(Anomaly, a).line_id for a in burst[:3]]
-        w = Window(stream_id=sid, kind="count", key="line:1", state="done", n_lines=3, anomalous=True,
-                   result={"misses": [], "k": 2})
-        s.add(w)
-        s.commit()
-        for pos, lid in enumerate(line_ids):
-            s.add(WindowLine(window_id=w.id, position=pos, line_id=lid))
-        misses = [{"position": 1, "line_id": line_ids[1], "actual": 51, "actual_template": None, "expected": [3, 4],
-                   "expected_templates": ["x <NUM>", None], "unseen": True},
-                  {"position": 3, "line_id": None, "actual": "<eos>", "actual_template": "(end of session)",
-                   "expected": [5, "<eos>"], "expected_templates": [None, "(end of session)"], "unseen": False}]
-        a = Anomaly(stream_id=sid, line_id=None, window_id=w.id, template_id=None, kind="window", severity="watch",
-                    reasons={"loggpt_misses": misses, "k": 2, "model_version": 1}, created_at=BASE, updated_at=BASE)
-        s.add(a)
-        s.commit()
-        wid = a.id
+    line_ids = line_ids_of(app, burst[:3])
+    misses = [{"position": 1, "line_id": line_ids[1], "actual": 51, "actual_template": None, "expected": [3, 4],
+               "expected_templates": ["x <NUM>", None], "unseen": True},
+              {"position": 3, "line_id": None, "actual": "<eos>", "actual_template": "(end of session)",
+               "expected": [5, "<eos>"], "expected_templates": [None, "(end of session)"], "unseen": False}]
+    wid, _ = add_window(app, sid, "count", "line:1", line_ids, {"loggpt_misses": misses, "k": 2, "model_version": 1})
     html = client.get(f"/anomalies/{wid}").text
     assert "No single line: LogGPT flagged the window as a whole" in html
     assert html.count('<li class="miss">') == 2 and "expected one of" in html and ">E3</span>" in html
@@ -375,19 +378,8 @@ def test_detail_of_a_window_anomaly_and_a_burst(ui) -> None:
     assert "LogGPT: the window as a list of keys" in first and '<li class="this">' in first
 
     # a session whose set of events no normal session had (RAPID, session level), no LogGPT miss
-    with Session(app.state.engine) as s:
-        w2 = Window(stream_id=sid, kind="session", key="blk_7", state="done", n_lines=2, anomalous=True,
-                    result={"misses": [], "k": 2, "new_content": True})
-        s.add(w2)
-        s.commit()
-        for pos, lid in enumerate(line_ids[:2]):
-            s.add(WindowLine(window_id=w2.id, position=pos, line_id=lid))
-        a2 = Anomaly(stream_id=sid, line_id=None, window_id=w2.id, template_id=None, kind="window", severity="watch",
-                     reasons={"loggpt_misses": [], "k": 2, "new_content": "no normal session had this set of events"},
-                     created_at=BASE, updated_at=BASE)
-        s.add(a2)
-        s.commit()
-        new_id = a2.id
+    new_id, _ = add_window(app, sid, "session", "blk_7", line_ids[:2], {
+        "loggpt_misses": [], "k": 2, "new_content": "no normal session had this set of events"}, new_content=True)
     html = client.get(f"/anomalies/{new_id}").text
     assert "RAPID found the session's set of events in no normal session" in html, html
     assert "New session content: no normal session had this set of events" in html
@@ -793,7 +785,6 @@ def test_a_row_answer_can_be_undone_and_the_api_reopens(ui) -> None:
 
 def test_explanations_name_whole_words_fold_repeated_misses_and_count_the_hour(ui) -> None:
     client, app = ui
-    from logsense.server.tables import Window, WindowLine
     from logsense.server.ui.explain import highlight, word_scores, worst_words
 
     text = "lease recovery stalled for client DFSClient_<NUM>"
@@ -808,22 +799,11 @@ def test_explanations_name_whole_words_fold_repeated_misses_and_count_the_hour(u
 
     sid = add_stream(app, "words")
     lines = [add_anomaly(app, sid, 91, BASE + timedelta(seconds=i), f"081110 1 1 INFO step {i}") for i in range(9)]
-    with Session(app.state.engine) as s:
-        line_ids = [s.get(Anomaly, a).line_id for a in lines]
-        w = Window(stream_id=sid, kind="count", key="line:9", state="done", n_lines=9, anomalous=True,
-                   result={"misses": [], "k": 2})
-        s.add(w)
-        s.commit()
-        for pos, lid in enumerate(line_ids):
-            s.add(WindowLine(window_id=w.id, position=pos, line_id=lid))
-        misses = [{"position": p, "line_id": line_ids[p], "actual": 91, "actual_template": "step <NUM>",
-                   "expected": [3, 4] if p % 2 else [4, 5], "expected_templates": [None, None], "unseen": False}
-                  for p in range(1, 9)]
-        a = Anomaly(stream_id=sid, window_id=w.id, template_id=None, kind="window", severity="watch",
-                    reasons={"loggpt_misses": misses, "k": 2}, created_at=BASE, updated_at=BASE)
-        s.add(a)
-        s.commit()
-        wid, window_id = a.id, w.id
+    line_ids = line_ids_of(app, lines)
+    misses = [{"position": p, "line_id": line_ids[p], "actual": 91, "actual_template": "step <NUM>",
+               "expected": [3, 4] if p % 2 else [4, 5], "expected_templates": [None, None], "unseen": False}
+              for p in range(1, 9)]
+    wid, window_id = add_window(app, sid, "count", "line:9", line_ids, {"loggpt_misses": misses, "k": 2})
     html = client.get(f"/anomalies/{wid}").text
     reasons = html[html.index('<ul class="reasons">'):html.index("</ul>", html.index('<ul class="reasons">'))]
     assert reasons.count("Sequence miss") == 1  # eight misses of one key: one line with the count

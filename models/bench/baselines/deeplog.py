@@ -13,29 +13,25 @@ import numpy as np
 import torch
 from torch import nn
 
+from logsense.models.loggpt import TrainingConfig
 from logsense.models.sequence import BOS, NextKeyModel, Scored
 
 
 @dataclass
-class DeepLogConfig:
+class DeepLogConfig(TrainingConfig):
+    """DeepLog's settings; the training ones are `TrainingConfig`'s, two with their own defaults."""
+
     # model
     h: int = 10  # window: keys seen before each prediction
     n_embd: int = 32  # key embedding width (the paper feeds one-hot keys; an embedding is the same, smaller)
     hidden: int = 64  # LSTM width
     layers: int = 2  # LSTM layers
     # training
-    lr: float = 1e-3  # AdamW learning rate
-    weight_decay: float = 0.0
     batch_size: int = 256  # windows per step
     max_epochs: int = 10  # upper bound; early stopping usually ends sooner
-    patience: int = 3  # epochs without a better validation loss before stopping
-    val_fraction: float = 0.1  # held back from the end of train (in time) when no validation is given
-    seed: int = 0
     # detection
     g: int | None = None  # fixed top-g; None: calibrated on validation normals
     target_fpr: float = 0.01  # g is calibrated so at most this share of validation normals is flagged
-    device: str = "cpu"  # "cpu", "cuda", or "auto"
-    progress: bool | None = None  # tqdm bar: None = only on a terminal
 
 
 class _LSTM(nn.Module):

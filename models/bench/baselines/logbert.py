@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from logsense.models.loggpt import TrainingConfig, length_batches
 from logsense.models.sequence import (BOS, PAD, SPECIALS, UNK, Vocabulary, chronological_split, resolve_device,
                                       train_early_stopping)
 
@@ -49,7 +50,9 @@ IGNORE = -100  # cross-entropy target of a position that is not predicted
 
 
 @dataclass
-class LogBERTConfig:
+class LogBERTConfig(TrainingConfig):
+    """LogBERT's settings; the training ones are `TrainingConfig`'s, three with their own defaults."""
+
     # model (a BERT encoder from scratch; tokens are template ids, so it stays tiny)
     n_layer: int = 2  # transformer blocks
     n_head: int = 4  # attention heads
@@ -60,18 +63,12 @@ class LogBERTConfig:
     mask_ratio: float = 0.3  # share of keys masked in training (BERT: 0.15; LogBERT masks more)
     alpha: float = 0.1  # weight of the hypersphere term (VHM) against masked key prediction (MLKP)
     # training
-    lr: float = 1e-3  # AdamW learning rate
-    weight_decay: float = 0.0
     batch_size: int = 128  # chunks per step
     max_epochs: int = 10  # upper bound; early stopping usually ends sooner
     patience: int = 2  # epochs without a better validation loss before stopping
-    val_fraction: float = 0.1  # held back from the end of train (in time) when no validation is given
-    seed: int = 0  # weights, dropout, masks and shuffling; the caller's RNG is left alone
     # detection
     g: int = 10  # a key outside the model's top-g predictions is a miss (paper: 6 to 15)
     score_batch_size: int = 512  # masked copies per forward pass when scoring
-    device: str = "cpu"  # "cpu", "cuda", or "auto" (cuda when available)
-    progress: bool | None = None  # tqdm bar: None = only on a terminal
 
 
 # ---------------------------------------------------------------------------- network
@@ -169,16 +166,7 @@ class LogBERT:
 
     def _groups(self, chunks: list, batch_size: int, rng: np.random.Generator | None) -> list[list]:
         """Batches of (tag, tokens) of similar lengths (little padding); shuffled when `rng` is given."""
-        if rng is None:
-            order = sorted(range(len(chunks)), key=lambda j: len(chunks[j][1]))
-            return [[chunks[j] for j in order[i:i + batch_size]] for i in range(0, len(order), batch_size)]
-        order = rng.permutation(len(chunks))
-        pool = 50 * batch_size  # sort within pools of 50 batches: random batches, little padding
-        batches = []
-        for p in range(0, len(order), pool):
-            part = sorted((chunks[j] for j in order[p:p + pool]), key=lambda c: len(c[1]))
-            batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-        return [batches[j] for j in rng.permutation(len(batches))]
+        return length_batches(chunks, batch_size, lambda c: len(c[1]), rng)
 
     def _masked_batch(self, batch: list, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs (B, T), targets (B, T)): `mask_ratio` of the keys masked, at least one per chunk.

@@ -48,11 +48,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from logsense.models.loggpt import TrainingConfig
 from logsense.models.sequence import chronological_split, resolve_device, train_early_stopping
 
 
 @dataclass
-class LSTMAEConfig:
+class LSTMAEConfig(TrainingConfig):
+    """The autoencoder's settings; the training ones are `TrainingConfig`'s, three with their own defaults."""
+
     # features
     step: int = 5  # keys per sub-window: one feature vector per `step` consecutive keys
     max_steps: int = 64  # sub-windows read at once; longer items are cut into chunks (score = worst chunk)
@@ -63,17 +66,11 @@ class LSTMAEConfig:
     layers: int = 1  # LSTM layers (encoder and decoder)
     # training
     lr: float = 2e-3  # AdamW learning rate
-    weight_decay: float = 0.0
     batch_size: int = 128  # chunks per step
     max_epochs: int = 20  # upper bound; early stopping usually ends sooner
-    patience: int = 3  # epochs without a better validation loss before stopping
-    val_fraction: float = 0.1  # held back from the end of train (in time) when no validation is given
-    seed: int = 0
     threads: int | None = 1  # torch CPU threads during fit/scores (restored after); None = leave torch's setting.
     # Small LSTMs gain nothing from a second thread, and two threads on a busy 2-core machine spin:
     # an HDFS-sized fit measured 7 s on one thread, 65 s on two, beside other jobs.
-    device: str = "cpu"  # "cpu", "cuda", or "auto"
-    progress: bool | None = None  # tqdm bar: None = only on a terminal
 
 
 class _AE(nn.Module):
