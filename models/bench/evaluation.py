@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from logsense.models.policy import threshold_at_fpr  # noqa: F401 (the product's calibration rule; re-exported)
 
 FRACTIONS = (0.6, 0.1, 0.3)  # train / validation / test
 
