@@ -763,7 +763,7 @@ def start(services: Services) -> None:
     and the dispatcher unless `alerts_enabled` is off."""
     hook = services.alerts = AlertHook(services)
     store.ANOMALY_HOOKS[services.engine] = hook
-    if services.settings.alerts_enabled:
+    if services.settings.alerts_enabled and services.settings.role in ("all", "worker"):  # a cluster: workers send
         hook.dispatcher = Dispatcher(services).start()
 
 

@@ -221,11 +221,10 @@ def _start_cluster(services: Services) -> None:
     from logsense.server.cluster.events import Follower
 
     settings = services.settings
-    broker = Broker(settings.broker_url, settings.partitions, settings.reply_timeout_seconds)
+    # Every role hands batches posted to it to their owner: only a partition's owner stores them.
+    broker = services.broker = Broker(settings.broker_url, settings.partitions, settings.reply_timeout_seconds)
     on_change = services.registry.drop
-    if settings.role == "api":
-        services.broker = broker
-    elif settings.role == "processor":
+    if settings.role == "processor":
         from logsense.server.cluster.processor import Processor
 
         services.processor = Processor(services, broker)

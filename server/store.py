@@ -16,6 +16,7 @@ import json
 import sqlite3
 import threading
 import weakref
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -800,7 +801,10 @@ def stored_answer(session: Session, stream_id: int, key: str) -> tuple[int, byte
 
     row = session.execute(select(IngestKey.status, IngestKey.answer)
                           .where(IngestKey.stream_id == stream_id, IngestKey.key == key)).first()
-    return (row.status, bytes(row.answer)) if row is not None else None
+    if row is None:
+        return None
+    answer = bytes(row.answer)
+    return row.status, (answer if answer[:1] == b"{" else zlib.decompress(answer))  # JSON, or zlib'd JSON
 
 
 def save_answer(session: Session, stream_id: int, key: str, status: int, answer: bytes, now: datetime) -> None:
@@ -809,7 +813,9 @@ def save_answer(session: Session, stream_id: int, key: str, status: int, answer:
 
     t = IngestKey.__table__
     session.execute(t.delete().where(t.c.created_at < now - timedelta(days=INGEST_KEY_DAYS)))
-    session.add(IngestKey(stream_id=stream_id, key=key, status=status, answer=answer, created_at=now))
+    # zlib here, not the database's own compression: a cluster keys every batch, and this process
+    # compresses off the database's cores
+    session.add(IngestKey(stream_id=stream_id, key=key, status=status, answer=zlib.compress(answer, 1), created_at=now))
 
 
 # --------------------------------------------------------------------------- the training review
@@ -869,8 +875,6 @@ def confirm_reviews(session: Session, stream_id: int, template_ids: Sequence[int
 def save_templates(session: Session, stream_id: int, n_templates: int, state: dict, now: datetime) -> None:
     """The stream's template miner, in the batch's transaction that created templates: a new owner
     or another replica reads the ids the stored lines carry (`templates_of`)."""
-    import zlib
-
     from logsense.server.tables import StreamParser
 
     blob = zlib.compress(orjson.dumps(state), 1)
@@ -884,8 +888,6 @@ def save_templates(session: Session, stream_id: int, n_templates: int, state: di
 
 def templates_of(session: Session, stream_id: int, newer_than: int = -1) -> dict | None:
     """The stream's saved miner state, if it has more than `newer_than` templates."""
-    import zlib
-
     from logsense.server.tables import StreamParser
 
     row = session.execute(select(StreamParser.state).where(StreamParser.stream_id == stream_id,

@@ -102,10 +102,10 @@ def run_job(services: Services, job_id: int) -> None:
                  message=result.get("message", "done"))
 
 
-def fail_interrupted(engine: Engine, settings: Settings | None = None) -> int:
-    """At start: jobs a dead process left queued or running are marked failed (their threads are
-    gone). One process: all of them. A cluster: this node's own and those of nodes not seen for
-    twice the lease, never a running peer's."""
+def fail_interrupted(engine: Engine, settings: Settings | None = None, at_start: bool = True) -> int:
+    """Jobs a dead process left queued or running are marked failed (their threads are gone).
+    One process, at start: all of them. A cluster: those of nodes not seen for twice the lease,
+    and at start this node's own; never a running peer's."""
     t = Job.__table__
     q = update(t).where(t.c.state.in_(("queued", "running")))
     if settings is not None and settings.cluster:
@@ -113,7 +113,8 @@ def fail_interrupted(engine: Engine, settings: Settings | None = None) -> int:
         from logsense.server.tables import ClusterNode
 
         alive = select(ClusterNode.name).where(ClusterNode.seen_at >= dead_before(settings.lease_seconds))
-        q = q.where(or_(t.c.owner.is_(None), t.c.owner == settings.node(), t.c.owner.not_in(alive.scalar_subquery())))
+        dead = t.c.owner.not_in(alive.scalar_subquery())
+        q = q.where(or_(t.c.owner.is_(None), t.c.owner == settings.node(), dead) if at_start else dead)
     with store.write_session(engine) as session:
         result = session.execute(q.values(
             state="failed", error="interrupted: the server stopped before the job finished", finished_at=utcnow()))

@@ -106,10 +106,14 @@ class Worker(Loop):
     def _requeue(self) -> None:
         from logsense.server.cluster.leases import dead_before
 
+        from logsense.server.training import fail_interrupted
+
         with store.write_session(self.services.engine) as session:
             n = store.requeue_checking(session, self.node, dead_before(self.settings.lease_seconds))
         if n:
             log.info("re-queued %d windows of workers that stopped while checking them", n)
+        if fail_interrupted(self.services.engine, self.settings, at_start=False):
+            log.info("marked failed the jobs of nodes that stopped while running them")
         self._next_requeue = time.monotonic() + self.settings.lease_seconds
 
     def check_windows(self, stream: Stream, window_ids: list[int]) -> int:

@@ -16,7 +16,7 @@ Protocol (printed with the figures):
    in `--cluster-processors`: 2 `api` replicas (the clients alternate between them), N
    `processor`s and 1 `worker`, all processes of this machine over loopback.
 5. CPU per process: user + system seconds over the timed phase (children such as the parse
-   helper included), from /proc.
+   helper included), from /proc; PostgreSQL's and Redis's too (they share the machine's cores).
 6. `ratio_to_all`: a setup's lines/s over the `all` setup's, same run.
 """
 
@@ -76,14 +76,7 @@ class Node:
                                      stdout=open(log_dir / f"{name}.log", "ab"), stderr=subprocess.STDOUT)
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for pid in [self.proc.pid, *_children(self.proc.pid)]:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return sum(map(_cpu_seconds, [self.proc.pid, *_children(self.proc.pid)]))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -92,6 +85,29 @@ class Node:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far (0 once it has exited)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _servers_cpu() -> dict[str, float]:
+    """CPU seconds so far of this machine's PostgreSQL and Redis processes (they share its cores)."""
+    out = {"postgresql": 0.0, "redis": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            comm = stat.read_text().strip()
+        except OSError:
+            continue
+        kind = "postgresql" if comm in ("postgres", "postmaster") else "redis" if comm.startswith("redis-serv") else None
+        if kind:
+            out[kind] += _cpu_seconds(int(stat.parent.name))
+    return out
 
 
 def _setup(name: str, roles: list[tuple[str, str]], admin_url: str, broker_url: str, work: Path,
@@ -122,7 +138,8 @@ def _setup(name: str, roles: list[tuple[str, str]], admin_url: str, broker_url: 
     data_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGSENSE_")}
     env.update(HF_HUB_OFFLINE="1", LOGSENSE_DATABASE_URL=db_url, LOGSENSE_BROKER_URL=broker_url,
-               LOGSENSE_PARTITIONS=str(cfg.partitions), LOGSENSE_SCHEDULER_ENABLED="false", LOGSENSE_LOG_LEVEL="warning")
+               LOGSENSE_PARTITIONS=str(cfg.partitions), LOGSENSE_SCHEDULER_ENABLED="false",
+               LOGSENSE_LOG_LEVEL=os.environ.get("LOGSENSE_BENCH_LOG_LEVEL", "warning"))
     nodes = [Node(f"{name}-{role}-{i}", role, env, data_dir, work) for i, (role, _) in enumerate(roles)]
     try:
         for node in nodes:
@@ -136,17 +153,18 @@ def _setup(name: str, roles: list[tuple[str, str]], admin_url: str, broker_url: 
             entry[0].ok("PATCH", f"/api/v1/streams/{stream}", {"settings": {"train_mode": False}})
         timed = jobs * cfg.rounds
         random.Random(cfg.seed).shuffle(timed)
-        cpu0 = {n.name: n.cpu_seconds() for n in nodes}
+        cpu0, servers0 = {n.name: n.cpu_seconds() for n in nodes}, _servers_cpu()
         start = time.perf_counter()
         acknowledged = _post_all(entry, key, timed, cfg.clients)
         seconds = time.perf_counter() - start
         cpu = {n.name: round(n.cpu_seconds() - cpu0[n.name], 1) for n in nodes}
+        servers = {k: round(v - servers0[k], 1) for k, v in _servers_cpu().items()}
     finally:
         for node in nodes:
             node.stop()
     return {"setup": name, "processes": [r for r, _ in roles], "lines": acknowledged, "seconds": round(seconds, 2),
             "lines_per_second": round(acknowledged / seconds, 1), "cpu_seconds": cpu,
-            "cpu_seconds_total": round(sum(cpu.values()), 1)}
+            "cpu_seconds_total": round(sum(cpu.values()), 1), "servers_cpu_seconds": servers}
 
 
 def _post_all(entry: list[Client], key: str, jobs: list[tuple[str, list[str]]], clients: int) -> int:
@@ -213,10 +231,10 @@ def run_cluster_bench(out: str | os.PathLike, cfg: ClusterBenchConfig | None = N
         row["ratio_to_all"] = round(row["lines_per_second"] / base, 3)
     report = {**head, "systems": len(systems), "results": results}
     (out_dir / "results.json").write_text(json.dumps(report, indent=2))
-    print(f"\n{'setup':<14}{'lines/s':>10}{'ratio':>8}{'cpu s':>8}  cpu per process")
+    print(f"\n{'setup':<14}{'lines/s':>10}{'ratio':>8}{'cpu s':>8}  cpu per process; postgresql, redis")
     for row in results:
         print(f"{row['setup']:<14}{row['lines_per_second']:>10.0f}{row['ratio_to_all']:>8.2f}"
-              f"{row['cpu_seconds_total']:>8.1f}  {row['cpu_seconds']}")
+              f"{row['cpu_seconds_total']:>8.1f}  {row['cpu_seconds']}; {row['servers_cpu_seconds']}")
     if os.environ.get("LOGSENSE_KEEP_BENCH_DIR") is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0

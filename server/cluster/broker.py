@@ -43,7 +43,9 @@ class Broker:
     def __init__(self, url: str, partitions: int, reply_timeout: float = 30.0):
         import redis
 
-        self.redis = redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30)
+        # reads wait longer than the longest BLPOP / XREADGROUP block, so a wait never reads as a dead socket
+        self.redis = redis.Redis.from_url(url, socket_keepalive=True, health_check_interval=30,
+                                          socket_timeout=reply_timeout + 10)
         self.partitions = partitions
         self.reply_timeout = reply_timeout
 
@@ -57,11 +59,19 @@ class Broker:
         (status, answer JSON, replayed). NoAnswer when none comes within `reply_timeout`."""
         from logsense.server.cluster.leases import partition_of
 
+        import redis
+
         request_id = uuid.uuid4().hex
         key = key or f"{AUTO_KEY}{request_id}"
-        self.redis.xadd(_stream_key(partition_of(stream_id, self.partitions)),
-                        {"rid": request_id, "stream": stream_id, "key": key, "batch": to_message(batch)})
-        got = self.redis.blpop([_reply_key(request_id)], timeout=self.reply_timeout)
+        try:
+            self.redis.xadd(_stream_key(partition_of(stream_id, self.partitions)),
+                            {"rid": request_id, "stream": stream_id, "key": key, "batch": to_message(batch)})
+        except redis.RedisError as exc:
+            raise NoAnswer(f"the ingest log (Redis) is unavailable: {exc}; nothing was stored, retry") from None
+        try:
+            got = self.redis.blpop([_reply_key(request_id)], timeout=self.reply_timeout)
+        except redis.RedisError:
+            got = None
         if got is None:
             raise NoAnswer(f"the stream's processor did not answer within {self.reply_timeout:g} s; the batch may "
                            f"still be stored: retry with the header Idempotency-Key: {key}")
@@ -115,5 +125,5 @@ class Broker:
         self.redis.xdel(_stream_key(partition), message_id)
 
     def backlog(self) -> int:
-        """Messages waiting in all partitions (for /metrics and the benchmark)."""
+        """Messages waiting in all partitions."""
         return sum(self.redis.xlen(_stream_key(p)) for p in range(self.partitions))

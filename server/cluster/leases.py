@@ -103,9 +103,9 @@ class Leases:
             elif len(self.held) < share:
                 rows = conn.execute(text(
                     "UPDATE partition_leases SET owner = :me, epoch = epoch + 1, expires_at = :until "
-                    "WHERE partition IN (SELECT partition FROM partition_leases WHERE owner IS NULL OR expires_at < :t "
-                    "ORDER BY partition LIMIT :k FOR UPDATE SKIP LOCKED) RETURNING partition, epoch"),
-                    {"me": self.node, "until": now + timedelta(seconds=self.ttl), "t": now,
+                    "WHERE partition IN (SELECT partition FROM partition_leases WHERE (owner IS NULL OR expires_at < :t) "
+                    "AND partition < :n ORDER BY partition LIMIT :k FOR UPDATE SKIP LOCKED) RETURNING partition, epoch"),
+                    {"me": self.node, "until": now + timedelta(seconds=self.ttl), "t": now, "n": self.partitions,
                      "k": share - len(self.held)}).all()
                 gained = {p: e for p, e in rows}
                 self.held.update(gained)

@@ -29,6 +29,8 @@ from logsense.server.tables import Stream, utcnow
 
 log = logging.getLogger("logsense.processor")
 
+READ_COUNT = 4  # messages read per partition at a time: the leases are renewed between batches anyway
+
 
 class Processor(Loop):
     name = "logsense-processor"
@@ -39,7 +41,7 @@ class Processor(Loop):
         self.services, self.broker = services, broker
         self.node = settings.node()
         self.leases = Leases(services.engine, self.node, settings.partitions, settings.lease_seconds)
-        self._next_lease_round = 0.0
+        self._next_lease_round = self._next_renewal = 0.0
         self._changed: set[int] = set()  # streams whose models to reload before their next batch
         self._guard = threading.Lock()
         self.stored = 0  # batches stored (for tests and the benchmark)
@@ -82,18 +84,26 @@ class Processor(Loop):
         if not self.leases.held:
             time.sleep(0.2)
             return False
-        messages = self.broker.read(sorted(self.leases.held), self.node)
+        messages = self.broker.read(sorted(self.leases.held), self.node, count=READ_COUNT)
         for message in messages:
+            if time.monotonic() >= self._next_renewal:  # a long round must not let the leases lapse
+                self._renew()
             if partition_of(int(message[2][b"stream"]), self.leases.partitions) in self.leases.held:
-                self._handle(*message)
+                self._handle(*message)  # else taken over meanwhile: the new owner claims it
         return bool(messages)
 
-    def _lease_round(self) -> list:
-        engine = self.services.engine
-        heartbeat(engine, self.node, "processor")
+    def _renew(self) -> set[int]:
+        heartbeat(self.services.engine, self.node, "processor")
         lost = self.leases.renew()
+        for p in lost:
+            self._forget_partition(p)
+        self._next_renewal = time.monotonic() + self.leases.ttl / 3
+        return lost
+
+    def _lease_round(self) -> list:
+        self._renew()
         gained, released = self.leases.rebalance()
-        for p in lost | released | set(gained):
+        for p in released | set(gained):
             self._forget_partition(p)
         claimed = []
         for p in sorted(gained):
