@@ -91,3 +91,18 @@ def redis(tmp: Path) -> Iterator[str | None]:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    """Drop and create database `name` on the server of `admin_url` (a user who may create
+    databases): its URL."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + name

@@ -23,7 +23,7 @@ import pytest
 from logsense.server.client import free_port
 
 from .helpers import BLOCK_REGEX, HDFS_LOG, TINY_LOGGPT, wait_for
-from logsense.server.bench.backing import postgres, redis
+from logsense.server.bench.backing import fresh_database, postgres, redis
 
 pytestmark = pytest.mark.slow
 
@@ -101,13 +101,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             pytest.skip("PostgreSQL could not be started (Debian's postgresql package: initdb, pg_ctl)")
         if broker_url is None:
             pytest.skip("redis-server is not installed (Debian's redis-server package)")
-        from sqlalchemy import create_engine, text
-
-        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text("CREATE DATABASE logsense"))
-        admin.dispose()
-        c = Cluster(tmp, admin_url.rsplit("/", 1)[0] + "/logsense", broker_url)
+        c = Cluster(tmp, fresh_database(admin_url, "logsense"), broker_url)
         try:
             yield c
         finally:
