@@ -88,6 +88,7 @@ class Processor(Loop):
         for message in messages:
             if time.monotonic() >= self._next_renewal:  # a long round must not let the leases lapse
                 self._renew()
+            self._reload_changed()  # feedback made elsewhere applies from the next batch on
             if partition_of(int(message[2][b"stream"]), self.leases.partitions) in self.leases.held:
                 self._handle(*message)  # else taken over meanwhile: the new owner claims it
         return bool(messages)
@@ -166,6 +167,7 @@ class Processor(Loop):
             self.broker.reply(request_id, 503, str(exc).encode())
         except Exception as exc:  # noqa: BLE001 (the client retries with the key; no message loops forever)
             log.exception("could not store batch %s of stream %s", request_id, stream_id)
+            self.services.registry.drop(stream_id)  # its model may hold what rolled back: reload it
             self.broker.reply(request_id, 503, f"could not store the batch: {type(exc).__name__}: {exc}".encode())
         self.broker.done(partition, message_id)
 
