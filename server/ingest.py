@@ -23,9 +23,9 @@ import orjson
 from logsense.models.policy import combine
 from logsense.models.parsing import ParsedLine
 from logsense.server import store, windows
-from logsense.server.api.streams import LOW_HEADER_PARSE_RATE
 from logsense.server.batch import LATEST_TS, Batch, Item
 from logsense.server.services import Services
+from logsense.server.streams import LOW_HEADER_PARSE_RATE
 from logsense.server.tables import Stream, utcnow
 
 # --------------------------------------------------------------------------- storing

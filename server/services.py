@@ -53,9 +53,9 @@ class Services:
     training_threads: list[threading.Thread] = field(default_factory=list)  # joined at shutdown
     # Builds an ingest answer while the request's thread waits in the commit's fsync (which
     # holds no GIL); one thread per batch would wait for the GIL, and the commit behind it.
+    answers: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="logsense-answer"))
+
     def owns(self, stream_id: int) -> bool:
         """Does this process store the stream's batches (and so score its pending lines)?"""
         return self.processor.owns(stream_id) if self.processor is not None else not self.settings.cluster
-
-    answers: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="logsense-answer"))

@@ -638,11 +638,17 @@ def requeue_checking(session: Session, owner: str | None = None, dead_before: da
     t = Window.__table__
     q = update(t).where(t.c.state == "checking")
     if owner is not None:
-        from logsense.server.tables import ClusterNode
-
-        alive = select(ClusterNode.name).where(ClusterNode.seen_at >= dead_before).scalar_subquery()
+        alive = live_nodes(dead_before)
         q = q.where(or_(t.c.claimed_by == owner, t.c.claimed_by.is_(None), t.c.claimed_by.not_in(alive)))
     return session.execute(q.values(state="queued", claimed_by=None, claimed_at=None)).rowcount or 0
+
+
+def live_nodes(dead_before: datetime) -> Any:
+    """The names of the cluster's nodes seen since `dead_before`, as a subquery: work claimed by
+    any other name is a dead node's."""
+    from logsense.server.tables import ClusterNode
+
+    return select(ClusterNode.name).where(ClusterNode.seen_at >= dead_before).scalar_subquery()
 
 
 def fail_windows(session: Session, window_ids: Sequence[int], error: str, max_attempts: int) -> None:

@@ -110,10 +110,8 @@ def fail_interrupted(engine: Engine, settings: Settings | None = None, at_start:
     q = update(t).where(t.c.state.in_(("queued", "running")))
     if settings is not None and settings.cluster:
         from logsense.server.cluster.leases import dead_before
-        from logsense.server.tables import ClusterNode
 
-        alive = select(ClusterNode.name).where(ClusterNode.seen_at >= dead_before(settings.lease_seconds))
-        dead = t.c.owner.not_in(alive.scalar_subquery())
+        dead = t.c.owner.not_in(store.live_nodes(dead_before(settings.lease_seconds)))
         q = q.where(or_(t.c.owner.is_(None), t.c.owner == settings.node(), dead) if at_start else dead)
     with store.write_session(engine) as session:
         result = session.execute(q.values(

@@ -112,7 +112,7 @@ def _servers_cpu() -> dict[str, float]:
     return out
 
 
-def _setup(name: str, roles: list[tuple[str, str]], admin_url: str, broker_url: str, work: Path,
+def _setup(name: str, roles: list[str], admin_url: str, broker_url: str, work: Path,
            cfg: ClusterBenchConfig, systems: dict[str, list[str]]) -> dict:
     """Run one setup from an empty database: start it, warm it up, time it, stop it."""
     from sqlmodel import Session
@@ -135,11 +135,11 @@ def _setup(name: str, roles: list[tuple[str, str]], admin_url: str, broker_url: 
     env.update(HF_HUB_OFFLINE="1", LOGSENSE_DATABASE_URL=db_url, LOGSENSE_BROKER_URL=broker_url,
                LOGSENSE_PARTITIONS=str(cfg.partitions), LOGSENSE_SCHEDULER_ENABLED="false",
                LOGSENSE_LOG_LEVEL=os.environ.get("LOGSENSE_BENCH_LOG_LEVEL", "warning"))
-    nodes = [Node(f"{name}-{role}-{i}", role, env, data_dir, work) for i, (role, _) in enumerate(roles)]
+    nodes = [Node(f"{name}-{role}-{i}", role, env, data_dir, work) for i, role in enumerate(roles)]
     try:
         for node in nodes:
             Client(node.port, key).wait_ready(lambda n=node: n.proc.poll() is None, timeout=600)
-        entry = [Client(n.port, key) for n, (role, _) in zip(nodes, roles) if role in ("api", "all")]
+        entry = [Client(n.port, key) for n, role in zip(nodes, roles) if role in ("api", "all")]
         for stream in systems:
             entry[0].ok("POST", "/api/v1/streams", {"name": stream})
         jobs = [(s, lines[i : i + BATCH]) for s, lines in systems.items() for i in range(0, len(lines), BATCH)]
@@ -158,7 +158,7 @@ def _setup(name: str, roles: list[tuple[str, str]], admin_url: str, broker_url: 
     finally:
         for node in nodes:
             node.stop()
-    return {"setup": name, "processes": [r for r, _ in roles], "lines": acknowledged, "seconds": round(seconds, 2),
+    return {"setup": name, "processes": roles, "lines": acknowledged, "seconds": round(seconds, 2),
             "lines_per_second": round(acknowledged / seconds, 1), "cpu_seconds": cpu,
             "cpu_seconds_total": round(sum(cpu.values()), 1), "servers_cpu_seconds": servers,
             "idle_wait_seconds": round(quiet, 1)}
@@ -236,11 +236,10 @@ def run_cluster_bench(out: str | os.PathLike, cfg: ClusterBenchConfig | None = N
             print("bench --cluster: needs PostgreSQL (initdb, pg_ctl) and redis-server, or --database-url and "
                   "--broker-url", file=sys.stderr)
             return 2
-        setups = [("all", [("all", "")])]
-        setups += [(f"cluster-{n}p", [("api", ""), ("api", ""), *[("processor", "")] * n, ("worker", "")])
-                   for n in cfg.processors]
+        setups = [("all", ["all"])] + [(f"cluster-{n}p", ["api", "api", *["processor"] * n, "worker"])
+                                       for n in cfg.processors]
         for name, roles in setups:
-            print(f"setup {name}: {', '.join(r for r, _ in roles)}", flush=True)
+            print(f"setup {name}: {', '.join(roles)}", flush=True)
             row = _setup(name, roles, admin_url, broker, work, cfg, systems)
             results.append(row)
             print(json.dumps(row), flush=True)

@@ -123,7 +123,3 @@ class Broker:
         """Acknowledge and delete a message whose batch committed and was answered."""
         self.redis.xack(_stream_key(partition), GROUP, message_id)
         self.redis.xdel(_stream_key(partition), message_id)
-
-    def backlog(self) -> int:
-        """Messages waiting in all partitions."""
-        return sum(self.redis.xlen(_stream_key(p)) for p in range(self.partitions))

@@ -3,15 +3,16 @@
 Feedback and model promotions append an event in their own transaction (`publish`); every
 process of a cluster polls the log and hands each changed stream to `on_change` (the registry
 forgets the model, and the next use reloads it from the database, which holds the feedback).
-A later id can commit before an earlier one, so each poll re-reads the last few seconds and
-skips the ids it has seen.
+A later id can commit before an earlier one, so each poll reads from the highest id it had seen
+`LOOKBACK_SECONDS` ago (by the primary key, whatever the log's length) and skips the ids it has
+seen since.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -19,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from logsense.server.cluster.leases import heartbeat
 from logsense.server.loop import Loop
-from logsense.server.tables import StreamEvent, utcnow
+from logsense.server.tables import StreamEvent
 
 LOOKBACK_SECONDS = 10.0  # longer than any transaction that appends an event
 
@@ -41,26 +42,30 @@ class Follower(Loop):
         self.engine, self.on_change = engine, on_change
         self.node, self.role, self.heartbeat_seconds = node, role, heartbeat_seconds
         self._next_beat = 0.0
-        self._seen: dict[int, Any] = {}  # event id -> created_at, pruned past the lookback
-        self._since = utcnow()
+        self._low: int | None = None  # every event up to this id has been handed on (or predates the start)
+        self._marks: deque[tuple[float, int]] = deque()  # (when, highest id seen by then)
+        self._seen: set[int] = set()  # ids above `_low` handed on already
 
     def start(self) -> None:
         heartbeat(self.engine, self.node, self.role)
         super().start()
 
     def round(self) -> bool:
-        if time.monotonic() >= self._next_beat:
+        now = time.monotonic()
+        if now >= self._next_beat:
             heartbeat(self.engine, self.node, self.role)
-            self._next_beat = time.monotonic() + self.heartbeat_seconds
-        since = self._since - timedelta(seconds=LOOKBACK_SECONDS)
+            self._next_beat = now + self.heartbeat_seconds
         with self.engine.connect() as conn:
-            rows = conn.execute(text("SELECT id, stream_id, created_at FROM stream_events WHERE created_at > :t "
-                                     "ORDER BY id"), {"t": since.replace(tzinfo=None)}).all()
-        self._since = utcnow()
-        for event_id, stream_id, created in rows:
+            if self._low is None:  # the models load from the database after this: earlier events are in it
+                self._low = conn.execute(text("SELECT coalesce(max(id), 0) FROM stream_events")).scalar_one()
+            rows = conn.execute(text("SELECT id, stream_id FROM stream_events WHERE id > :low ORDER BY id"),
+                                {"low": self._low}).all()
+        for event_id, stream_id in rows:
             if event_id not in self._seen:
-                self._seen[event_id] = created
+                self._seen.add(event_id)
                 self.on_change(stream_id)
-        cutoff = since.replace(tzinfo=None)
-        self._seen = {i: t for i, t in self._seen.items() if t > cutoff}
+        self._marks.append((now, max([self._low, *self._seen])))
+        while self._marks[0][0] < now - LOOKBACK_SECONDS:  # ids that old have committed or never will
+            self._low = max(self._low, self._marks.popleft()[1])
+        self._seen = {i for i in self._seen if i > self._low}
         return False

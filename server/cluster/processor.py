@@ -44,7 +44,6 @@ class Processor(Loop):
         self._next_lease_round = self._next_renewal = 0.0
         self._changed: set[int] = set()  # streams whose models to reload before their next batch
         self._guard = threading.Lock()
-        self.stored = 0  # batches stored (for tests and the benchmark)
 
     def start(self) -> None:
         self.leases.setup()
@@ -94,7 +93,6 @@ class Processor(Loop):
         return bool(messages)
 
     def _renew(self) -> set[int]:
-        heartbeat(self.services.engine, self.node, "processor")
         lost = self.leases.renew()
         for p in lost:
             self._forget_partition(p)
@@ -156,7 +154,6 @@ class Processor(Loop):
                 status, content = store_batch(self.services, stream, from_message(fields[b"batch"]), key,
                                               fence=partial(self.leases.fence, partition=partition))
                 self.broker.reply(request_id, status, content)
-                self.stored += 1
         except Replayed as again:  # stored before, by this owner or the one before
             self.broker.reply(request_id, again.status, again.content, replayed=True)
         except Fenced:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,25 @@ def _no_logsense_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("LOGSENSE_"):
             monkeypatch.delenv(name)
+
+
+PG_URL = os.environ.get("LOGSENSE_TEST_POSTGRES_URL")  # read at import: the fixture above clears LOGSENSE_*
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL server whose user may create databases: the one LOGSENSE_TEST_POSTGRES_URL
+    names, else one started from Debian's package for the session; skipped when neither can be had."""
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver (pip install 'logsense[postgres]')")
+    if PG_URL:
+        yield PG_URL
+        return
+    from logsense.server.bench.backing import postgres
+
+    with postgres() as url:
+        if url is None:
+            pytest.skip("no PostgreSQL: set LOGSENSE_TEST_POSTGRES_URL or install Debian's postgresql package")
+        yield url
 
 
 def make_settings(data_dir: Path, **overrides) -> Settings:

@@ -23,7 +23,7 @@ import pytest
 from logsense.server.client import free_port
 
 from .helpers import BLOCK_REGEX, HDFS_LOG, TINY_LOGGPT, wait_for
-from logsense.server.bench.backing import fresh_database, postgres, redis
+from logsense.server.bench.backing import fresh_database, redis
 
 pytestmark = pytest.mark.slow
 
@@ -90,18 +90,15 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver (pip install 'logsense[postgres]')")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_admin_url: str):
     pytest.importorskip("redis", reason="the Redis client (pip install redis)")
     if not HDFS_LOG.exists():
         pytest.skip(f"{HDFS_LOG} is missing")
     tmp = tmp_path_factory.mktemp("cluster")
-    with postgres() as admin_url, redis(tmp) as broker_url:
-        if admin_url is None:
-            pytest.skip("PostgreSQL could not be started (Debian's postgresql package: initdb, pg_ctl)")
+    with redis(tmp) as broker_url:
         if broker_url is None:
             pytest.skip("redis-server is not installed (Debian's redis-server package)")
-        c = Cluster(tmp, fresh_database(admin_url, "logsense"), broker_url)
+        c = Cluster(tmp, fresh_database(postgres_admin_url, "logsense"), broker_url)
         try:
             yield c
         finally:

@@ -4,30 +4,21 @@ roll back. PostgreSQL as in test_postgres: given, or started from Debian's packa
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 
 import pytest
 
-PG_URL = os.environ.get("LOGSENSE_TEST_POSTGRES_URL")
-
-
 @pytest.fixture(scope="module")
-def engine() -> Iterator:
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver (pip install 'logsense[postgres]')")
-    from logsense.server.bench.backing import fresh_database, postgres
+def engine(postgres_admin_url: str) -> Iterator:
+    from logsense.server.bench.backing import fresh_database
     from logsense.server.db import make_engine, upgrade_database
 
-    with postgres() if not PG_URL else nullcontext(PG_URL) as admin:
-        if admin is None:
-            pytest.skip("no PostgreSQL: set LOGSENSE_TEST_POSTGRES_URL or install Debian's postgresql package")
-        url = fresh_database(admin, "logsense_leases")
-        upgrade_database(url)
-        eng = make_engine(url)
-        yield eng
-        eng.dispose()
+    url = fresh_database(postgres_admin_url, "logsense_leases")
+    upgrade_database(url)
+    eng = make_engine(url)
+    yield eng
+    eng.dispose()
 
 
 def test_a_dead_owners_partitions_move_on_and_its_batches_are_fenced(engine) -> None:  # noqa: ANN001

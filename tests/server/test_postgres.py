@@ -5,38 +5,21 @@ skipped, saying why, when neither can be had."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-PG_URL = os.environ.get("LOGSENSE_TEST_POSTGRES_URL")  # read at import: a fixture clears LOGSENSE_* later
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "server_hdfs.log"
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    """The given server, or one started for this module."""
-    pytest.importorskip("psycopg", reason="the PostgreSQL driver (pip install 'logsense[postgres]')")
-    if PG_URL:
-        yield PG_URL
-        return
-    from logsense.server.bench.backing import postgres
-
-    with postgres() as url:
-        if url is None:
-            pytest.skip("no PostgreSQL: set LOGSENSE_TEST_POSTGRES_URL or install Debian's postgresql package")
-        yield url
-
-
 @pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
+def pg_url(postgres_admin_url: str) -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    base = make_url(pg_server)
+    base = make_url(postgres_admin_url)
     name = f"logsense_test_{uuid.uuid4().hex[:10]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
